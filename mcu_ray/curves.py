@@ -1,0 +1,63 @@
+"""Curves between two unlearned models, as arithmetic over parameter dicts.
+
+A curve of n+1 control points is phi(t) = sum_k B_{k,n}(t) theta_k with Bernstein
+coefficients B; n=1 is the straight line, n=2 the quadratic Bezier curve of the
+paper (Garipov et al. 2018). A forward pass at phi(t) goes through
+``torch.func.functional_call``, so any nn.Module (Hugging Face models included)
+works unchanged, and only the bends are trainable.
+"""
+from __future__ import annotations
+
+from math import comb
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+Params = dict  # name -> tensor
+
+
+def bezier_coefficients(t: float | torch.Tensor, n: int) -> list:
+    """Bernstein basis B_{k,n}(t) = C(n,k) t^k (1-t)^(n-k), k = 0..n."""
+    return [comb(n, k) * t ** k * (1 - t) ** (n - k) for k in range(n + 1)]
+
+
+def point_on_curve(control_points: list[Params], t: float | torch.Tensor) -> Params:
+    """phi(t) for control points [theta_0, bends..., theta_n] over the same names."""
+    coeffs = bezier_coefficients(t, len(control_points) - 1)
+    return {name: sum(c * cp[name] for c, cp in zip(coeffs, control_points)) for name in control_points[0]}
+
+
+def curve_parameters(model: nn.Module) -> list[str]:
+    """Names of the tensors a curve interpolates: the trainable parameters.
+
+    Buffers (BatchNorm running statistics, counters) are not on the curve; they are
+    re-estimated on data at every evaluated point.
+    """
+    return [name for name, p in model.named_parameters()]
+
+
+def initial_bend(theta_1: Params, theta_2: Params) -> Params:
+    """The midpoint's start: on the chord, (theta_1 + theta_2) / 2."""
+    return {name: (theta_1[name] + theta_2[name]) / 2 for name in theta_1}
+
+
+def curve_forward(model: nn.Module, control_points: list[Params], t: float | torch.Tensor):
+    """A forward function of ``model`` with its parameters set to phi(t)."""
+    params_t = point_on_curve(control_points, t)
+
+    def forward(inputs):
+        return functional_call(model, params_t, (inputs,))
+
+    return forward
+
+
+def state_at(model: nn.Module, control_points: list[Params], t: float) -> dict:
+    """A full state dict for phi(t): the curve's parameters, ``model``'s own buffers.
+
+    The buffers (BatchNorm statistics) are placeholders: evaluation re-estimates them.
+    """
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        state.update({name: p.detach() for name, p in point_on_curve(control_points, t).items()})
+    return state

@@ -1,0 +1,136 @@
+"""One function per artifact: read inputs from the store, run a plain loop, write the result.
+
+These are what Ray Train jobs and Ray tasks execute (see ``runner``), but they use no
+Ray themselves, so tests can call them directly. Each builder records itself in the
+store's job ledger before it starts, which is how "trained exactly once" is counted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mcu_ray.curves import curve_parameters
+from mcu_ray.evaluate import evaluate_curve_point, evaluate_state, task_data
+from mcu_ray.methods import METHODS
+from mcu_ray.plan import Curve, Endpoint, Original, Retrained
+from mcu_ray.spec import CurveFitSpec
+from mcu_ray.store import Store
+from mcu_ray.train import fit_bezier_bend, train_supervised, unlearn
+
+
+def t_grid(points: int) -> np.ndarray:
+    """The evaluated t values: ``points`` equally spaced in [0, 1]."""
+    return np.linspace(0.0, 1.0, points)
+
+
+def _supervised(store: Store, item, split: str, ratio: float) -> dict:
+    task, options, data, _ = task_data(item.task, item.options, ratio)
+    opts = task.Options(**options)
+    model = task.new_model(options, seed=opts.model_seed)
+    started = time.time()
+    log = train_supervised(model, data.split(split), epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+                           weight_decay=opts.weight_decay, seed=opts.model_seed)
+    meta = {"kind": type(item).__name__.lower(), "item": asdict(item), "train_log": log,
+            "train_seconds": time.time() - started}
+    if isinstance(item, Retrained):
+        meta["metrics"] = task.evaluate(model, options, data)
+    return store.save_artifact(item.key, meta, weights=model.state_dict())
+
+
+def build_original(store: Store, item: Original) -> dict:
+    """The model everything unlearns from: trained on all of D (ratio is irrelevant here)."""
+    store.record_job(item.key, "original")
+    return _supervised(store, item, "train", ratio=1.0)
+
+
+def build_retrained(store: Store, item: Retrained) -> dict:
+    """The gold standard for one forget ratio: trained from scratch on Dr."""
+    store.record_job(item.key, "retrained")
+    return _supervised(store, item, "retain", ratio=item.ratio)
+
+
+def build_endpoint(store: Store, item: Endpoint) -> dict:
+    """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
+    store.record_job(item.key, "endpoint")
+    task, options, data, random_proba = task_data(item.task, item.options, item.ratio)
+    if item.curriculum != "none":
+        raise NotImplementedError(f"curriculum {item.curriculum!r} is not implemented yet")
+    model = task.new_model(options, seed=0)
+    model.load_state_dict(store.load_weights(item.original))
+    params = METHODS[item.method].Params(**item.hparams)
+    started = time.time()
+    log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer, seed=item.seed)
+    meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
+            "metrics": task.evaluate(model, options, data, random_proba)}
+    return store.save_artifact(item.key, meta, weights=model.state_dict())
+
+
+def bend_key(curve: Curve) -> str:
+    """The key of a Bezier curve's trained bend theta_12 (its points live under curve.key)."""
+    return curve.key.replace("curve-", "bend-", 1)
+
+
+def build_bend(store: Store, curve: Curve) -> dict:
+    """Fit the quadratic Bezier bend with the first endpoint's method objective."""
+    store.record_job(bend_key(curve), "curve")
+    task, options, data, _ = task_data(curve.task, curve.options, curve.ratio)
+    model = task.new_model(options, seed=0)
+    theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
+    params = METHODS[curve.objective].Params(**curve.hparams)
+    started = time.time()
+    bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
+                                CurveFitSpec(**curve.fit), seed=curve.seed)
+    meta = {"kind": "bend", "item": asdict(curve), "train_log": log, "train_seconds": time.time() - started}
+    return store.save_artifact(bend_key(curve), meta, weights=bend)
+
+
+def control_points(store: Store, curve: Curve) -> list[dict]:
+    """[theta_1, (bend,) theta_2] over the curve's parameter names."""
+    task = task_data(curve.task, curve.options, curve.ratio)[0]
+    names = curve_parameters(task.new_model(curve.options, seed=0))
+    ends = [store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)]
+    bends = [store.load_weights(bend_key(curve))] if curve.trained else []
+    return [{n: cp[n] for n in names} for cp in [ends[0], *bends, ends[1]]]
+
+
+def interior_ts(curve: Curve) -> list[float]:
+    return [float(t) for t in t_grid(curve.points)[1:-1]]
+
+
+def evaluate_curve_serially(store: Store, curve: Curve) -> list[dict]:
+    """All interior points, one after another in this process (the naive way; tests)."""
+    cps = control_points(store, curve)
+    return [evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, t) for t in interior_ts(curve)]
+
+
+def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:
+    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["t"]))
+    return store.save_artifact(curve.key, {"kind": "curve_points", "item": asdict(curve)}, points=table)
+
+
+def original_metrics(store: Store, original: Original, ratio: float) -> dict:
+    """The original model evaluated on one ratio's splits (a reference line in figures)."""
+    return evaluate_state(original.task, original.options, ratio, store.load_weights(original.key))
+
+
+def curve_rows(store: Store, curve: Curve, first_endpoint: str) -> list[dict]:
+    """Every evaluated point of a curve, oriented so that t=0 is ``first_endpoint``.
+
+    t=0 and t=1 come from the endpoints' own evaluations (same BatchNorm
+    re-estimation), the interior from the curve's stored points.
+    """
+    start = store.read_meta(curve.endpoint_1)["metrics"]
+    end = store.read_meta(curve.endpoint_2)["metrics"]
+    rows = [{"t": 0.0, **start}, *store.load_points(curve.key).to_pylist(), {"t": 1.0, **end}]
+    if first_endpoint != curve.endpoint_1:  # a shared linear curve stored the other way round
+        rows = [{**r, "t": 1.0 - r["t"]} for r in reversed(rows)]
+    return rows
+
+
+def use_threads(num_cpus: float) -> None:
+    """Match torch's intra-op threads to the CPUs Ray gave this process."""
+    torch.set_num_threads(max(1, int(num_cpus)))

@@ -1,0 +1,53 @@
+"""Pieces every unlearning method shares: its hyper-parameters and what its loss sees.
+
+A method is a pure loss over a forget batch and a retain batch; the training loop
+(``mcu_ray.train``) owns data order, optimiser and curriculum. The same loss trains
+an endpoint and, through the curve's forward, the Bezier midpoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from mcu_ray.spec import SpecError
+
+
+@dataclass(frozen=True)
+class UnlearnParams:
+    """Loop knobs common to every method (a method's Params extends this)."""
+
+    epochs: int = 5  # passes over the forget set
+    lr: float = 1e-3
+    batch_size: int = 16  # forget examples per step
+    retain_batch_size: int = 32  # retain examples per step (methods that use Dr)
+    weight_decay: float = 0.0
+
+    def check(self, path: str) -> None:
+        for key in ("epochs", "batch_size", "retain_batch_size"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
+        if self.lr <= 0:
+            raise SpecError(f"{path}.lr", self.lr, "expected a positive learning rate")
+        if self.weight_decay < 0:
+            raise SpecError(f"{path}.weight_decay", self.weight_decay, "expected a non-negative number")
+
+
+@dataclass
+class LossContext:
+    """What a method's loss may use: the model's forward and the task's loss helpers."""
+
+    forward: Callable  # inputs -> outputs of the model being trained
+    example_losses: Callable  # (forward, batch) -> per-example loss, shape (batch,)
+    relabel: Callable  # (batch, generator) -> batch with wrong targets
+    generator: torch.Generator  # the loop's seeded randomness
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    Params: type  # a dataclass extending UnlearnParams
+    loss: Callable  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: float})
+    families: tuple = ("classification",)  # task families it applies to
+    uses_retain: bool = False  # whether the loop must draw a retain batch each step

@@ -1,0 +1,19 @@
+"""GA, gradient ascent on the forget set (Golatkar et al. 2020; Jang et al. 2023)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mcu_ray.methods.common import Method, UnlearnParams
+
+
+@dataclass(frozen=True)
+class Params(UnlearnParams):
+    pass
+
+
+def loss(ctx, forget, retain, params: Params):
+    forget_loss = ctx.example_losses(ctx.forward, forget).mean()
+    return -forget_loss, {"forget_loss": forget_loss.item()}
+
+
+METHOD = Method(name="ga", Params=Params, loss=loss)

@@ -1,0 +1,190 @@
+"""Paper Table 1 -> cells; every artifact addressed by a hash of what determines it.
+
+A cell is (task, setting, method pair, forget ratio, seed). Its two endpoints and its
+curves are keyed by content, so an endpoint used by ten cells (or by another sweep
+on the same store) is planned, trained and stored once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from itertools import permutations
+
+from mcu_ray.spec import SweepSpec
+
+# Bump when a change alters what an artifact of an unchanged spec would contain.
+SCIENCE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one endpoint of a setting is trained."""
+
+    optimizer: str  # "fo" (AdamW) | "so" (Sophia)
+    curriculum: str  # "none" | "cl"
+    seed_offset: int  # 0 = the cell's seed s, 1 = s + 1
+
+
+FO, FO_CL, SO = Variant("fo", "none", 0), Variant("fo", "cl", 0), Variant("so", "none", 0)
+FO_1, FO_CL_1, SO_1 = Variant("fo", "none", 1), Variant("fo", "cl", 1), Variant("so", "none", 1)
+
+# setting -> (method pairing, endpoint 1, endpoint 2). "same": (m, m) for every method;
+# "ordered": (m1, m2) for every ordered pair m1 != m2.  (DESIGN.md section 1, Table 1.)
+SETTINGS_TABLE = {
+    "Rand": ("same", FO, FO_1),
+    "Rand-CL": ("same", FO_CL, FO_CL_1),
+    "Rand-SO": ("same", SO, SO_1),
+    "CL-Non-CL": ("same", FO_CL, FO),
+    "FO-SO": ("same", FO, SO),
+    "Met": ("ordered", FO, FO),
+    "Met-CL": ("ordered", FO_CL, FO_CL),
+    "Met-SO": ("ordered", SO, SO),
+    "Met-CL-Non-CL": ("ordered", FO_CL, FO),
+    "Met-FO-SO": ("ordered", FO, SO),
+}
+
+
+def content_key(kind: str, payload: dict) -> str:
+    """``kind-<16 hex>``: a stable hash of the canonical JSON of ``payload``."""
+    blob = json.dumps({"v": SCIENCE_VERSION, **payload}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Original:
+    key: str
+    task: str
+    options: dict
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """The gold standard: trained from scratch on Dr only (a reference line in figures)."""
+
+    key: str
+    task: str
+    options: dict
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    key: str
+    task: str
+    options: dict
+    ratio: float
+    method: str
+    hparams: dict
+    optimizer: str
+    curriculum: str
+    seed: int
+    original: str  # key of the model it unlearns
+
+
+@dataclass(frozen=True)
+class Curve:
+    key: str
+    kind: str  # "linear" | "bezier"
+    task: str
+    options: dict
+    ratio: float
+    endpoint_1: str
+    endpoint_2: str
+    objective: str = ""  # bezier: the first endpoint's method trains the bend
+    hparams: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+    seed: int = 0
+    points: int = 16  # evaluated t values
+
+    @property
+    def trained(self) -> bool:
+        return self.kind != "linear"
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    task: str
+    setting: str
+    ratio: float
+    seed: int
+    endpoint_1: str
+    endpoint_2: str
+    curves: tuple  # (kind, curve key) pairs
+    retrained: str
+
+
+@dataclass
+class Plan:
+    cells: list
+    originals: dict
+    retrained: dict
+    endpoints: dict
+    curves: dict
+    points: int
+
+    def counts(self) -> dict:
+        """Cells, distinct artifacts, training jobs and evaluated model points."""
+        trained_curves = sum(c.trained for c in self.curves.values())
+        interior = max(self.points - 2, 0)  # t=0 and t=1 are the endpoints, evaluated once each
+        models = len(self.originals) + len(self.retrained) + len(self.endpoints)
+        return {
+            "cells": len(self.cells),
+            "endpoints": len(self.endpoints),
+            "curves": len(self.curves),
+            "trained_curves": trained_curves,
+            "originals": len(self.originals),
+            "retrained": len(self.retrained),
+            "training_jobs": models + trained_curves,
+            "evaluations": models + len(self.curves) * interior,
+            "points_per_curve": self.points,
+        }
+
+
+def make_plan(spec: SweepSpec) -> Plan:
+    """Every cell of the spec's grid, and the distinct artifacts it needs."""
+    originals, retrained, endpoints, curves, cells = {}, {}, {}, {}, []
+
+    def add(store: dict, item):
+        store.setdefault(item.key, item)
+        return item.key
+
+    for task in spec.tasks:
+        base = {"task": task.name, "options": task.options}
+        original = add(originals, Original(content_key("orig", base), **base))
+        fit = asdict(task.curve_fit)
+        for ratio in task.ratios:
+            ref = add(retrained, Retrained(content_key("retrain", {**base, "ratio": ratio}), ratio=ratio, **base))
+            for seed in spec.seeds:
+                for setting in spec.settings:
+                    pairing, v1, v2 = SETTINGS_TABLE[setting]
+                    pairs = [(m, m) for m in task.methods] if pairing == "same" else list(permutations(task.methods, 2))
+                    for m1, m2 in pairs:
+                        ends = []
+                        for method, variant in ((m1, v1), (m2, v2)):
+                            payload = {**base, "ratio": ratio, "method": method, "hparams": task.hparams[method],
+                                       "optimizer": variant.optimizer, "curriculum": variant.curriculum,
+                                       "seed": seed + variant.seed_offset, "original": original}
+                            ends.append(add(endpoints, Endpoint(content_key("ep", payload), **payload)))
+                        e1, e2 = ends
+                        cell_curves = []
+                        for kind in spec.curves:
+                            cell_curves.append((kind, add(curves, _curve(kind, base, ratio, e1, e2, endpoints[e1],
+                                                                          fit, spec.points))))
+                        cell_payload = {**base, "setting": setting, "ratio": ratio, "seed": seed,
+                                        "endpoint_1": e1, "endpoint_2": e2, "curves": tuple(cell_curves)}
+                        cells.append(Cell(content_key("cell", cell_payload), task.name, setting, ratio, seed, e1, e2,
+                                          tuple(cell_curves), ref))
+    return Plan(cells, originals, retrained, endpoints, curves, spec.points)
+
+
+def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, first: Endpoint, fit: dict, points: int) -> Curve:
+    if kind == "linear":
+        # phi(t) = (1-t) theta_1 + t theta_2 is the same line both ways: key the unordered pair
+        e1, e2 = sorted((e1, e2))
+        payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "points": points}
+        return Curve(content_key("curve", payload), **payload)
+    payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2,
+               "objective": first.method, "hparams": first.hparams, "fit": fit, "seed": first.seed, "points": points}
+    return Curve(content_key("curve", payload), **payload)

@@ -1,0 +1,323 @@
+"""The Ray edge: a Tune trial per cell, a Train job per artifact, a task per t-point.
+
+Inside a trial: make sure the original, the two endpoints and the retrained
+reference exist (each a ``TorchTrainer`` job, run at most once per key across all
+concurrent trials thanks to a small coordinator actor), fit the Bezier bends, fan
+the interior t-points out as Ray tasks, then write the cell's rows and barriers.
+Everything below ``jobs`` is plain PyTorch; this module only schedules it.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import ray
+from ray import tune
+
+from mcu_ray import __version__, jobs
+from mcu_ray.barriers import curve_verdict
+from mcu_ray.plan import Cell, Plan
+from mcu_ray.spec import SweepSpec, spec_to_dict
+from mcu_ray.store import Store
+from mcu_ray.tasks import TASKS
+
+log = logging.getLogger(__name__)
+NAMESPACE = "mcu_ray"
+
+
+# ----------------------------------------------------------------------------- coordination
+
+
+@ray.remote(num_cpus=0)
+class BuildCoordinator:
+    """Grants one builder per artifact key; the others wait for it to finish.
+
+    Claims are held by an owner (the cell key), so a retried trial may take back its
+    own claim, and a failed trial's claims are dropped by the driver's callback.
+    """
+
+    def __init__(self):
+        self.holders: dict[str, str] = {}
+        self.done: dict[str, asyncio.Event] = {}
+
+    async def ready(self) -> bool:
+        return True
+
+    async def claim(self, key: str, owner: str) -> bool:
+        if self.holders.get(key, owner) != owner:
+            return False
+        self.holders[key] = owner
+        self.done.setdefault(key, asyncio.Event())
+        return True
+
+    async def release(self, key: str, owner: str) -> None:
+        if self.holders.get(key) == owner:
+            del self.holders[key]
+            self.done.pop(key).set()
+
+    async def release_owner(self, owner: str) -> int:
+        keys = [k for k, o in self.holders.items() if o == owner]
+        for key in keys:
+            await self.release(key, owner)
+        return len(keys)
+
+    async def wait_any(self, keys: list[str], timeout: float) -> None:
+        events = [self.done[k].wait() for k in keys if k in self.done]
+        if len(events) < len(keys):
+            return  # some key is unclaimed: the caller may claim it now
+        waiters = [asyncio.ensure_future(e) for e in events]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+
+
+def coordinator_name(storage: str) -> str:
+    return "builds-" + hashlib.sha256(storage.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- grid context
+
+
+@dataclass
+class Grid:
+    """What every trial needs; shipped once through the object store by Tune."""
+
+    spec: SweepSpec
+    plan: Plan
+    storage: str
+    spec_hash: str
+
+    @property
+    def store(self) -> Store:
+        return Store(self.storage)
+
+    def coordinator(self):
+        return ray.get_actor(coordinator_name(self.storage), namespace=NAMESPACE)
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    return hashlib.sha256(json.dumps(spec_to_dict(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- training jobs
+
+
+def _train_loop(config: dict):
+    """Per-worker loop of every training job: build one artifact, return its metadata.
+
+    Jobs run on one worker (the spec allows num_workers 0 or 1): the grid's parallelism
+    comes from cells and evaluation tasks, not from splitting one small model.
+    """
+    from mcu_ray.plan import Curve, Endpoint, Original, Retrained
+
+    jobs.use_threads(config["threads"])
+    store = Store(config["storage"])
+    kind, item = config["kind"], config["item"]
+    build = {"original": (jobs.build_original, Original), "retrained": (jobs.build_retrained, Retrained),
+             "endpoint": (jobs.build_endpoint, Endpoint), "bend": (jobs.build_bend, Curve)}[kind]
+    return build[0](store, build[1](**item))
+
+
+def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
+    """One artifact as a Ray Train job named after its key (so a restarted driver finds it)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    scaling = grid.spec.resources.train
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"kind": kind, "item": asdict(item), "storage": grid.storage,
+                           "threads": max(1.0, grid.spec.resources.trial_cpus if scaling.num_workers == 0
+                                          else scaling.resources_per_worker.get("CPU", 1))},
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=scaling.resources_per_worker or None),
+        run_config=RunConfig(name=key, storage_path=f"{grid.storage.rstrip('/')}/train_runs"),
+    )
+    return trainer.fit().return_value
+
+
+def ensure(grid: Grid, owner: str, builders: dict) -> None:
+    """Make every key in ``builders`` exist in the store, building each at most once.
+
+    A key already being built by another trial is waited for; meanwhile this trial
+    builds whatever else it can claim.
+    """
+    store, coordinator = grid.store, grid.coordinator()
+    pending = dict(builders)
+    while pending:
+        progressed = False
+        for key in list(pending):
+            if store.has_artifact(key):
+                pending.pop(key)
+                continue
+            if not ray.get(coordinator.claim.remote(key, owner)):
+                continue
+            try:
+                if not store.has_artifact(key):
+                    pending[key]()
+            finally:
+                ray.get(coordinator.release.remote(key, owner))
+            pending.pop(key)
+            progressed = True
+        if pending and not progressed:
+            ray.get(coordinator.wait_any.remote(list(pending), 10.0))
+
+
+# ----------------------------------------------------------------------------- evaluation tasks
+
+
+@ray.remote
+def evaluate_point_task(task: str, options: dict, ratio: float, control_points: list, t: float, threads: float):
+    jobs.use_threads(threads)
+    from mcu_ray.evaluate import evaluate_curve_point
+
+    return evaluate_curve_point(task, options, ratio, control_points, t)
+
+
+def evaluate_curve(grid: Grid, curve) -> None:
+    """The interior t-points of one curve as parallel Ray tasks; weights shipped once."""
+    store = grid.store
+    store.record_job(curve.key, "evaluation")
+    res = grid.spec.resources
+    cps_ref = ray.put(jobs.control_points(store, curve))
+    # Outside the trial's placement group: the trial holds only what it runs itself.
+    task = evaluate_point_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
+    refs = [task.remote(curve.task, curve.options, curve.ratio, cps_ref, t, res.eval_cpus)
+            for t in jobs.interior_ts(curve)]
+    jobs.save_points(store, curve, ray.get(refs))
+
+
+# ----------------------------------------------------------------------------- the trial
+
+
+def run_cell(config: dict, grid: Grid) -> dict:
+    """Tune trainable: everything one cell needs, then its rows and barriers."""
+    started = time.time()
+    plan, store = grid.plan, grid.store
+    cell = next(c for c in plan.cells if c.key == config["cell"]["key"])
+    jobs.use_threads(grid.spec.resources.trial_cpus)
+    e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+    original = plan.originals[e1.original]
+
+    def train(kind, item, key=None):
+        return lambda: run_training_job(grid, kind, item, key or item.key)
+
+    ensure(grid, cell.key, {original.key: train("original", original)})
+    ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)}
+           | {cell.retrained: train("retrained", plan.retrained[cell.retrained])})
+    curves = [plan.curves[key] for _, key in cell.curves]
+    ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in curves if c.trained})
+    ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c)) for c in curves})
+
+    rows, barrier_rows, summary = cell_tables(grid, cell)
+    partition = {"task": cell.task, "setting": cell.setting}
+    reference = plan.retrained[cell.retrained]
+    if not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
+        store.write_table(pa.Table.from_pylist(reference_rows(grid, original, reference)), grid.spec.name,
+                          "references", {"task": cell.task}, reference.key)
+    store.write_table(pa.Table.from_pylist(barrier_rows), grid.spec.name, "barriers", partition, cell.key)
+    store.write_table(pa.Table.from_pylist(rows), grid.spec.name, "results", partition, cell.key)
+    return {**summary, "cell_seconds": time.time() - started}
+
+
+def reference_rows(grid: Grid, original, reference) -> list[dict]:
+    """The original and the retrained model at one ratio: the figures' reference lines."""
+    store = grid.store
+    ident = {"sweep": grid.spec.name, "task": reference.task, "ratio": reference.ratio}
+    return [{**ident, "model": "original", "key": original.key,
+             **jobs.original_metrics(store, original, reference.ratio)},
+            {**ident, "model": "retrained", "key": reference.key, **store.read_meta(reference.key)["metrics"]}]
+
+
+def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
+    """Rows (one per curve and t) and barrier rows (one per curve and metric) of a cell."""
+    plan, store, spec = grid.plan, grid.store, grid.spec
+    task = TASKS[cell.task]
+    e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+    ident = {"sweep": spec.name, "spec_hash": grid.spec_hash, "code_version": __version__, "cell_id": cell.key,
+             "task": cell.task, "setting": cell.setting, "method_1": e1.method, "method_2": e2.method,
+             "optimizer_1": e1.optimizer, "optimizer_2": e2.optimizer, "curriculum_1": e1.curriculum,
+             "curriculum_2": e2.curriculum, "ratio": cell.ratio, "seed": cell.seed}
+    rows, barrier_rows, summary = [], [], {}
+    for kind, key in cell.curves:
+        points = jobs.curve_rows(store, plan.curves[key], cell.endpoint_1)
+        verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss, spec.tolerance)
+        for point in points:
+            rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok"})
+        for m in verdict.metrics:
+            barrier_rows.append({**ident, "curve": kind, "curve_key": key, "metric": m.metric,
+                                 "deviation": m.deviation, "argmax_t": m.argmax_t, "min": m.minimum,
+                                 "max": m.maximum, "mean": m.mean, "start": m.start, "end": m.end,
+                                 "barrier": bool(m.deviation > spec.tolerance),
+                                 "retain_barrier": verdict.retain_barrier,
+                                 "forget_barrier": verdict.forget_barrier, "mcu": verdict.mcu,
+                                 "tolerance": spec.tolerance, "status": "ok"})
+        summary |= {f"mcu_{kind}": verdict.mcu, f"retain_barrier_{kind}": verdict.retain_barrier,
+                    f"forget_barrier_{kind}": verdict.forget_barrier}
+    return rows, barrier_rows, summary
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+class Progress(tune.Callback):
+    """One line per finished cell for the person at the terminal; frees a failed trial's claims."""
+
+    def __init__(self, total: int, done_before: int, storage: str):
+        self.total, self.done, self.storage, self.started = total, done_before, storage, time.time()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        cfg, res = trial.config["cell"], trial.last_result or {}
+        verdicts = " ".join(f"{k[4:]}={'MCU' if v else 'barrier'}" for k, v in res.items() if k.startswith("mcu_"))
+        print(f"[{self.done}/{self.total}] {cfg['task']} {cfg['setting']:<13} {cfg['methods']:<9} "
+              f"ratio={cfg['ratio']:g}% seed={cfg['seed']}  {verdicts}  "
+              f"({res.get('cell_seconds', 0):.1f}s, elapsed {time.time() - self.started:.0f}s)", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            actor = ray.get_actor(coordinator_name(self.storage), namespace=NAMESPACE)
+            ray.get(actor.release_owner.remote(trial.config["cell"]["key"]))
+        except ValueError:
+            pass
+        print(f"[error] cell {trial.config['cell']['key']} failed; see {trial.local_path}", flush=True)
+
+
+def cell_config(cell: Cell, plan: Plan) -> dict:
+    e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+    return {"key": cell.key, "task": cell.task, "setting": cell.setting, "methods": f"{e1.method}/{e2.method}",
+            "ratio": cell.ratio, "seed": cell.seed}
+
+
+def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
+    """Run every cell not yet done as a Tune trial; return counts of what happened."""
+    grid = Grid(spec, plan, storage, spec_hash(spec))
+    store = grid.store
+    todo = [c for c in plan.cells if not store.has_table(spec.name, "results", {"task": c.task, "setting": c.setting}, c.key)]
+    done_before = len(plan.cells) - len(todo)
+    if done_before:
+        print(f"{done_before} of {len(plan.cells)} cells already have results; running the other {len(todo)}", flush=True)
+    if not todo:
+        return {"cells_run": 0, "cells_failed": 0, "cells_skipped": done_before}
+    coordinator = BuildCoordinator.options(name=coordinator_name(storage), namespace=NAMESPACE,
+                                           get_if_exists=True).remote()
+    ray.get(coordinator.ready.remote())
+    res = spec.resources
+    trainable = tune.with_resources(tune.with_parameters(run_cell, grid=grid), {"cpu": res.trial_cpus})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search([cell_config(c, plan) for c in todo])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=res.max_concurrent_trials, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=f"{storage.rstrip('/')}/{spec.name}",
+            failure_config=tune.FailureConfig(max_failures=res.max_failures),
+            callbacks=[Progress(len(plan.cells), done_before, storage)], verbose=0),
+    )
+    results = tuner.fit()
+    failed = sum(1 for r in results if r.error is not None)
+    return {"cells_run": len(todo) - failed, "cells_failed": failed, "cells_skipped": done_before}

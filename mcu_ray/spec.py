@@ -1,0 +1,331 @@
+"""Sweep YAML -> typed, validated spec.
+
+Everything a sweep file can say is checked here, before Ray starts: an error names
+the field path (``tasks[0].ratios[1]``), the value found and what is allowed, so a
+typo costs seconds, not a failed grid hours later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SETTINGS = (
+    "Rand", "Rand-CL", "Rand-SO", "CL-Non-CL", "FO-SO",
+    "Met", "Met-CL", "Met-SO", "Met-CL-Non-CL", "Met-FO-SO",
+)
+CURVES = ("linear", "bezier")
+
+
+class SpecError(ValueError):
+    """A sweep file that cannot run; ``path`` is the dotted field path."""
+
+    def __init__(self, path: str, value: Any, allowed: str):
+        self.path, self.value, self.allowed = path, value, allowed
+        super().__init__(f"{path or '<top level>'}: got {value!r}; {allowed}")
+
+
+@dataclass(frozen=True)
+class ScalingSpec:
+    """Ray Train ScalingConfig for every training job (original, endpoints, curves)."""
+
+    num_workers: int = 0  # 0 = Train's local mode: the loop runs in the trial's own process
+    use_gpu: bool = False
+    resources_per_worker: dict = field(default_factory=dict)  # e.g. {CPU: 4, GPU: 1}
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """How the grid is laid onto the cluster."""
+
+    max_concurrent_trials: int = 2  # cells in flight at once
+    trial_cpus: float = 0.5  # logical CPUs a trial holds (it runs local-mode training jobs)
+    eval_cpus: float = 1.0  # per t-point evaluation task
+    eval_gpus: float = 0.0
+    max_failures: int = 1  # Tune retries of a failed cell
+    train: ScalingSpec = field(default_factory=ScalingSpec)
+
+
+@dataclass(frozen=True)
+class CurveFitSpec:
+    """Training of the Bezier midpoint theta_12 (Garipov et al. 2018)."""
+
+    epochs: int = 4  # passes over the forget set of the first endpoint's objective
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    ratios: tuple  # forget ratios in percent, each in (0, 100)
+    methods: tuple  # registry keys of unlearning methods
+    options: dict = field(default_factory=dict)  # task options, validated by the task
+    hparams: dict = field(default_factory=dict)  # method -> {param: value}, validated by the method
+    curve_fit: CurveFitSpec = field(default_factory=CurveFitSpec)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    tasks: tuple
+    settings: tuple = ("Rand", "Met")
+    seeds: tuple = (0,)
+    curves: tuple = CURVES
+    points: int = 16  # evaluated t values, equally spaced in [0, 1] (paper: 16)
+    tolerance: float = 0.0  # a chord deviation above this is a barrier
+    storage: str = "./mcu_runs"
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_value(value: Any, tp, path: str) -> Any:
+    """Check one scalar against an annotation (int, float, bool, str); return it coerced."""
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(path, value, "expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(path, value, "expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(path, value, "expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            raise SpecError(path, value, "expected a non-empty string")
+        return value
+    return value
+
+
+def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
+    """Build ``cls`` from a mapping, refusing unknown keys and wrong scalar types.
+
+    Fields annotated int/float/bool/str are type-checked; other fields are handed
+    over as they are for the caller to check. Used for every block of the sweep
+    file and for task options and method hyper-parameters alike.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(path, raw, f"expected a mapping with keys {sorted(f.name for f in dataclasses.fields(cls))}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, names)}; allowed keys: {', '.join(names)}")
+    values = dict(overrides or {})
+    for key, value in raw.items():
+        tp = hints[key]
+        if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if value is not None else type(None)
+            if value is None:
+                values[key] = None
+                continue
+        values[key] = check_value(value, tp, _join(path, key))
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(_join(path, missing[0]), None, "this field is required")
+    return cls(**values)
+
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _list(raw: Any, path: str, *, nonempty: bool = True) -> list:
+    if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise SpecError(path, raw, "expected a list")
+    if nonempty and not raw:
+        raise SpecError(path, raw, "expected at least one entry")
+    return raw
+
+
+def _unique(items: list, path: str) -> None:
+    seen = set()
+    for i, item in enumerate(items):
+        if item in seen:
+            raise SpecError(_join(path, i), item, "duplicate entry; list each value once")
+        seen.add(item)
+
+
+def _choices(raw: Any, path: str, allowed) -> tuple:
+    items = _list(raw, path)
+    for i, item in enumerate(items):
+        if item not in allowed:
+            raise SpecError(_join(path, i), item, f"unknown{did_you_mean(item, allowed)}; allowed: {', '.join(allowed)}")
+    _unique(items, path)
+    return tuple(items)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
+    """Validate a parsed YAML document into a SweepSpec (raises SpecError)."""
+    from mcu_ray import methods as method_registry
+    from mcu_ray import tasks as task_registry
+
+    if not isinstance(raw, dict):
+        raise SpecError("", raw, "a sweep file is a mapping with keys name, tasks, settings, ...")
+    top = {k: raw[k] for k in raw if k not in ("tasks", "resources")}
+    top_fields = [f.name for f in dataclasses.fields(SweepSpec)]
+    for key in raw:
+        if key not in top_fields:
+            raise SpecError(key, raw[key], f"unknown key{did_you_mean(key, top_fields)}; allowed keys: {', '.join(top_fields)}")
+    if "name" not in raw:
+        raise SpecError("name", None, "this field is required: the sweep's name, used as its folder under storage")
+    name = check_value(raw["name"], str, "name")
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise SpecError("name", name, "use letters, digits, '-', '_' and '.' only (it becomes a folder name)")
+
+    settings = _choices(top.get("settings", list(SweepSpec.settings)), "settings", SETTINGS)
+    curves = _choices(top.get("curves", list(CURVES)), "curves", CURVES)
+    seeds = _list(top.get("seeds", [0]), "seeds")
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise SpecError(f"seeds[{i}]", seed, "expected a non-negative integer")
+    _unique(seeds, "seeds")
+    points = check_value(top.get("points", 16), int, "points")
+    if points < 3:
+        raise SpecError("points", points, "expected at least 3 evaluated points (the paper uses 16)")
+    tolerance = check_value(top.get("tolerance", 0.0), float, "tolerance")
+    if tolerance < 0:
+        raise SpecError("tolerance", tolerance, "expected a non-negative number")
+    storage = check_value(top.get("storage", SweepSpec.storage), str, "storage")
+
+    raw_tasks = _list(raw.get("tasks"), "tasks") if "tasks" in raw else None
+    if raw_tasks is None:
+        raise SpecError("tasks", None, "this field is required: a list of tasks, e.g. [{name: digits, ratios: [2], methods: [ga, rl]}]")
+    tasks = []
+    for i, raw_task in enumerate(raw_tasks):
+        tasks.append(_parse_task(raw_task, f"tasks[{i}]", settings, task_registry, method_registry, base_dir))
+    _unique([t.name for t in tasks], "tasks")
+
+    resources = _parse_resources(raw.get("resources"), "resources")
+    return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=tuple(seeds), curves=curves,
+                     points=points, tolerance=tolerance, storage=storage, resources=resources)
+
+
+def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -> TaskSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(path, raw, "expected a mapping with keys name, ratios, methods, options, hparams, curve_fit")
+    allowed = [f.name for f in dataclasses.fields(TaskSpec)]
+    for key in raw:
+        if key not in allowed:
+            raise SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}")
+    if "name" not in raw:
+        raise SpecError(_join(path, "name"), None, f"this field is required; known tasks: {', '.join(task_registry.TASKS)}")
+    name = raw["name"]
+    if name not in task_registry.TASKS:
+        raise SpecError(_join(path, "name"), name, f"unknown task{did_you_mean(name, task_registry.TASKS)}; known tasks: {', '.join(task_registry.TASKS)}")
+    task = task_registry.TASKS[name]
+
+    ratios = _list(raw.get("ratios", list(task.default_ratios)), _join(path, "ratios"))
+    for j, ratio in enumerate(ratios):
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 100:
+            raise SpecError(_join(_join(path, "ratios"), j), ratio, "a forget ratio is a percentage strictly between 0 and 100")
+    _unique(ratios, _join(path, "ratios"))
+
+    known_methods = [m for m in method_registry.METHODS if task.family in method_registry.METHODS[m].families]
+    methods = _choices(raw.get("methods"), _join(path, "methods"), known_methods) if "methods" in raw else None
+    if methods is None:
+        raise SpecError(_join(path, "methods"), None, f"this field is required; methods for {name}: {', '.join(known_methods)}")
+    needs_two = [s for s in settings if s.startswith("Met")]
+    if needs_two and len(methods) < 2:
+        raise SpecError(_join(path, "methods"), list(methods),
+                        f"settings {', '.join(needs_two)} pair two different methods: list at least two, or drop those settings")
+
+    options = build_dataclass(task.Options, raw.get("options"), _join(path, "options"))
+    task.check_options(options, _join(path, "options"), base_dir)
+
+    raw_hparams = raw.get("hparams") or {}
+    if not isinstance(raw_hparams, dict):
+        raise SpecError(_join(path, "hparams"), raw_hparams, "expected a mapping method -> {param: value}")
+    hparams = {}
+    for method_name, values in raw_hparams.items():
+        hp_path = _join(_join(path, "hparams"), method_name)
+        if method_name not in methods:
+            raise SpecError(hp_path, values, f"hyper-parameters for a method not in this task's methods{did_you_mean(method_name, methods)}; methods: {', '.join(methods)}")
+        hparams[method_name] = dataclasses.asdict(method_registry.resolve_hparams(method_name, task, values, hp_path))
+    for method_name in methods:
+        hparams.setdefault(method_name, dataclasses.asdict(method_registry.resolve_hparams(method_name, task, {}, "")))
+
+    curve_fit = build_dataclass(CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))
+    for key in ("epochs", "batch_size"):
+        if getattr(curve_fit, key) < 1:
+            raise SpecError(_join(_join(path, "curve_fit"), key), getattr(curve_fit, key), "expected an integer >= 1")
+    if curve_fit.lr <= 0:
+        raise SpecError(_join(_join(path, "curve_fit"), "lr"), curve_fit.lr, "expected a positive learning rate")
+    return TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods, options=dataclasses.asdict(options),
+                    hparams=hparams, curve_fit=curve_fit)
+
+
+def _parse_resources(raw, path) -> ResourcesSpec:
+    raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
+    if not isinstance(raw, dict):
+        raise SpecError(path, raw, "expected a mapping")
+    train = build_dataclass(ScalingSpec, raw.pop("train", None), _join(path, "train"))
+    if train.num_workers not in (0, 1):
+        raise SpecError(_join(path, "train.num_workers"), train.num_workers,
+                        "expected 0 (Train's local mode, in the trial's process) or 1 (a worker of its own, e.g. on a GPU)")
+    if not isinstance(train.resources_per_worker, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in train.resources_per_worker.items()):
+        raise SpecError(_join(path, "train.resources_per_worker"), train.resources_per_worker,
+                        "expected a mapping resource name -> non-negative number, e.g. {CPU: 4, GPU: 1}")
+    resources = build_dataclass(ResourcesSpec, raw, path, overrides={"train": train})
+    if resources.max_concurrent_trials < 1:
+        raise SpecError(_join(path, "max_concurrent_trials"), resources.max_concurrent_trials, "expected an integer >= 1")
+    if resources.max_failures < 0:
+        raise SpecError(_join(path, "max_failures"), resources.max_failures, "expected an integer >= 0")
+    for key in ("trial_cpus", "eval_cpus", "eval_gpus"):
+        if getattr(resources, key) < 0:
+            raise SpecError(_join(path, key), getattr(resources, key), "expected a non-negative number")
+    return resources
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read and validate a sweep file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("<file>", str(path), "no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise SpecError("<yaml>", str(path), f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(raw, base_dir=path.parent)
+
+
+def spec_to_dict(spec: SweepSpec) -> dict:
+    """The resolved spec as plain data (saved beside results; hashed into the spec id)."""
+    return dataclasses.asdict(spec)

@@ -1,0 +1,144 @@
+"""Artifact store and result tables, over any pyarrow.fs URI (local, NFS, s3://, gs://).
+
+Layout under the storage root:
+  artifacts/<key>/weights.safetensors   model weights (never pickles)
+  artifacts/<key>/meta.json             metadata + metrics + sha256 of the weights;
+                                        written last, so its presence means "complete"
+  artifacts/<key>/points.parquet        evaluated interior points of a curve
+  jobs/<key>/<job id>.json              one record per training job started (a ledger)
+  <sweep>/results/task=../setting=../<cell key>.parquet   one file per cell
+  <sweep>/barriers/task=../setting=../<cell key>.parquet
+Every write goes to a temporary name first and is then moved into place.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from mcu_ray import __version__
+
+
+class CorruptArtifactError(RuntimeError):
+    """Stored bytes do not match the checksum in their metadata."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Store:
+    """A storage root. Pickles are never written or read."""
+
+    uri: str
+
+    def __post_init__(self):
+        self.fs, self.root = pafs.FileSystem.from_uri(_absolute(self.uri))
+
+    # ------------------------------------------------------------------ bytes
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self._path(*parts)).type == pafs.FileType.File
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Atomic write: a temporary sibling, then a move onto the final name."""
+        final = self._path(*parts)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, final)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_stream(self._path(*parts)) as src:
+            return src.read()
+
+    def list_files(self, *parts: str) -> list[str]:
+        selector = pafs.FileSelector(self._path(*parts), recursive=True, allow_not_found=True)
+        return sorted(info.path for info in self.fs.get_file_info(selector)
+                      if info.type == pafs.FileType.File and ".tmp-" not in info.path)
+
+    # ------------------------------------------------------------------ artifacts
+    def has_artifact(self, key: str) -> bool:
+        return self.exists("artifacts", key, "meta.json")
+
+    def read_meta(self, key: str) -> dict:
+        return json.loads(self.read_bytes("artifacts", key, "meta.json"))
+
+    def save_artifact(self, key: str, meta: dict, weights: dict | None = None,
+                      points: pa.Table | None = None) -> dict:
+        """Write the payload files, then meta.json (with their checksums) as the commit mark."""
+        files = {}
+        if weights is not None:
+            blob = save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()})
+            self.write_bytes(blob, "artifacts", key, "weights.safetensors")
+            files["weights.safetensors"] = _sha256(blob)
+        if points is not None:
+            sink = io.BytesIO()
+            pq.write_table(points, sink)
+            self.write_bytes(sink.getvalue(), "artifacts", key, "points.parquet")
+            files["points.parquet"] = _sha256(sink.getvalue())
+        meta = {**meta, "key": key, "files": files, "code_version": __version__, "written_at": time.time()}
+        self.write_bytes(json.dumps(meta, indent=1, sort_keys=True, default=str).encode(), "artifacts", key, "meta.json")
+        return meta
+
+    def _checked(self, key: str, name: str) -> bytes:
+        blob = self.read_bytes("artifacts", key, name)
+        expected = self.read_meta(key)["files"].get(name)
+        if expected != _sha256(blob):
+            raise CorruptArtifactError(f"artifacts/{key}/{name}: checksum mismatch")
+        return blob
+
+    def load_weights(self, key: str) -> dict[str, torch.Tensor]:
+        return load_safetensors(self._checked(key, "weights.safetensors"))
+
+    def load_points(self, key: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self._checked(key, "points.parquet")))
+
+    # ------------------------------------------------------------------ job ledger
+    def record_job(self, key: str, kind: str) -> str:
+        """Note that a training/evaluation job for ``key`` started (counted by tests and bench)."""
+        job_id = uuid.uuid4().hex[:12]
+        record = {"key": key, "kind": kind, "job_id": job_id, "started_at": time.time()}
+        self.write_bytes(json.dumps(record).encode(), "jobs", key, f"{job_id}.json")
+        return job_id
+
+    def job_records(self) -> list[dict]:
+        return [json.loads(self.fs.open_input_stream(p).read()) for p in self.list_files("jobs")]
+
+    # ------------------------------------------------------------------ result tables
+    def write_table(self, table: pa.Table, sweep: str, name: str, partition: dict, key: str) -> None:
+        """One Parquet file per cell, under hive partitions (``task=digits/setting=Rand``)."""
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        parts = [f"{k}={v}" for k, v in partition.items()]
+        self.write_bytes(sink.getvalue(), sweep, name, *parts, f"{key}.parquet")
+
+    def has_table(self, sweep: str, name: str, partition: dict, key: str) -> bool:
+        return self.exists(sweep, name, *[f"{k}={v}" for k, v in partition.items()], f"{key}.parquet")
+
+    def read_tables(self, sweep: str, name: str) -> pa.Table | None:
+        """All files of a result table, schemas unified (tasks may carry different metrics)."""
+        paths = [p for p in self.list_files(sweep, name) if p.endswith(".parquet")]
+        if not paths:
+            return None
+        tables = [pq.read_table(p, filesystem=self.fs) for p in paths]
+        return pa.concat_tables(tables, promote_options="default")
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)

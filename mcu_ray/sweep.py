@@ -1,0 +1,128 @@
+"""Command line: plan a sweep file, run (or resume) its grid on Ray, draw its figures.
+
+    python -m mcu_ray.sweep sweeps/quickstart.yaml
+    python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --json
+
+Rerunning the same command resumes: cells with results are skipped and every
+artifact already in the store is reused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from mcu_ray.spec import SpecError, load_spec, spec_to_dict
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mcu_ray.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="sweep YAML file (see sweeps/)")
+    parser.add_argument("--storage", help="storage root, a path or pyarrow.fs URI (default: the spec's, ./mcu_runs)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan's counts and exit; starts no Ray")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    parser.add_argument("--report-dir", help="where figures go (default: reports/<sweep name>)")
+    parser.add_argument("--no-report", action="store_true", help="skip drawing figures at the end")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray instance)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
+    return parser.parse_args(argv)
+
+
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def check_storage(storage: str) -> None:
+    """Refuse, before any work, a storage root that cannot be written."""
+    from mcu_ray.store import Store
+
+    try:
+        Store(storage).write_bytes(b"ok", ".write_check")
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot write"
+        raise SpecError("storage", storage, f"cannot be written ({type(exc).__name__}: {exc})") from None
+
+
+def check_runnable(plan) -> None:
+    """Refuse settings whose optimiser or curriculum this version does not implement."""
+    from mcu_ray.methods.optimizers import OPTIMIZERS
+
+    for cell in plan.cells:
+        for key in (cell.endpoint_1, cell.endpoint_2):
+            e = plan.endpoints[key]
+            if e.optimizer not in OPTIMIZERS or e.curriculum != "none":
+                raise SpecError("settings", cell.setting,
+                                f"needs optimizer {e.optimizer!r} with curriculum {e.curriculum!r}, not implemented yet; "
+                                "runnable settings: Rand, Met")
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    # A private, loopback-only instance for this process: no dashboard, no auth token to manage.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        fail(f"{args.spec}: {exc}")
+    from mcu_ray.plan import make_plan
+
+    storage = args.storage or spec.storage
+    plan = make_plan(spec)
+    counts = plan.counts()
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({"sweep": spec.name, **counts}))
+        else:
+            print(f"sweep {spec.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        return 0
+    try:
+        check_runnable(plan)
+        check_storage(storage)
+    except SpecError as exc:
+        fail(f"{args.spec}: {exc}")
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    from mcu_ray.runner import run_grid, spec_hash
+    from mcu_ray.store import Store
+
+    print(f"sweep {spec.name}: {counts['cells']} cells, {counts['endpoints']} endpoints, {counts['curves']} curves, "
+          f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}", flush=True)
+    Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec)}, indent=1,
+                                          default=str).encode(), spec.name, "spec.json")
+    started = time.time()
+    if not ray.is_initialized():
+        start_ray(args.address, args.num_cpus)
+    try:
+        outcome = run_grid(spec, plan, storage)
+    finally:
+        ray.shutdown()
+    print(f"grid done in {time.time() - started:.0f}s: {outcome['cells_run']} cells run, "
+          f"{outcome['cells_skipped']} already done, {outcome['cells_failed']} failed", flush=True)
+    if not args.no_report:
+        from mcu_ray.report import build_report
+
+        out = args.report_dir or os.path.join("reports", spec.name)
+        index = build_report(storage, spec.name, out)
+        print(f"report: {index}", flush=True)
+    return 1 if outcome["cells_failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""What every classification task shares: splits in memory, batches, metrics.
+
+A concrete task (``digits``, later CIFAR-10 ...) supplies only a loader for its
+arrays and a model builder; the unlearning splits, the metrics of MU-Bench and
+the BatchNorm re-estimation live here once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Metrics of one evaluated model; +1 = higher is better for an unlearned model.
+METRIC_DIRECTIONS = {
+    "acc_test": +1,
+    "acc_retain": +1,
+    "acc_forget": -1,  # forgetting means the forget set is no longer fit
+    "zrf": +1,  # 1 = predictions on Df as uninformed as a random network's
+    "loss_retain": -1,
+    "loss_forget": +1,
+}
+
+
+@dataclass
+class ClassificationData:
+    """All tensors of one (task options, forget ratio): train = forget + retain."""
+
+    x_train: torch.Tensor  # (n_train, ...)
+    y_train: torch.Tensor  # (n_train,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    forget_idx: torch.Tensor  # indices into the training set
+    retain_idx: torch.Tensor
+    num_classes: int
+
+    def split(self, name: str) -> dict:
+        """A split as a batch dict with keys x, y."""
+        if name == "test":
+            return {"x": self.x_test, "y": self.y_test}
+        idx = {"train": None, "forget": self.forget_idx, "retain": self.retain_idx}[name]
+        if idx is None:
+            return {"x": self.x_train, "y": self.y_train}
+        return {"x": self.x_train[idx], "y": self.y_train[idx]}
+
+
+def forget_indices(n_train: int, ratio: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded forget/retain split; the forget sets of smaller ratios nest in larger ones.
+
+    Like MU-Bench's index lists: one fixed permutation, ratio r takes its first r %.
+    """
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(10_000 + split_seed))
+    n_forget = max(1, int(round(n_train * ratio / 100.0)))
+    forget = perm[:n_forget].sort().values
+    retain = perm[n_forget:].sort().values
+    return forget, retain
+
+
+def iterate_batches(batch: dict, batch_size: int, generator: torch.Generator | None = None):
+    """Yield minibatches of a batch dict, shuffled when a generator is given."""
+    n = len(batch["y"])
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        sel = order[start:start + batch_size]
+        yield {k: v[sel] for k, v in batch.items()}
+
+
+def example_losses(forward: Callable, batch: dict) -> torch.Tensor:
+    """Per-example cross-entropy, shape (batch,)."""
+    return F.cross_entropy(forward(batch["x"]), batch["y"], reduction="none")
+
+
+def relabel_wrong(batch: dict, num_classes: int, generator: torch.Generator) -> dict:
+    """The batch with every label replaced by a uniformly random *wrong* class."""
+    shift = torch.randint(1, num_classes, batch["y"].shape, generator=generator)
+    return {**batch, "y": (batch["y"] + shift) % num_classes}
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batch: dict, batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm running statistics on ``batch`` (Garipov et al. 2018).
+
+    A point on a curve is a new network whose activation statistics match neither
+    endpoint, so its stored statistics are replaced by an exact average over data.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    for minibatch in iterate_batches(batch, batch_size):
+        model(minibatch["x"])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([F.softmax(model(x[i:i + batch_size]), dim=-1) for i in range(0, len(x), batch_size)])
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence per row (natural log), shape (n,)."""
+    m = 0.5 * (p + q)
+
+    def kl(a, b):
+        return (a * (torch.log(a.clamp_min(1e-12)) - torch.log(b.clamp_min(1e-12)))).sum(-1)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def zrf_score(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
+    """Zero Retrain Forgetting (Chundawat et al. 2023): 1 - mean JS(model, random net) on Df.
+
+    JS uses the natural log, so its maximum is ln 2; following the original code the
+    raw divergence is averaged, and ZRF = 1 means indistinguishable from a random net.
+    """
+    return float(1.0 - js_divergence(p_model, p_random).mean())
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_proba: torch.Tensor) -> dict:
+    """Every metric of one model; BatchNorm statistics must already be set."""
+    metrics = {}
+    for split in ("test", "retain", "forget"):
+        batch = data.split(split)
+        proba = predict_proba(model, batch["x"])  # (n, classes)
+        metrics[f"acc_{split}"] = float((proba.argmax(-1) == batch["y"]).float().mean())
+        if split != "test":
+            nll = -torch.log(proba.gather(1, batch["y"][:, None]).clamp_min(1e-12)).mean()
+            metrics[f"loss_{split}"] = float(nll)
+        if split == "forget":
+            metrics["zrf"] = zrf_score(proba, random_forget_proba)
+    return metrics
+
+
+@dataclass
+class ClassificationTask:
+    """A classification task: its arrays, its model, and the shared machinery above."""
+
+    name: str
+    Options: type  # dataclass of task options (validated from the sweep file)
+    load_arrays: Callable  # options -> (x_train, y_train, x_test, y_test, num_classes)
+    build_model: Callable  # options -> nn.Module
+    default_ratios: tuple
+    default_hparams: dict  # method -> {param: value}; the task's tuned defaults
+    family: str = "classification"
+    metric_directions: dict = dataclasses.field(default_factory=lambda: dict(METRIC_DIRECTIONS))
+    retain_loss: str = "loss_retain"  # the L(Dr) of the MCU retain condition
+    forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
+
+    def check_options(self, options, path: str, base_dir) -> None:
+        check = getattr(self.Options, "check", None)
+        if check is not None:
+            check(options, path)
+
+    def load(self, options: dict, ratio: float) -> ClassificationData:
+        opts = self.Options(**options)
+        x_train, y_train, x_test, y_test, num_classes = self.load_arrays(opts)
+        forget, retain = forget_indices(len(y_train), ratio, opts.split_seed)
+        return ClassificationData(x_train, y_train, x_test, y_test, forget, retain, num_classes)
+
+    def new_model(self, options: dict, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return self.build_model(self.Options(**options))
+
+    def random_forget_proba(self, options: dict, data: ClassificationData) -> torch.Tensor:
+        """Predictions on Df of a randomly initialised network (the ZRF reference)."""
+        rand = self.new_model(options, seed=self.Options(**options).model_seed + 7919)
+        recompute_batchnorm(rand, data.split("retain"))
+        return predict_proba(rand, data.split("forget")["x"])
+
+    def loss_context(self, forward, data: ClassificationData, generator: torch.Generator):
+        from mcu_ray.methods.common import LossContext
+
+        return LossContext(forward=forward, example_losses=example_losses, generator=generator,
+                           relabel=lambda batch, gen: relabel_wrong(batch, data.num_classes, gen))
+
+    def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, random_proba=None) -> dict:
+        """Re-estimate BatchNorm on Dr, then compute every metric."""
+        recompute_batchnorm(model, data.split("retain"))
+        if random_proba is None:
+            random_proba = self.random_forget_proba(options, data)
+        metrics = evaluate_model(model, data, random_proba)
+        return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}

@@ -1,0 +1,109 @@
+"""Plain PyTorch training loops: the original model, an unlearned endpoint, a curve bend.
+
+No Ray and no I/O here: each loop takes tensors and returns tensors, so it runs the
+same inside a Ray Train worker, a Tune trial or a unit test.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
+from mcu_ray.methods import METHODS
+from mcu_ray.methods.optimizers import make_optimizer
+from mcu_ray.tasks.classification import example_losses, iterate_batches
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite; the artifact is recorded as diverged."""
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    if not math.isfinite(loss.item()):
+        raise DivergedError(f"loss is {loss.item()} at step {step}")
+
+
+def train_supervised(model: nn.Module, batch: dict, *, epochs: int, lr: float, batch_size: int,
+                     weight_decay: float, seed: int) -> dict:
+    """Ordinary training on ``batch`` (the original model on D, the reference on Dr)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=epochs * math.ceil(len(batch["y"]) / batch_size))
+    model.train()
+    step = 0
+    for _ in range(epochs):
+        for minibatch in iterate_batches(batch, batch_size, generator):
+            loss = example_losses(model, minibatch).mean()
+            _check_finite(loss, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+    return {"steps": step, "final_loss": float(loss)}
+
+
+def _forever(batch: dict, batch_size: int, generator: torch.Generator):
+    """Endless shuffled minibatches, reshuffled at every pass."""
+    while True:
+        yield from iterate_batches(batch, batch_size, generator)
+
+
+def _unlearning_batches(data, params, generator: torch.Generator, uses_retain: bool):
+    """Each step: a forget minibatch, and (if the method uses it) a retain minibatch."""
+    forget, retain = data.split("forget"), data.split("retain")
+    retain_stream = _forever(retain, params.retain_batch_size, generator) if uses_retain else None
+    for _ in range(params.epochs):
+        for forget_batch in iterate_batches(forget, params.batch_size, generator):
+            yield forget_batch, (next(retain_stream) if uses_retain else None)
+
+
+def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str, seed: int) -> dict:
+    """Turn the original model (loaded into ``model``) into an unlearned endpoint, in place."""
+    method = METHODS[method_name]
+    generator = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay)
+    ctx = task.loss_context(model, data, generator)
+    model.train()
+    step, logs = 0, {}
+    for forget_batch, retain_batch in _unlearning_batches(data, params, generator, method.uses_retain):
+        loss, logs = method.loss(ctx, forget_batch, retain_batch, params)
+        _check_finite(loss, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    return {"steps": step, "final_loss": loss.item(), **logs}
+
+
+def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params,
+                    fit, *, seed: int) -> tuple[dict, dict]:
+    """Train the quadratic Bezier bend theta_12 with the first endpoint's objective.
+
+    The bend starts on the chord; every minibatch draws one t ~ U(0, 1) and steps on
+    L_U(phi(t)) (Garipov et al. 2018). ``fit`` gives epochs/lr/batch size of the fit.
+    Returns the bend and a log.
+    """
+    method = METHODS[method_name]
+    names = curve_parameters(model)
+    theta_1 = {n: theta_1[n].detach() for n in names}
+    theta_2 = {n: theta_2[n].detach() for n in names}
+    bend = {n: p.clone().requires_grad_(True) for n, p in initial_bend(theta_1, theta_2).items()}
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(bend.values(), lr=fit.lr, weight_decay=fit.weight_decay)
+    loop_params = type(params)(**{**params.__dict__, "epochs": fit.epochs, "batch_size": fit.batch_size})
+    model.train()
+    step, loss = 0, torch.tensor(0.0)
+    for forget_batch, retain_batch in _unlearning_batches(data, loop_params, generator, method.uses_retain):
+        t = float(torch.rand((), generator=generator))
+        ctx = task.loss_context(curve_forward(model, [theta_1, bend, theta_2], t), data, generator)
+        loss, _ = method.loss(ctx, forget_batch, retain_batch, params)
+        _check_finite(loss, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    return {n: b.detach() for n, b in bend.items()}, {"steps": step, "final_loss": loss.item()}
