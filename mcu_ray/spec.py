@@ -29,7 +29,8 @@ class SpecError(ValueError):
 
     def __init__(self, path: str, value: Any, allowed: str):
         self.path, self.value, self.allowed = path, value, allowed
-        super().__init__(f"{path or '<top level>'}: got {value!r}; {allowed}")
+        found = "missing" if value is None else f"got {value!r}"
+        super().__init__(f"{path or '<top level>'}: {found}; {allowed}")
 
 
 @dataclass(frozen=True)

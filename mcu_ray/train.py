@@ -43,7 +43,7 @@ def train_supervised(model: nn.Module, batch: dict, *, epochs: int, lr: float, b
             optimizer.step()
             schedule.step()
             step += 1
-    return {"steps": step, "final_loss": float(loss)}
+    return {"steps": step, "final_loss": loss.item()}
 
 
 def _forever(batch: dict, batch_size: int, generator: torch.Generator):

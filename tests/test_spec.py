@@ -1,0 +1,119 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mcu_ray.spec import SpecError, load_spec, parse_spec
+from tests.conftest import tiny_digits_task
+
+
+def good() -> dict:
+    return {"name": "t", "settings": ["Rand", "Met"], "tasks": [tiny_digits_task()]}
+
+
+def test_good_spec_resolves_defaults():
+    spec = parse_spec(good())
+    task = spec.tasks[0]
+    assert spec.points == 16 and spec.curves == ("linear", "bezier")
+    assert task.ratios == (5.0,)
+    # the sweep file's value wins over the task's tuned default, which wins over the method's
+    assert task.hparams["ga"]["epochs"] == 1
+    assert task.hparams["ga"]["lr"] == pytest.approx(1e-4)
+    assert task.options["width"] == 4 and task.options["split_seed"] == 0
+
+
+def mutate(path_and_value):
+    spec = good()
+    target = spec
+    *parents, last = path_and_value[0]
+    for key in parents:
+        target = target[key]
+    if path_and_value[1] is DELETE:
+        del target[last]
+    else:
+        target[last] = path_and_value[1]
+    return spec
+
+
+DELETE = object()
+
+# (where, new value, field path the message must name, words the message must contain)
+BAD_INPUTS = [
+    ((["name"], DELETE), "name", "required"),
+    ((["name"], "a/b"), "name", "letters"),
+    ((["settigns"], ["Rand"]), "settigns", "did you mean 'settings'"),
+    ((["settings"], ["Rnd"]), "settings[0]", "did you mean 'Rand'"),
+    ((["settings"], ["Rand", "Rand"]), "settings[1]", "duplicate"),
+    ((["curves"], ["cubic"]), "curves[0]", "allowed: linear, bezier"),
+    ((["seeds"], [-1]), "seeds[0]", "non-negative integer"),
+    ((["points"], 2), "points", "at least 3"),
+    ((["points"], "16"), "points", "expected an integer"),
+    ((["tolerance"], -0.1), "tolerance", "non-negative"),
+    ((["tasks"], []), "tasks", "at least one"),
+    ((["tasks", 0, "name"], "digit"), "tasks[0].name", "did you mean 'digits'"),
+    ((["tasks", 0, "ratios"], [0]), "tasks[0].ratios[0]", "strictly between 0 and 100"),
+    ((["tasks", 0, "ratios"], [100]), "tasks[0].ratios[0]", "strictly between 0 and 100"),
+    ((["tasks", 0, "ratios"], [2, 2]), "tasks[0].ratios[1]", "duplicate"),
+    ((["tasks", 0, "methods"], []), "tasks[0].methods", "at least one"),
+    ((["tasks", 0, "methods"], ["ga"]), "tasks[0].methods", "pair two different methods"),
+    ((["tasks", 0, "methods"], ["ga", "gaa"]), "tasks[0].methods[1]", "did you mean 'ga'"),
+    ((["tasks", 0, "options"], {"epoch": 3}), "tasks[0].options.epoch", "did you mean 'epochs'"),
+    ((["tasks", 0, "options"], {"epochs": 0}), "tasks[0].options.epochs", ">= 1"),
+    ((["tasks", 0, "options"], {"lr": "fast"}), "tasks[0].options.lr", "expected a number"),
+    ((["tasks", 0, "hparams"], {"ga": {"lr": -1}}), "tasks[0].hparams.ga.lr", "positive"),
+    ((["tasks", 0, "hparams"], {"ga": {"step": 3}}), "tasks[0].hparams.ga.step", "allowed keys"),
+    ((["tasks", 0, "hparams"], {"npo": {}}), "tasks[0].hparams.npo", "not in this task's methods"),
+    ((["tasks", 0, "curve_fit"], {"epochs": 0}), "tasks[0].curve_fit.epochs", ">= 1"),
+    ((["resources"], {"train": {"num_workers": 4}}), "resources.train.num_workers", "expected 0"),
+    ((["resources"], {"max_concurrent_trials": 0}), "resources.max_concurrent_trials", ">= 1"),
+    ((["resources"], {"train": {"use_gpu": "yes"}}), "resources.train.use_gpu", "true or false"),
+]
+
+
+@pytest.mark.parametrize("change,path,words", BAD_INPUTS, ids=[b[1] + ":" + b[2] for b in BAD_INPUTS])
+def test_bad_input_names_field_value_and_allowed(change, path, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec(mutate(change))
+    assert err.value.path == path
+    message = str(err.value)
+    assert message.startswith(path) and words in message
+    if change[1] is not DELETE:
+        assert repr(err.value.value) in message  # the value found is quoted back
+
+
+def test_yaml_syntax_error_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: t\ntasks:\n  - name: digits\n    ratios: [2, 4\n")
+    with pytest.raises(SpecError, match=r"line \d+"):
+        load_spec(path)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mcu_ray.sweep", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_refuses_bad_spec_with_exit_2(tmp_path):
+    spec = mutate((["tasks", 0, "ratios"], [150]))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = run_cli(str(path), "--storage", str(tmp_path / "store"))
+    assert proc.returncode == 2
+    assert "tasks[0].ratios[0]" in proc.stderr and "150" in proc.stderr
+    assert not (tmp_path / "store").exists()  # refused before anything was written
+
+
+def test_cli_dry_run_json_counts(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(good()))
+    proc = run_cli(str(path), "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout)
+    # 2 methods: Rand -> 2 cells, Met -> 2 ordered pairs; 4 endpoints (2 methods x seeds s, s+1)
+    assert counts["cells"] == 4 and counts["endpoints"] == 4
+    # linear: Rand 2 + Met 1 (shared by both orders); bezier: Rand 2 + Met 2
+    assert counts["curves"] == 7
+    assert counts["evaluations"] == 1 + 1 + 4 + 7 * 14
+    for key in ("cells", "endpoints", "curves", "evaluations"):
+        assert isinstance(counts[key], int)
