@@ -46,8 +46,8 @@ def curve_forward(model: nn.Module, control_points: list[Params], t: float | tor
     """A forward function of ``model`` with its parameters set to phi(t)."""
     params_t = point_on_curve(control_points, t)
 
-    def forward(inputs):
-        return functional_call(model, params_t, (inputs,))
+    def forward(*args, **kwargs):
+        return functional_call(model, params_t, args, kwargs)
 
     return forward
 

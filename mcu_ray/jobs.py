@@ -14,12 +14,12 @@ import pyarrow as pa
 import torch
 
 from mcu_ray.curves import curve_parameters
-from mcu_ray.evaluate import evaluate_curve_point, evaluate_state, task_data
+from mcu_ray.evaluate import eval_context, evaluate_curve_point, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
-from mcu_ray.train import fit_bezier_bend, train_supervised, unlearn
+from mcu_ray.train import fit_bezier_bend, frozen_copy, train_supervised, unlearn
 
 
 def t_grid(points: int) -> np.ndarray:
@@ -28,16 +28,17 @@ def t_grid(points: int) -> np.ndarray:
 
 
 def _supervised(store: Store, item, split: str, ratio: float) -> dict:
-    task, options, data, _ = task_data(item.task, item.options, ratio)
+    task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
     model = task.new_model(options, seed=opts.model_seed)
     started = time.time()
-    log = train_supervised(model, data.split(split), epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
-                           weight_decay=opts.weight_decay, seed=opts.model_seed)
+    log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
+                           batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed)
     meta = {"kind": type(item).__name__.lower(), "item": asdict(item), "train_log": log,
             "train_seconds": time.time() - started}
-    if isinstance(item, Retrained):
-        meta["metrics"] = task.evaluate(model, options, data)
+    if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
+        context = task.eval_context(options, data, model.state_dict())
+        meta["metrics"] = task.evaluate(model, options, data, context)
     return store.save_artifact(item.key, meta, weights=model.state_dict())
 
 
@@ -56,7 +57,7 @@ def build_retrained(store: Store, item: Retrained) -> dict:
 def build_endpoint(store: Store, item: Endpoint) -> dict:
     """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
     store.record_job(item.key, "endpoint")
-    task, options, data, random_proba = task_data(item.task, item.options, item.ratio)
+    task, options, data = task_data(item.task, item.options, item.ratio)
     if item.curriculum != "none":
         raise NotImplementedError(f"curriculum {item.curriculum!r} is not implemented yet")
     model = task.new_model(options, seed=0)
@@ -64,8 +65,9 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
     params = METHODS[item.method].Params(**item.hparams)
     started = time.time()
     log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer, seed=item.seed)
+    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
-            "metrics": task.evaluate(model, options, data, random_proba)}
+            "metrics": evaluate_model(model, item.task, options, item.ratio, context)}
     return store.save_artifact(item.key, meta, weights=model.state_dict())
 
 
@@ -77,13 +79,18 @@ def bend_key(curve: Curve) -> str:
 def build_bend(store: Store, curve: Curve) -> dict:
     """Fit the quadratic Bezier bend with the first endpoint's method objective."""
     store.record_job(bend_key(curve), "curve")
-    task, options, data, _ = task_data(curve.task, curve.options, curve.ratio)
+    task, options, data = task_data(curve.task, curve.options, curve.ratio)
     model = task.new_model(options, seed=0)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
     params = METHODS[curve.objective].Params(**curve.hparams)
+    original = None
+    if METHODS[curve.objective].uses_reference:
+        original = task.new_model(options, seed=0)
+        original.load_state_dict(store.load_weights(store.read_meta(curve.endpoint_1)["item"]["original"]))
+        original = frozen_copy(original)
     started = time.time()
     bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
-                                CurveFitSpec(**curve.fit), seed=curve.seed)
+                                CurveFitSpec(**curve.fit), seed=curve.seed, original=original)
     meta = {"kind": "bend", "item": asdict(curve), "train_log": log, "train_seconds": time.time() - started}
     return store.save_artifact(bend_key(curve), meta, weights=bend)
 
@@ -104,7 +111,8 @@ def interior_ts(curve: Curve) -> list[float]:
 def evaluate_curve_serially(store: Store, curve: Curve) -> list[dict]:
     """All interior points, one after another in this process (the naive way; tests)."""
     cps = control_points(store, curve)
-    return [evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, t) for t in interior_ts(curve)]
+    reference = (store.uri, curve.reference)
+    return [evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, t, reference) for t in interior_ts(curve)]
 
 
 def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:
@@ -112,9 +120,10 @@ def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:
     return store.save_artifact(curve.key, {"kind": "curve_points", "item": asdict(curve)}, points=table)
 
 
-def original_metrics(store: Store, original: Original, ratio: float) -> dict:
+def original_metrics(store: Store, original: Original, reference: Retrained) -> dict:
     """The original model evaluated on one ratio's splits (a reference line in figures)."""
-    return evaluate_state(original.task, original.options, ratio, store.load_weights(original.key))
+    return evaluate_state(original.task, original.options, reference.ratio, store.load_weights(original.key),
+                          (store.uri, reference.key))
 
 
 def curve_rows(store: Store, curve: Curve, first_endpoint: str) -> list[dict]:

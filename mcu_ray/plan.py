@@ -80,6 +80,7 @@ class Endpoint:
     curriculum: str
     seed: int
     original: str  # key of the model it unlearns
+    reference: str  # key of the retrained model its metrics are relative to
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Curve:
     ratio: float
     endpoint_1: str
     endpoint_2: str
+    reference: str  # the retrained model (evaluation reference)
     objective: str = ""  # bezier: the first endpoint's method trains the bend
     hparams: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
@@ -165,13 +167,13 @@ def make_plan(spec: SweepSpec) -> Plan:
                         for method, variant in ((m1, v1), (m2, v2)):
                             payload = {**base, "ratio": ratio, "method": method, "hparams": task.hparams[method],
                                        "optimizer": variant.optimizer, "curriculum": variant.curriculum,
-                                       "seed": seed + variant.seed_offset, "original": original}
+                                       "seed": seed + variant.seed_offset, "original": original, "reference": ref}
                             ends.append(add(endpoints, Endpoint(content_key("ep", payload), **payload)))
                         e1, e2 = ends
                         cell_curves = []
                         for kind in spec.curves:
                             cell_curves.append((kind, add(curves, _curve(kind, base, ratio, e1, e2, endpoints[e1],
-                                                                          fit, spec.points))))
+                                                                          ref, fit, spec.points))))
                         cell_payload = {**base, "setting": setting, "ratio": ratio, "seed": seed,
                                         "endpoint_1": e1, "endpoint_2": e2, "curves": tuple(cell_curves)}
                         cells.append(Cell(content_key("cell", cell_payload), task.name, setting, ratio, seed, e1, e2,
@@ -179,12 +181,14 @@ def make_plan(spec: SweepSpec) -> Plan:
     return Plan(cells, originals, retrained, endpoints, curves, spec.points)
 
 
-def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, first: Endpoint, fit: dict, points: int) -> Curve:
+def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, first: Endpoint, ref: str, fit: dict,
+           points: int) -> Curve:
     if kind == "linear":
         # phi(t) = (1-t) theta_1 + t theta_2 is the same line both ways: key the unordered pair
         e1, e2 = sorted((e1, e2))
-        payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "points": points}
+        payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "reference": ref,
+                   "points": points}
         return Curve(content_key("curve", payload), **payload)
-    payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2,
+    payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "reference": ref,
                "objective": first.method, "hparams": first.hparams, "fit": fit, "seed": first.seed, "points": points}
     return Curve(content_key("curve", payload), **payload)

@@ -172,11 +172,12 @@ def ensure(grid: Grid, owner: str, builders: dict) -> None:
 
 
 @ray.remote
-def evaluate_point_task(task: str, options: dict, ratio: float, control_points: list, t: float, threads: float):
+def evaluate_point_task(task: str, options: dict, ratio: float, control_points: list, t: float,
+                        reference: tuple, threads: float):
     jobs.use_threads(threads)
     from mcu_ray.evaluate import evaluate_curve_point
 
-    return evaluate_curve_point(task, options, ratio, control_points, t)
+    return evaluate_curve_point(task, options, ratio, control_points, t, reference)
 
 
 def evaluate_curve(grid: Grid, curve) -> None:
@@ -187,7 +188,7 @@ def evaluate_curve(grid: Grid, curve) -> None:
     cps_ref = ray.put(jobs.control_points(store, curve))
     # Outside the trial's placement group: the trial holds only what it runs itself.
     task = evaluate_point_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
-    refs = [task.remote(curve.task, curve.options, curve.ratio, cps_ref, t, res.eval_cpus)
+    refs = [task.remote(curve.task, curve.options, curve.ratio, cps_ref, t, (store.uri, curve.reference), res.eval_cpus)
             for t in jobs.interior_ts(curve)]
     jobs.save_points(store, curve, ray.get(refs))
 
@@ -207,9 +208,9 @@ def run_cell(config: dict, grid: Grid) -> dict:
     def train(kind, item, key=None):
         return lambda: run_training_job(grid, kind, item, key or item.key)
 
-    ensure(grid, cell.key, {original.key: train("original", original)})
-    ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)}
-           | {cell.retrained: train("retrained", plan.retrained[cell.retrained])})
+    ensure(grid, cell.key, {original.key: train("original", original),
+                            cell.retrained: train("retrained", plan.retrained[cell.retrained])})
+    ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)})
     curves = [plan.curves[key] for _, key in cell.curves]
     ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in curves if c.trained})
     ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c)) for c in curves})
@@ -230,7 +231,7 @@ def reference_rows(grid: Grid, original, reference) -> list[dict]:
     store = grid.store
     ident = {"sweep": grid.spec.name, "task": reference.task, "ratio": reference.ratio}
     return [{**ident, "model": "original", "key": original.key,
-             **jobs.original_metrics(store, original, reference.ratio)},
+             **jobs.original_metrics(store, original, reference)},
             {**ident, "model": "retrained", "key": reference.key, **store.read_meta(reference.key)["metrics"]}]
 
 

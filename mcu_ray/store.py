@@ -45,7 +45,8 @@ class Store:
     uri: str
 
     def __post_init__(self):
-        self.fs, self.root = pafs.FileSystem.from_uri(_absolute(self.uri))
+        self.uri = _absolute(self.uri)  # workers may run in another directory
+        self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
 
     # ------------------------------------------------------------------ bytes
     def _path(self, *parts: str) -> str:

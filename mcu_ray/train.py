@@ -5,6 +5,7 @@ same inside a Ray Train worker, a Tune trial or a unit test.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -12,8 +13,9 @@ from torch import nn
 
 from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods import METHODS
+from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.optimizers import make_optimizer
-from mcu_ray.tasks.classification import example_losses, iterate_batches
+from mcu_ray.tasks.classification import iterate_batches
 
 
 class DivergedError(RuntimeError):
@@ -25,9 +27,9 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
         raise DivergedError(f"loss is {loss.item()} at step {step}")
 
 
-def train_supervised(model: nn.Module, batch: dict, *, epochs: int, lr: float, batch_size: int,
+def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: float, batch_size: int,
                      weight_decay: float, seed: int) -> dict:
-    """Ordinary training on ``batch`` (the original model on D, the reference on Dr)."""
+    """Ordinary training on ``batch`` (the original model on D, the retrained one on Dr)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -36,7 +38,7 @@ def train_supervised(model: nn.Module, batch: dict, *, epochs: int, lr: float, b
     step = 0
     for _ in range(epochs):
         for minibatch in iterate_batches(batch, batch_size, generator):
-            loss = example_losses(model, minibatch).mean()
+            loss = task.example_losses(model, minibatch).mean()
             _check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -61,12 +63,21 @@ def _unlearning_batches(data, params, generator: torch.Generator, uses_retain: b
             yield forget_batch, (next(retain_stream) if uses_retain else None)
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy in eval mode: the original model as a method's reference."""
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return reference
+
+
 def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str, seed: int) -> dict:
     """Turn the original model (loaded into ``model``) into an unlearned endpoint, in place."""
     method = METHODS[method_name]
     generator = torch.Generator().manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay)
-    ctx = task.loss_context(model, data, generator)
+    reference = frozen_copy(model) if method.uses_reference else None
+    ctx = LossContext(task, data, model, generator, reference)
     model.train()
     step, logs = 0, {}
     for forget_batch, retain_batch in _unlearning_batches(data, params, generator, method.uses_retain):
@@ -80,11 +91,12 @@ def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer
 
 
 def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params,
-                    fit, *, seed: int) -> tuple[dict, dict]:
+                    fit, *, seed: int, original: nn.Module | None = None) -> tuple[dict, dict]:
     """Train the quadratic Bezier bend theta_12 with the first endpoint's objective.
 
     The bend starts on the chord; every minibatch draws one t ~ U(0, 1) and steps on
-    L_U(phi(t)) (Garipov et al. 2018). ``fit`` gives epochs/lr/batch size of the fit.
+    L_U(phi(t)) (Garipov et al. 2018). ``fit`` gives epochs/lr/batch size of the fit;
+    ``original`` is the frozen reference of methods that need one (NPO).
     Returns the bend and a log.
     """
     method = METHODS[method_name]
@@ -99,7 +111,7 @@ def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, 
     step, loss = 0, torch.tensor(0.0)
     for forget_batch, retain_batch in _unlearning_batches(data, loop_params, generator, method.uses_retain):
         t = float(torch.rand((), generator=generator))
-        ctx = task.loss_context(curve_forward(model, [theta_1, bend, theta_2], t), data, generator)
+        ctx = LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), generator, original)
         loss, _ = method.loss(ctx, forget_batch, retain_batch, params)
         _check_finite(loss, step)
         opt.zero_grad(set_to_none=True)

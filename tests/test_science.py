@@ -47,7 +47,7 @@ def test_zrf_bounds():
 def test_original_fits_and_endpoints_forget(built):
     plan, store = built
     original = next(iter(plan.originals.values()))
-    before = jobs.original_metrics(store, original, 10)
+    before = jobs.original_metrics(store, original, next(iter(plan.retrained.values())))
     assert before["acc_test"] > 0.85 and before["acc_forget"] > 0.9
     for endpoint in plan.endpoints.values():
         after = store.read_meta(endpoint.key)["metrics"]
@@ -84,7 +84,7 @@ def test_t_zero_of_a_curve_matches_the_endpoint(built):
     cps = jobs.control_points(store, curve)
     from mcu_ray.evaluate import evaluate_curve_point
 
-    at_zero = evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, 0.0)
+    at_zero = evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, 0.0, (store.uri, curve.reference))
     stored = store.read_meta(curve.endpoint_1)["metrics"]
     for name, value in stored.items():
         assert at_zero[name] == pytest.approx(value, abs=1e-5)

@@ -7,7 +7,7 @@ an endpoint and, through the curve's forward, the Bezier midpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -36,12 +36,28 @@ class UnlearnParams:
 
 @dataclass
 class LossContext:
-    """What a method's loss may use: the model's forward and the task's loss helpers."""
+    """What a method's loss may use: the model being trained, the frozen original, the task."""
 
-    forward: Callable  # inputs -> outputs of the model being trained
-    example_losses: Callable  # (forward, batch) -> per-example loss, shape (batch,)
-    relabel: Callable  # (batch, generator) -> batch with wrong targets
+    task: Any  # the task: knows how its model is called and how a loss is taken
+    data: Any  # the task's splits (RL draws replacement targets from them)
+    forward: Callable  # the model being trained (an endpoint, or the curve at this step's t)
     generator: torch.Generator  # the loop's seeded randomness
+    reference_forward: Callable | None = None  # the frozen original model (NPO, BT)
+
+    def losses(self, batch: dict) -> torch.Tensor:
+        """Per-example loss of the model being trained, shape (batch,) (token-mean for LMs)."""
+        return self.task.example_losses(self.forward, batch)
+
+    def sequence_nll(self, batch: dict, reference: bool = False) -> torch.Tensor:
+        """Per-example negative log-likelihood summed over target tokens, shape (batch,)."""
+        if not reference:
+            return self.task.example_losses(self.forward, batch, reduction="sum")
+        with torch.no_grad():
+            return self.task.example_losses(self.reference_forward, batch, reduction="sum")
+
+    def relabel(self, batch: dict) -> dict:
+        """The batch with wrong targets (a random other class; a random retain answer)."""
+        return self.task.relabel(batch, self.data, self.generator)
 
 
 @dataclass(frozen=True)
@@ -51,3 +67,4 @@ class Method:
     loss: Callable  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: float})
     families: tuple = ("classification",)  # task families it applies to
     uses_retain: bool = False  # whether the loop must draw a retain batch each step
+    uses_reference: bool = False  # whether the loss needs the frozen original model

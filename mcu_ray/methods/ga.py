@@ -12,7 +12,7 @@ class Params(UnlearnParams):
 
 
 def loss(ctx, forget, retain, params: Params):
-    forget_loss = ctx.example_losses(ctx.forward, forget).mean()
+    forget_loss = ctx.losses(forget).mean()
     return -forget_loss, {"forget_loss": forget_loss.item()}
 
 

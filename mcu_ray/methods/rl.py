@@ -1,7 +1,7 @@
 """RL, random labelling (Golatkar et al. 2020; SalUn's RL baseline).
 
-The forget examples get random wrong targets (classification: a random other class)
-and are trained together with retain data, so the model unlearns Df while Dr
+The forget examples get random wrong targets (classification: a random other class;
+TOFU: the answer of a random retain question) and are trained together with retain data, so the model unlearns Df while Dr
 keeps it useful.
 """
 from __future__ import annotations
@@ -19,9 +19,8 @@ class Params(UnlearnParams):
 
 
 def loss(ctx, forget, retain, params: Params):
-    relabelled = ctx.relabel(forget, ctx.generator)
-    losses = torch.cat([ctx.example_losses(ctx.forward, relabelled),  # (b_f,)
-                        ctx.example_losses(ctx.forward, retain)])  # (b_r,)
+    losses = torch.cat([ctx.losses(ctx.relabel(forget)),  # (b_f,)
+                        ctx.losses(retain)])  # (b_r,)
     return losses.mean(), {"relabelled_loss": losses[: len(forget["y"])].mean().item()}
 
 

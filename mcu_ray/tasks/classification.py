@@ -69,15 +69,15 @@ def iterate_batches(batch: dict, batch_size: int, generator: torch.Generator | N
         yield {k: v[sel] for k, v in batch.items()}
 
 
-def example_losses(forward: Callable, batch: dict) -> torch.Tensor:
-    """Per-example cross-entropy, shape (batch,)."""
+def example_losses(forward: Callable, batch: dict, reduction: str = "mean") -> torch.Tensor:
+    """Per-example cross-entropy, shape (batch,) (one target: token mean = sum)."""
     return F.cross_entropy(forward(batch["x"]), batch["y"], reduction="none")
 
 
-def relabel_wrong(batch: dict, num_classes: int, generator: torch.Generator) -> dict:
+def relabel_wrong(batch: dict, data: "ClassificationData", generator: torch.Generator) -> dict:
     """The batch with every label replaced by a uniformly random *wrong* class."""
-    shift = torch.randint(1, num_classes, batch["y"].shape, generator=generator)
-    return {**batch, "y": (batch["y"] + shift) % num_classes}
+    shift = torch.randint(1, data.num_classes, batch["y"].shape, generator=generator).to(batch["y"].device)
+    return {**batch, "y": (batch["y"] + shift) % data.num_classes}
 
 
 @torch.no_grad()
@@ -174,22 +174,20 @@ class ClassificationTask:
         torch.manual_seed(seed)
         return self.build_model(self.Options(**options))
 
-    def random_forget_proba(self, options: dict, data: ClassificationData) -> torch.Tensor:
-        """Predictions on Df of a randomly initialised network (the ZRF reference)."""
+    example_losses = staticmethod(example_losses)
+    relabel = staticmethod(relabel_wrong)
+
+    def eval_context(self, options: dict, data: ClassificationData, reference_state: dict | None = None):
+        """Predictions on Df of a randomly initialised network (the ZRF reference).
+
+        ``reference_state`` (the retrained model) is not needed by these metrics.
+        """
         rand = self.new_model(options, seed=self.Options(**options).model_seed + 7919)
         recompute_batchnorm(rand, data.split("retain"))
         return predict_proba(rand, data.split("forget")["x"])
 
-    def loss_context(self, forward, data: ClassificationData, generator: torch.Generator):
-        from mcu_ray.methods.common import LossContext
-
-        return LossContext(forward=forward, example_losses=example_losses, generator=generator,
-                           relabel=lambda batch, gen: relabel_wrong(batch, data.num_classes, gen))
-
-    def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, random_proba=None) -> dict:
-        """Re-estimate BatchNorm on Dr, then compute every metric."""
+    def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, context) -> dict:
+        """Re-estimate BatchNorm on Dr, then compute every metric; ``context`` from eval_context."""
         recompute_batchnorm(model, data.split("retain"))
-        if random_proba is None:
-            random_proba = self.random_forget_proba(options, data)
-        metrics = evaluate_model(model, data, random_proba)
+        metrics = evaluate_model(model, data, context)
         return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}

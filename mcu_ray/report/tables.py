@@ -1,0 +1,132 @@
+"""The result tables of one sweep, shaped for the report (pandas only, no drawing).
+
+Reads results / barriers / references through the Store, names each task's metrics,
+orders settings as in paper Table 1, and reduces barrier rows to one verdict per
+(cell, curve). Failed or diverged cells are kept: they are shown, never dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mcu_ray.plan import SETTINGS_TABLE
+from mcu_ray.store import Store
+from mcu_ray.tasks import TASKS
+
+# Columns that identify a row rather than measure something.
+IDENTIFIERS = ("sweep", "spec_hash", "code_version", "cell_id", "task", "setting", "method_1", "method_2",
+               "optimizer_1", "optimizer_2", "curriculum_1", "curriculum_2", "ratio", "seed", "curve",
+               "curve_key", "t", "status", "model", "key")
+CELL = ["task", "setting", "method_1", "method_2", "ratio", "seed", "cell_id"]
+CURVES = ("linear", "bezier")  # drawing and table order; other curve kinds follow
+VERDICT_COLUMNS = ["retain_barrier", "forget_barrier", "mcu", "tolerance", "status"]
+
+
+class EmptySweepError(ValueError):
+    """A sweep has no result rows to report on."""
+
+
+@dataclass(frozen=True)
+class SweepTables:
+    results: pd.DataFrame  # one row per cell, curve, t
+    barriers: pd.DataFrame  # one row per cell, curve, metric
+    references: pd.DataFrame  # one row per task, ratio, model (original | retrained)
+
+
+def load_sweep(storage: str, sweep: str) -> SweepTables:
+    """The three tables of ``<storage>/<sweep>``; raises EmptySweepError without results."""
+    store = Store(storage)
+    results = store.read_tables(sweep, "results")
+    if results is None or results.num_rows == 0:
+        raise EmptySweepError(f"no results for sweep {sweep!r} in storage {storage!r} "
+                              f"(looked for {storage}/{sweep}/results/**/*.parquet)")
+    barriers = store.read_tables(sweep, "barriers")
+    references = store.read_tables(sweep, "references")
+    return SweepTables(
+        results=results.to_pandas(),
+        barriers=barriers.to_pandas() if barriers is not None else pd.DataFrame(columns=["cell_id", "curve",
+                                                                                         *VERDICT_COLUMNS]),
+        references=references.to_pandas() if references is not None else pd.DataFrame(columns=["task", "ratio",
+                                                                                               "model"]),
+    )
+
+
+def metric_names(frame: pd.DataFrame, task: str) -> list[str]:
+    """The task's metrics present in ``frame``: registered order, else numeric columns it fills."""
+    rows = frame[frame["task"] == task]
+    if task in TASKS:
+        return [m for m in TASKS[task].metric_directions if m in rows.columns]
+    return [c for c in rows.columns if c not in IDENTIFIERS and pd.api.types.is_numeric_dtype(rows[c])
+            and not pd.api.types.is_bool_dtype(rows[c]) and rows[c].notna().any()]
+
+
+def ordered_settings(names) -> list[str]:
+    """Settings in paper Table 1 order; unknown ones after, alphabetically."""
+    names = set(names)
+    return [s for s in SETTINGS_TABLE if s in names] + sorted(names - set(SETTINGS_TABLE))
+
+
+def ordered_curves(names) -> list[str]:
+    names = set(names)
+    return [c for c in CURVES if c in names] + sorted(names - set(CURVES))
+
+
+def method_pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (method_1, method_2) pairs of ``frame``, sorted."""
+    return sorted(set(zip(frame["method_1"], frame["method_2"])))
+
+
+def pair_label(method_1: str, method_2: str) -> str:
+    """``GA`` for a same-method pair (Rand-type settings), ``GA→RL`` for an ordered pair."""
+    return method_1.upper() if method_1 == method_2 else f"{method_1.upper()}→{method_2.upper()}"
+
+
+def combined_status(statuses) -> str:
+    """'ok' when every row is ok, else the first other status met (failed, diverged, ...)."""
+    others = [s for s in statuses if s != "ok" and isinstance(s, str)]
+    return others[0] if others else "ok"
+
+
+def curve_verdicts(results: pd.DataFrame, barriers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, curve): barriers, MCU flag, status and a verdict word.
+
+    The rows come from the results table, so a cell that failed before its barriers
+    were computed is still listed (status 'failed', NaN barriers).
+    """
+    runs = (results.groupby([*CELL, "curve"], dropna=False, sort=False)["status"]
+            .agg(combined_status).reset_index())
+    per_curve = barriers.drop_duplicates(["cell_id", "curve"])[["cell_id", "curve", *VERDICT_COLUMNS]]
+    merged = runs.merge(per_curve, on=["cell_id", "curve"], how="left", suffixes=("", "_barrier"))
+    merged["status"] = [combined_status([a, b]) for a, b in zip(merged["status"], merged["status_barrier"])]
+    merged["verdict"] = [_verdict(row) for row in merged.itertuples()]
+    return merged.drop(columns="status_barrier")
+
+
+def _verdict(row) -> str:
+    if row.status != "ok":
+        return row.status
+    if pd.isna(row.mcu):
+        return "no barriers"
+    if row.mcu:
+        return "MCU"
+    broken = [word for word, value in (("barrier", row.retain_barrier), ("cliff", row.forget_barrier))
+              if value > row.tolerance]
+    return " + ".join(broken) or "no MCU"
+
+
+def panel_verdict(verdicts) -> str:
+    """The verdict of one curve across seeds: the shared word, else how many seeds hold MCU."""
+    verdicts = list(verdicts)
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return f"MCU {verdicts.count('MCU')}/{len(verdicts)}"
+
+
+def retrained_values(references: pd.DataFrame, task: str, ratio: float) -> dict:
+    """Metric values of the model retrained without the forget set, for one task and ratio."""
+    rows = references[(references["task"] == task) & (references["ratio"] == ratio)
+                      & (references["model"] == "retrained")]
+    if rows.empty:
+        return {}
+    return {m: float(rows.iloc[0][m]) for m in metric_names(rows, task) if pd.notna(rows.iloc[0][m])}
