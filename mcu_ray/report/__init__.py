@@ -1,2 +1,121 @@
-def build_report(storage, sweep, out):
-    return out
+"""The report of a sweep: figures and an index page drawn from its result tables.
+
+build_report reads the results, barriers and references tables of one sweep and
+writes, under the output folder, one PNG per (task, setting), one barrier summary
+PNG per task, and index.html tying them together with the barrier and reference
+tables. It reads only the store; nothing here needs Ray or a GPU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import pandas as pd
+
+from mcu_ray.report.figures import barrier_figure, setting_figure
+from mcu_ray.report.page import TaskSection, index_html
+from mcu_ray.report.tables import (
+    EmptySweepError, SweepTables, curve_verdicts, load_sweep, method_pairs, metric_names, ordered_curves,
+    ordered_settings, pair_label,
+)
+
+__all__ = ["build_report", "EmptySweepError"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_report(storage: str, sweep: str, out_dir: str) -> str:
+    """Draw every figure of ``<storage>/<sweep>`` into ``out_dir``; returns the path of index.html.
+
+    Raises EmptySweepError (a ValueError) when the sweep has no results.
+    """
+    tables = load_sweep(storage, sweep)
+    verdicts = curve_verdicts(tables.results, tables.barriers)
+    os.makedirs(out_dir, exist_ok=True)
+    sections = [_task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
+                for task in sorted(tables.results["task"].unique())]
+    index = os.path.join(out_dir, "index.html")
+    with open(index, "w", encoding="utf-8") as page:
+        page.write(index_html(sweep, storage, _header(tables.results), sections))
+    return index
+
+
+def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_dir: str) -> TaskSection:
+    """Draw one task's figures and gather its tables."""
+    results = tables.results[tables.results["task"] == task]
+    metrics = metric_names(results, task)
+    figures = []
+    for setting in ordered_settings(results["setting"]):
+        name = safe_file_name(f"{task}_{setting}.png")
+        setting_figure(os.path.join(out_dir, name), task, setting, results[results["setting"] == setting],
+                       verdicts[verdicts["setting"] == setting], tables.references, metrics)
+        figures.append((f"{task} · {setting}: metrics along the linear (solid) and quadratic Bezier (dashed) "
+                        f"curves; rows are forget ratios", name))
+        logger.info("wrote %s", name)
+    name = safe_file_name(f"{task}_barriers.png")
+    barrier_figure(os.path.join(out_dir, name), task, verdicts)
+    figures.append((f"{task}: retain barrier and forget cliff per setting and method pair", name))
+    return TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
+                       _reference_rows(tables.references, task))
+
+
+def safe_file_name(name: str) -> str:
+    """Letters, digits, '.', '_' and '-' only: ``digits_Met-CL.png``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _header(results: pd.DataFrame) -> dict:
+    return {
+        "cells": results["cell_id"].nunique(),
+        "cells not ok": results.loc[results["status"] != "ok", "cell_id"].nunique(),
+        "seeds": ", ".join(str(s) for s in sorted(results["seed"].unique())),
+        "spec hash": ", ".join(sorted(results["spec_hash"].dropna().unique())),
+        "code version": ", ".join(sorted(results["code_version"].dropna().unique())),
+    }
+
+
+def _sorted_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Rows in figure order: setting (Table 1), method pair, ratio, seed, curve."""
+    settings = {s: i for i, s in enumerate(ordered_settings(verdicts["setting"]))}
+    pairs = {p: i for i, p in enumerate(method_pairs(verdicts))}
+    curves = {c: i for i, c in enumerate(ordered_curves(verdicts["curve"]))}
+    rank = pd.DataFrame({
+        "setting": verdicts["setting"].map(settings),
+        "pair": [pairs[p] for p in zip(verdicts["method_1"], verdicts["method_2"])],
+        "ratio": verdicts["ratio"], "seed": verdicts["seed"], "curve": verdicts["curve"].map(curves),
+    }, index=verdicts.index)
+    return verdicts.loc[rank.sort_values(list(rank.columns)).index]
+
+
+def _barrier_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The barrier table of one task as shown on the page."""
+    rows = _sorted_cells(verdicts)
+    return pd.DataFrame({
+        "setting": rows["setting"],
+        "methods": [pair_label(a, b) for a, b in zip(rows["method_1"], rows["method_2"])],
+        "ratio (%)": rows["ratio"], "seed": rows["seed"], "curve": rows["curve"],
+        "retain barrier": rows["retain_barrier"], "forget barrier": rows["forget_barrier"],
+        "tolerance": rows["tolerance"], "verdict": rows["verdict"], "status": rows["status"],
+    })
+
+
+def _mcu_counts(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """How many curves of each setting and curve kind hold MCU, break it, or failed."""
+    counts = []
+    for setting in ordered_settings(verdicts["setting"]):
+        of_setting = verdicts[verdicts["setting"] == setting]
+        for curve in ordered_curves(of_setting["curve"]):
+            rows = of_setting[of_setting["curve"] == curve]
+            ok = rows["status"] == "ok"
+            counts.append({"setting": setting, "curve": curve, "MCU": int((rows["verdict"] == "MCU").sum()),
+                           "no MCU": int((ok & (rows["verdict"] != "MCU")).sum()), "failed": int((~ok).sum())})
+    return pd.DataFrame(counts, columns=["setting", "curve", "MCU", "no MCU", "failed"])
+
+
+def _reference_rows(references: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Original vs retrained model metrics per forget ratio."""
+    rows = references[references["task"] == task]
+    metrics = metric_names(rows, task)
+    rows = rows.sort_values(["ratio", "model"])  # original before retrained
+    return rows[["ratio", "model", *metrics]].rename(columns={"ratio": "ratio (%)"})

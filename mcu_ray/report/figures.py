@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import SymLogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
 from mcu_ray.report.tables import (  # noqa: E402
     method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
@@ -25,6 +26,7 @@ CURVE_NAMES = {"linear": "linear", "bezier": "quadratic Bezier"}
 PANEL_INCHES = (3.3, 2.5)  # width, height of one panel
 DPI = 110
 LOSS_LINTHRESH = 1.0  # the loss axis is linear below 1 and logarithmic above (Bezier losses reach 10+)
+LOSS_TICKS = (0, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 FAILED_COLOUR, MISSING_COLOUR = "#f6d5d5", "#eeeeee"
 
 
@@ -61,7 +63,8 @@ def setting_figure(path: str, task: str, setting: str, results: pd.DataFrame, ve
     fig.suptitle(f"{task} · {setting}: metrics along the curves between unlearned models", fontsize=12)
     handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics, colours,
                               with_reference=any(reference.values()))
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * len(pairs)), fontsize=8,
+               frameon=False)  # about two legend entries fit under each panel
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
@@ -91,6 +94,9 @@ def _draw_panel(ax, rows: pd.DataFrame, reference: dict, metrics: list[str], col
     if loss_ax is not None:
         loss_ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
         loss_ax.set_ylim(*limits["loss"])
+        loss_ax.set_yticks([v for v in LOSS_TICKS if v <= limits["loss"][1]])
+        loss_ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        loss_ax.yaxis.set_minor_locator(NullLocator())
         loss_ax.tick_params(labelsize=7)
     return loss_ax
 
@@ -141,7 +147,7 @@ def _seed_note(rows: pd.DataFrame) -> str:
 def _verdict_line(verdicts: pd.DataFrame) -> str:
     """'linear: MCU, bezier: barrier' for one panel."""
     return ", ".join(f"{curve}: {panel_verdict(verdicts.loc[verdicts['curve'] == curve, 'verdict'])}"
-                     for curve in ordered_curves(verdicts["curve"].dropna()))
+                     for curve in ordered_curves(verdicts["curve"]))
 
 
 def _legend_handles(curves: list[str], metrics: list[str], colours: dict, with_reference: bool) -> list:
@@ -162,7 +168,7 @@ def barrier_figure(path: str, task: str, verdicts: pd.DataFrame) -> None:
     rows = [(setting, *pair) for setting in ordered_settings(verdicts["setting"])
             for pair in method_pairs(verdicts[verdicts["setting"] == setting])]
     columns = [(ratio, curve) for ratio in sorted(verdicts["ratio"].unique())
-               for curve in ordered_curves(verdicts["curve"].dropna())]
+               for curve in ordered_curves(verdicts["curve"])]
     fig, axes = plt.subplots(1, 2, layout="constrained", sharey=True,
                              figsize=(2 * (1.5 + 0.75 * len(columns)) + 2, 1.5 + 0.3 * len(rows)))
     titles = {"retain_barrier": "retain barrier $B_r$ (retain loss above chord)",
@@ -186,8 +192,7 @@ def _heat_map(fig, ax, grid: np.ndarray) -> None:
     """Red where a barrier stands; symlog colours so that small and huge barriers both read."""
     top = np.nanmax(grid) if np.isfinite(grid).any() else 1.0
     norm = SymLogNorm(linthresh=0.01, vmin=0.0, vmax=max(top, 0.02))
-    cmap = plt.get_cmap("Reds").copy()
-    cmap.set_bad("#cccccc")
+    cmap = plt.get_cmap("Reds").with_extremes(bad="#cccccc")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         dark = np.isfinite(value) and norm(value) > 0.6

@@ -20,6 +20,7 @@ IDENTIFIERS = ("sweep", "spec_hash", "code_version", "cell_id", "task", "setting
                "curve_key", "t", "status", "model", "key")
 CELL = ["task", "setting", "method_1", "method_2", "ratio", "seed", "cell_id"]
 CURVES = ("linear", "bezier")  # drawing and table order; other curve kinds follow
+NO_CURVE = "—"  # curve of a cell that failed before any curve was evaluated
 VERDICT_COLUMNS = ["retain_barrier", "forget_barrier", "mcu", "tolerance", "status"]
 
 
@@ -92,10 +93,11 @@ def curve_verdicts(results: pd.DataFrame, barriers: pd.DataFrame) -> pd.DataFram
     """One row per (cell, curve): barriers, MCU flag, status and a verdict word.
 
     The rows come from the results table, so a cell that failed before its barriers
-    were computed is still listed (status 'failed', NaN barriers).
+    were computed is still listed (status 'failed', NaN barriers; curve '—' if it
+    failed before any curve).
     """
-    runs = (results.groupby([*CELL, "curve"], dropna=False, sort=False)["status"]
-            .agg(combined_status).reset_index())
+    runs = (results.assign(curve=results["curve"].fillna(NO_CURVE))
+            .groupby([*CELL, "curve"], dropna=False, sort=False)["status"].agg(combined_status).reset_index())
     per_curve = barriers.drop_duplicates(["cell_id", "curve"])[["cell_id", "curve", *VERDICT_COLUMNS]]
     merged = runs.merge(per_curve, on=["cell_id", "curve"], how="left", suffixes=("", "_barrier"))
     merged["status"] = [combined_status([a, b]) for a, b in zip(merged["status"], merged["status_barrier"])]
@@ -104,6 +106,7 @@ def curve_verdicts(results: pd.DataFrame, barriers: pd.DataFrame) -> pd.DataFram
 
 
 def _verdict(row) -> str:
+    """'MCU'; else what breaks it: 'barrier' (retain side), 'cliff' (forget side), both; or the status."""
     if row.status != "ok":
         return row.status
     if pd.isna(row.mcu):
