@@ -58,6 +58,9 @@ def state_at(model: nn.Module, control_points: list[Params], t: float) -> dict:
     The buffers (BatchNorm statistics) are placeholders: evaluation re-estimates them.
     """
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    with torch.no_grad():
-        state.update({name: p.detach() for name, p in point_on_curve(control_points, t).items()})
+    params_t = point_on_curve(control_points, t)
+    canonical = {id(p): name for name, p in model.named_parameters()}
+    # tied weights (e.g. GPT-2's lm_head = wte) appear under every alias in a state dict
+    for alias, p in model.named_parameters(remove_duplicate=False):
+        state[alias] = params_t[canonical[id(p)]].detach()
     return state

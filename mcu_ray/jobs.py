@@ -45,7 +45,7 @@ def _supervised(store: Store, item, split: str, ratio: float) -> dict:
 def build_original(store: Store, item: Original) -> dict:
     """The model everything unlearns from: trained on all of D (ratio is irrelevant here)."""
     store.record_job(item.key, "original")
-    return _supervised(store, item, "train", ratio=1.0)
+    return _supervised(store, item, "train", ratio=1.0)  # D does not depend on the forget ratio
 
 
 def build_retrained(store: Store, item: Retrained) -> dict:

@@ -229,7 +229,8 @@ def run_cell(config: dict, grid: Grid) -> dict:
 def reference_rows(grid: Grid, original, reference) -> list[dict]:
     """The original and the retrained model at one ratio: the figures' reference lines."""
     store = grid.store
-    ident = {"sweep": grid.spec.name, "task": reference.task, "ratio": reference.ratio}
+    ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash, "code_version": __version__,
+             "task": reference.task, "ratio": reference.ratio}
     return [{**ident, "model": "original", "key": original.key,
              **jobs.original_metrics(store, original, reference)},
             {**ident, "model": "retrained", "key": reference.key, **store.read_meta(reference.key)["metrics"]}]

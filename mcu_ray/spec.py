@@ -82,7 +82,7 @@ class SweepSpec:
     seeds: tuple = (0,)
     curves: tuple = CURVES
     points: int = 16  # evaluated t values, equally spaced in [0, 1] (paper: 16)
-    tolerance: float = 0.0  # a chord deviation above this is a barrier
+    tolerance: float = 0.01  # a chord deviation above this is a barrier (absorbs evaluation noise)
     storage: str = "./mcu_runs"
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
 
@@ -217,7 +217,7 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
     points = check_value(top.get("points", 16), int, "points")
     if points < 3:
         raise SpecError("points", points, "expected at least 3 evaluated points (the paper uses 16)")
-    tolerance = check_value(top.get("tolerance", 0.0), float, "tolerance")
+    tolerance = check_value(top.get("tolerance", SweepSpec.tolerance), float, "tolerance")
     if tolerance < 0:
         raise SpecError("tolerance", tolerance, "expected a non-negative number")
     storage = check_value(top.get("storage", SweepSpec.storage), str, "storage")
@@ -266,6 +266,7 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
 
     options = build_dataclass(task.Options, raw.get("options"), _join(path, "options"))
     task.check_options(options, _join(path, "options"), base_dir)
+    task.check_ratios(ratios, dataclasses.asdict(options), _join(path, "ratios"))
 
     raw_hparams = raw.get("hparams") or {}
     if not isinstance(raw_hparams, dict):

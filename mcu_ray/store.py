@@ -85,7 +85,8 @@ class Store:
         """Write the payload files, then meta.json (with their checksums) as the commit mark."""
         files = {}
         if weights is not None:
-            blob = save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()})
+            # clone: safetensors refuses tensors that share memory (tied embeddings)
+            blob = save_safetensors({k: v.detach().cpu().clone().contiguous() for k, v in weights.items()})
             self.write_bytes(blob, "artifacts", key, "weights.safetensors")
             files["weights.safetensors"] = _sha256(blob)
         if points is not None:

@@ -15,7 +15,7 @@ from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.optimizers import make_optimizer
-from mcu_ray.tasks.classification import iterate_batches
+from mcu_ray.tasks.classification import batch_length, iterate_batches
 
 
 class DivergedError(RuntimeError):
@@ -33,7 +33,7 @@ def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: fl
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=epochs * math.ceil(len(batch["y"]) / batch_size))
+        optimizer, T_max=epochs * math.ceil(batch_length(batch) / batch_size))
     model.train()
     step = 0
     for _ in range(epochs):

@@ -1,11 +1,13 @@
 """Method registry: one module per unlearning method, one line here."""
 from __future__ import annotations
 
-from mcu_ray.methods import ga, rl
+from mcu_ray.methods import ga, gd, npo, rl
 from mcu_ray.spec import build_dataclass
 
 METHODS = {
     "ga": ga.METHOD,
+    "gd": gd.METHOD,
+    "npo": npo.METHOD,
     "rl": rl.METHOD,
 }
 

@@ -16,4 +16,4 @@ def loss(ctx, forget, retain, params: Params):
     return -forget_loss, {"forget_loss": forget_loss.item()}
 
 
-METHOD = Method(name="ga", Params=Params, loss=loss)
+METHOD = Method(name="ga", Params=Params, loss=loss, families=("classification", "tofu"))

@@ -19,9 +19,9 @@ class Params(UnlearnParams):
 
 
 def loss(ctx, forget, retain, params: Params):
-    losses = torch.cat([ctx.losses(ctx.relabel(forget)),  # (b_f,)
-                        ctx.losses(retain)])  # (b_r,)
-    return losses.mean(), {"relabelled_loss": losses[: len(forget["y"])].mean().item()}
+    relabelled = ctx.losses(ctx.relabel(forget))  # (b_f,)
+    losses = torch.cat([relabelled, ctx.losses(retain)])  # (b_f + b_r,)
+    return losses.mean(), {"relabelled_loss": relabelled.mean().item()}
 
 
-METHOD = Method(name="rl", Params=Params, loss=loss, uses_retain=True)
+METHOD = Method(name="rl", Params=Params, loss=loss, families=("classification", "tofu"), uses_retain=True)

@@ -60,9 +60,14 @@ def forget_indices(n_train: int, ratio: float, split_seed: int) -> tuple[torch.T
     return forget, retain
 
 
+def batch_length(batch: dict) -> int:
+    """Number of examples in a batch dict (every value has them along dim 0)."""
+    return len(next(iter(batch.values())))
+
+
 def iterate_batches(batch: dict, batch_size: int, generator: torch.Generator | None = None):
     """Yield minibatches of a batch dict, shuffled when a generator is given."""
-    n = len(batch["y"])
+    n = batch_length(batch)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         sel = order[start:start + batch_size]
@@ -158,6 +163,9 @@ class ClassificationTask:
     metric_directions: dict = dataclasses.field(default_factory=lambda: dict(METRIC_DIRECTIONS))
     retain_loss: str = "loss_retain"  # the L(Dr) of the MCU retain condition
     forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
+
+    def check_ratios(self, ratios, options: dict, path: str) -> None:
+        """Any ratio in (0, 100) works: the forget set is a seeded subset of the training set."""
 
     def check_options(self, options, path: str, base_dir) -> None:
         check = getattr(self.Options, "check", None)

@@ -1,0 +1,357 @@
+"""TOFU (Maini et al. 2024): unlearning fictitious authors from a causal language model.
+
+The model is any Hugging Face causal LM by name or path, or a tiny GPT-2 / Llama built
+from a config with a tokenizer trained here on the task's own text (offline, CPU-sized).
+Loss is taken on answer tokens only. Metrics follow TOFU's code (``tofu_metrics``):
+Forget Quality against the retrained (retain-only) reference, Model Utility, ROUGE-L.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcu_ray.spec import SpecError
+from mcu_ray.tasks import tofu_metrics as tm
+from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, load_config, local_dir, tofu_rows
+
+TINY_MODELS = ("tiny-gpt2", "tiny-llama")
+SOURCES = ("synthetic", "local", "hub")
+
+METRIC_DIRECTIONS = {
+    "forget_quality": +1,
+    "model_utility": +1,
+    "rouge_forget": -1,
+    "rouge_retain": +1,
+    "rouge_real_authors": +1,
+    "rouge_world_facts": +1,
+    "prob_forget": -1,
+    "prob_retain": +1,
+    "prob_real_authors": +1,
+    "prob_world_facts": +1,
+    "truth_ratio_forget": +1,  # mean min(r, 1/r): 1 = indifferent between true and perturbed
+    "truth_ratio_retain": +1,
+    "truth_ratio_real_authors": +1,
+    "truth_ratio_world_facts": +1,
+    "loss_retain": -1,
+    "loss_forget": +1,
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    source: str = "synthetic"  # synthetic | local | hub
+    path: str = ""  # local: folder of JSONL files (else $MCU_TOFU_DIR); hub: a repo id or folder in hub layout
+    repo: str = "locuslab/TOFU"
+    synthetic_authors: int = 20  # synthetic source: fictitious authors, 20 questions each
+    synthetic_seed: int = 0
+    retain_authors: int = 0  # a subset: the first N authors + the forget set of max_ratio (0 = all of full)
+    max_ratio: float = 10.0  # with a subset: the largest forget ratio any run of this original may use
+    eval_size: int = 300  # rows per evaluation split (TOFU: 300 max)
+    model: str = "tiny-gpt2"  # tiny-gpt2 | tiny-llama | a Hugging Face causal LM name or path
+    reference_model: str = ""  # a retain-only model name or path; "" = fine-tune one on Dr here
+    world_knowledge: bool = True  # tiny models: also fine-tune on the real-author / world-fact QA,
+    # standing in for what a pretrained LM already knows (else Model Utility is 0 by construction)
+    question_template: str = "Question: {question}\nAnswer:"
+    answer_template: str = " {answer}"
+    max_length: int = 128  # tokens per question + answer
+    max_new_tokens: int = 48  # greedy generation for ROUGE
+    eval_batch_size: int = 32
+    vocab_size: int = 2000  # tiny models: the tokenizer trained on the task text
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    model_seed: int = 0
+    epochs: int = 40  # fine-tuning of the original (on forget + retain) and the reference (on retain)
+    lr: float = 2e-3
+    batch_size: int = 16
+    weight_decay: float = 0.0
+
+    def check(self, path: str) -> None:
+        if self.source not in SOURCES:
+            raise SpecError(f"{path}.source", self.source, f"allowed: {', '.join(SOURCES)}")
+        if self.source == "local":
+            folder = local_dir(self.path)
+            if not folder:
+                raise SpecError(f"{path}.path", self.path,
+                                f"source 'local' needs the TOFU folder: set this field or ${ENV_TOFU_DIR}")
+            if not (Path(folder) / "full.jsonl").is_file():
+                raise SpecError(f"{path}.path", folder, "no full.jsonl there: expected a folder of TOFU's JSONL files")
+        for key in ("eval_size", "max_length", "max_new_tokens", "eval_batch_size", "epochs", "batch_size",
+                    "n_layer", "n_embd", "n_head", "synthetic_authors"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
+        if "{question}" not in self.question_template or "{answer}" not in self.answer_template:
+            raise SpecError(f"{path}.question_template", self.question_template,
+                            "templates must contain {question} and {answer} respectively")
+
+
+@dataclass
+class TofuData:
+    """Token tensors of the training splits and the rows of the evaluation splits."""
+
+    tokenizer: object
+    options: Options
+    rows: object  # TofuRows
+    tensors: dict = field(default_factory=dict)  # split -> batch dict, filled lazily
+    eval_cache: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> dict:
+        if name not in self.tensors:
+            rows = getattr(self.rows, name)
+            self.tensors[name] = encode_pairs(self.tokenizer, self.options, [(r["question"], r["answer"]) for r in rows])
+        return self.tensors[name]
+
+
+# ----------------------------------------------------------------------------- tokeniser and model
+
+
+def _options(options: dict) -> Options:
+    return Options(**options)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(options_json: str):
+    opts = Options(**json.loads(options_json))
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if opts.model not in TINY_MODELS:
+        tok = AutoTokenizer.from_pretrained(opts.model)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_all_text(opts), vocab_size=opts.vocab_size, min_frequency=1,
+                            special_tokens=["<|endoftext|>", "<|pad|>"], show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                   bos_token="<|endoftext|>")
+
+
+def tokenizer_for(options: dict):
+    """The model's own tokenizer, or (tiny models) a BPE tokenizer trained on the task text."""
+    return _tokenizer(json.dumps(options, sort_keys=True))
+
+
+def _source_kwargs(opts: Options) -> dict:
+    return {"path": opts.path, "repo": opts.repo, "synthetic_authors": opts.synthetic_authors,
+            "synthetic_seed": opts.synthetic_seed}
+
+
+def _all_text(opts: Options):
+    """Every string of every config the task reads (the tiny tokenizer's corpus)."""
+    for name in ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed", forget_config(10)):
+        for row in load_config(opts.source, name, **_source_kwargs(opts)):
+            yield opts.question_template.format(question=row["question"])
+            yield opts.answer_template.format(answer=row["answer"])
+            yield row.get("paraphrased_answer", "")
+            yield from row.get("perturbed_answer", [])
+
+
+def build_model(opts: Options, tokenizer) -> nn.Module:
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    if opts.model == "tiny-gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), n_positions=opts.max_length + opts.max_new_tokens,
+                            n_embd=opts.n_embd, n_layer=opts.n_layer, n_head=opts.n_head, resid_pdrop=0.0,
+                            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        return GPT2LMHeadModel(config)
+    if opts.model == "tiny-llama":
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=opts.n_embd, intermediate_size=4 * opts.n_embd,
+                             num_hidden_layers=opts.n_layer, num_attention_heads=opts.n_head,
+                             num_key_value_heads=opts.n_head, max_position_embeddings=opts.max_length + opts.max_new_tokens,
+                             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+        return LlamaForCausalLM(config)
+    return AutoModelForCausalLM.from_pretrained(opts.model)
+
+
+# ----------------------------------------------------------------------------- tokenisation and losses
+
+
+def encode_pairs(tokenizer, opts: Options, pairs: list[tuple[str, str]]) -> dict:
+    """(question, answer) pairs -> right-padded input_ids, attention_mask, labels (-100 off the answer)."""
+    ids, labels = [], []
+    for question, answer in pairs:
+        prompt = tokenizer(opts.question_template.format(question=question), add_special_tokens=False)["input_ids"]
+        target = tokenizer(opts.answer_template.format(answer=answer), add_special_tokens=False)["input_ids"]
+        target = (target + [tokenizer.eos_token_id])[: max(1, opts.max_length - len(prompt))]
+        seq = (prompt + target)[: opts.max_length]
+        ids.append(seq)
+        labels.append(([-100] * len(prompt) + target)[: opts.max_length])
+    width = max(len(s) for s in ids)
+    pad = tokenizer.pad_token_id
+    batch = {
+        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in ids]),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
+        "index": torch.arange(len(ids)),
+    }
+    return batch
+
+
+def example_losses(forward, batch: dict, reduction: str = "mean") -> torch.Tensor:
+    """Per-example NLL of the answer tokens: token mean (TOFU's normalised loss) or sum."""
+    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits, labels = logits[:, :-1], batch["labels"][:, 1:]  # (b, len-1, vocab), (b, len-1)
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (b, len-1)
+    total = nll.sum(-1)
+    return total if reduction == "sum" else total / (labels != -100).sum(-1).clamp_min(1)
+
+
+def relabel(batch: dict, data: TofuData, generator: torch.Generator) -> dict:
+    """RL for TOFU: each forget question paired with the answer of a random retain question."""
+    retain = data.rows.retain
+    picks = torch.randint(len(retain), (len(batch["index"]),), generator=generator).tolist()
+    questions = [data.rows.forget[i]["question"] for i in batch["index"].tolist()]
+    return encode_pairs(data.tokenizer, data.options, [(q, retain[j]["answer"]) for q, j in zip(questions, picks)])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def answer_losses(model: nn.Module, data: TofuData, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Token-mean answer loss of each (question, answer) pair, batched."""
+    model.eval()
+    out = []
+    size = data.options.eval_batch_size
+    for start in range(0, len(pairs), size):
+        batch = encode_pairs(data.tokenizer, data.options, pairs[start:start + size])
+        out.append(example_losses(model, batch).float().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def split_losses(model: nn.Module, data: TofuData, rows: list[dict], paraphrased: bool) -> dict:
+    """Losses of the true answer, the paraphrase (forget/retain) and every perturbed answer."""
+    k = len(rows[0]["perturbed_answer"])
+    pairs = [(r["question"], r["answer"]) for r in rows]
+    if paraphrased:
+        pairs += [(r["question"], r["paraphrased_answer"]) for r in rows]
+    pairs += [(r["question"], p) for r in rows for p in r["perturbed_answer"][:k]]
+    losses = answer_losses(model, data, pairs)
+    n = len(rows)
+    result = {"answer": losses[:n]}
+    rest = losses[n:]
+    if paraphrased:
+        result["paraphrased"], rest = rest[:n], rest[n:]
+    result["perturbed"] = rest.reshape(n, k)
+    return result
+
+
+@torch.no_grad()
+def generate_answers(model: nn.Module, data: TofuData, questions: list[str]) -> list[str]:
+    """Greedy answers, batched with left padding and the KV cache; stop at EOS or max_new_tokens."""
+    model.eval()
+    tok, opts = data.tokenizer, data.options
+    answers = []
+    for start in range(0, len(questions), opts.eval_batch_size):
+        prompts = [tok(opts.question_template.format(question=q), add_special_tokens=False)["input_ids"]
+                   for q in questions[start:start + opts.eval_batch_size]]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=opts.max_new_tokens,
+                             do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id)
+        answers += tok.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [a.strip() for a in answers]
+
+
+def rouge_recall(model: nn.Module, data: TofuData, rows: list[dict]) -> float:
+    generated = generate_answers(model, data, [r["question"] for r in rows])
+    return float(np.mean(tm.rouge_l_recall(generated, [r["answer"] for r in rows])))
+
+
+def forget_truth_ratios(model: nn.Module, data: TofuData) -> np.ndarray:
+    losses = split_losses(model, data, data.rows.forget_eval, paraphrased=True)
+    return tm.truth_ratios(losses["paraphrased"], losses["perturbed"])
+
+
+@dataclass
+class TofuTask:
+    name: str = "tofu"
+    family: str = "tofu"
+    Options: type = Options
+    default_ratios: tuple = (1, 5, 10)  # TOFU's forget01 / forget05 / forget10
+    # open-unlearning's TOFU defaults scaled to a tiny model: lr 1e-5 -> larger for small nets
+    default_hparams: dict = field(default_factory=lambda: {
+        "ga": {"epochs": 3, "lr": 2e-4, "batch_size": 8},
+        "gd": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
+        "npo": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
+        "rl": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
+    })
+    metric_directions: dict = field(default_factory=lambda: dict(METRIC_DIRECTIONS))
+    retain_loss: str = "loss_retain"
+    forget_loss: str = "loss_forget"
+
+    example_losses = staticmethod(example_losses)
+    relabel = staticmethod(relabel)
+
+    def check_options(self, options, path: str, base_dir) -> None:
+        options.check(path)
+
+    def check_ratios(self, ratios, options: dict, path: str) -> None:
+        """Hub and local data have forget01/05/10 only; a subset caps ratios at max_ratio."""
+        for i, ratio in enumerate(ratios):
+            if options["source"] != "synthetic" and ratio not in (1, 5, 10):
+                raise SpecError(f"{path}[{i}]", ratio, "TOFU's forget sets are 1, 5 and 10 %")
+            if options["retain_authors"] and ratio > options["max_ratio"]:
+                raise SpecError(f"{path}[{i}]", ratio, f"with a subset (retain_authors) ratios go up to "
+                                                       f"options.max_ratio = {options['max_ratio']}")
+
+    def load(self, options: dict, ratio: float) -> TofuData:
+        opts = _options(options)
+        load = lambda name: load_config(opts.source, name, **_source_kwargs(opts))  # noqa: E731
+        rows = tofu_rows(load, ratio, opts.retain_authors, opts.max_ratio, opts.eval_size)
+        if opts.model in TINY_MODELS and opts.world_knowledge:
+            known = load("real_authors_perturbed") + load("world_facts_perturbed")
+            rows.train, rows.retain = known + rows.train, known + rows.retain
+        return TofuData(tokenizer_for(options), opts, rows)
+
+    def new_model(self, options: dict, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model(_options(options), tokenizer_for(options))
+
+    def eval_context(self, options: dict, data: TofuData, reference_state: dict) -> dict:
+        """The reference (retrained) model's forget truth ratios, for Forget Quality."""
+        reference = self.new_model(options, seed=0)
+        reference.load_state_dict(reference_state)
+        return {"forget_truth_ratios": forget_truth_ratios(reference, data)}
+
+    def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict) -> dict:
+        rows = data.rows
+        metrics = {}
+        forget = split_losses(model, data, rows.forget_eval, paraphrased=True)
+        forget_tr = tm.truth_ratios(forget["paraphrased"], forget["perturbed"])
+        metrics["forget_quality"] = tm.forget_quality(forget_tr, context["forget_truth_ratios"])
+        metrics["prob_forget"] = tm.probability(forget["answer"])
+        metrics["truth_ratio_forget"] = tm.truth_ratio_stat(forget_tr, forget=True)
+        metrics["loss_forget"] = float(np.mean(forget["answer"]))
+        metrics["rouge_forget"] = rouge_recall(model, data, rows.forget_eval)
+        utility = []
+        for name, split_rows, paraphrased in (("retain", rows.retain_eval, True), ("real_authors", rows.real_authors, False),
+                                              ("world_facts", rows.world_facts, False)):
+            losses = split_losses(model, data, split_rows, paraphrased)
+            true_loss = losses["paraphrased"] if paraphrased else losses["answer"]
+            prob = (tm.probability(losses["answer"]) if paraphrased
+                    else tm.normalised_probability(losses["answer"], losses["perturbed"]))
+            truth = tm.truth_ratio_stat(tm.truth_ratios(true_loss, losses["perturbed"]), forget=False)
+            rouge = rouge_recall(model, data, split_rows)
+            metrics |= {f"prob_{name}": prob, f"truth_ratio_{name}": truth, f"rouge_{name}": rouge}
+            if name == "retain":
+                metrics["loss_retain"] = float(np.mean(losses["answer"]))
+            utility += [prob, rouge, truth]
+        metrics["model_utility"] = tm.model_utility(utility)
+        return metrics
+
+
+TASK = TofuTask()

@@ -1,0 +1,127 @@
+"""TOFU data sources, tiny-model training and the metric invariants (no Ray)."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcu_ray import jobs
+from mcu_ray.plan import make_plan
+from mcu_ray.spec import SpecError, parse_spec
+from mcu_ray.store import Store
+from mcu_ray.tasks.tofu import TASK, generate_answers, rouge_recall
+from mcu_ray.tasks.tofu_data import load_config, synthetic_configs, tofu_rows
+
+SHARED_TOFU = Path(os.environ.get("MCU_TOFU_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/tofu"))
+NEEDED = ("full", "forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+
+
+@pytest.fixture(scope="module")
+def tofu_dir() -> Path:
+    if not (SHARED_TOFU / "full.jsonl").is_file():
+        pytest.fail(f"TOFU test data not found at {SHARED_TOFU}: check out shared/ beside the repo or set MCU_TOFU_DIR")
+    return SHARED_TOFU
+
+
+def test_local_source_follows_tofus_rule(tofu_dir):
+    load = lambda name: load_config("local", name, path=str(tofu_dir))  # noqa: E731
+    rows = tofu_rows(load, ratio=1, retain_authors=10, max_ratio=1, eval_size=300)
+    assert len(rows.forget) == 40 and len(rows.retain) == 200 and len(rows.train) == 240
+    full = load("full")
+    assert [r["question"] for r in rows.forget] == [r["question"] for r in full[-40:]]
+    assert len(rows.forget[0]["perturbed_answer"]) == 5 and "paraphrased_answer" in rows.forget[0]
+    assert len(rows.retain_eval) == 200  # retain_perturbed rows of the 10 kept authors
+    assert len(rows.real_authors) == 100 and len(rows.world_facts) == 117
+    whole = tofu_rows(load, ratio=1, retain_authors=0, max_ratio=10, eval_size=300)
+    assert len(whole.train) == 4000 and len(whole.retain) == 3960
+
+
+def test_hub_path_reads_the_hub_layout_offline(tofu_dir, tmp_path, monkeypatch):
+    """The hub code path (datasets.load_dataset(repo, config)) on a local folder in the hub layout."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    repo = tmp_path / "TOFU"
+    repo.mkdir()
+    configs = "\n".join(f"- config_name: {n}\n  data_files: {n}.jsonl" for n in NEEDED)
+    (repo / "README.md").write_text(f"---\nconfigs:\n{configs}\n---\n# TOFU (test copy)\n")
+    for name in NEEDED:
+        shutil.copy(tofu_dir / f"{name}.jsonl", repo / f"{name}.jsonl")
+    for name in NEEDED:
+        assert load_config("hub", name, path=str(repo)) == load_config("local", name, path=str(tofu_dir))
+
+
+def test_synthetic_source_is_deterministic_and_tofu_shaped():
+    a, b = synthetic_configs(10, seed=3), synthetic_configs(10, seed=3)
+    assert a == b and synthetic_configs(10, seed=4)["full"] != a["full"]
+    assert len(a["full"]) == 200
+    assert a["forget10_perturbed"][0]["question"] == a["full"][-20]["question"]
+    row = a["forget10_perturbed"][0]
+    assert set(row) == {"question", "answer", "paraphrased_answer", "paraphrased_question", "perturbed_answer"}
+    assert len(row["perturbed_answer"]) == 5 and row["answer"] not in row["perturbed_answer"]
+    assert len(a["real_authors_perturbed"][0]["perturbed_answer"]) == 3
+
+
+def tofu_spec(**options):
+    return parse_spec({"name": "t", "settings": ["Met"], "points": 3, "tasks": [{
+        "name": "tofu", "ratios": [10], "methods": ["gd", "npo"],
+        "options": {"synthetic_authors": 10, "eval_size": 20, "n_embd": 64, "n_layer": 2, "vocab_size": 800,
+                    "epochs": 30, "max_new_tokens": 24, **options}}]})
+
+
+def test_spec_checks_tofu_inputs(tmp_path):
+    with pytest.raises(SpecError, match=r"tasks\[0\].options.path"):
+        tofu_spec(source="local", path=str(tmp_path))
+    with pytest.raises(SpecError, match=r"tasks\[0\].ratios\[0\]: got 10; .*max_ratio"):
+        tofu_spec(retain_authors=5, max_ratio=5)
+
+
+@pytest.fixture(scope="module")
+def tofu_store(tmp_path_factory):
+    torch.set_num_threads(1)
+    plan = make_plan(tofu_spec())
+    store = Store(str(tmp_path_factory.mktemp("tofu")))
+    for item in [*plan.originals.values(), *plan.retrained.values()]:
+        (jobs.build_original if item.key.startswith("orig") else jobs.build_retrained)(store, item)
+    for endpoint in plan.endpoints.values():
+        jobs.build_endpoint(store, endpoint)
+    return plan, store
+
+
+def test_reference_compared_with_itself_has_forget_quality_one(tofu_store):
+    plan, store = tofu_store
+    metrics = store.read_meta(next(iter(plan.retrained)))["metrics"]
+    assert metrics["forget_quality"] == pytest.approx(1.0)
+    assert set(metrics) == set(TASK.metric_directions)
+    assert 0 < metrics["model_utility"] <= 1
+
+
+def test_unlearning_lowers_forget_rouge(tofu_store):
+    plan, store = tofu_store
+    original = jobs.original_metrics(store, next(iter(plan.originals.values())), next(iter(plan.retrained.values())))
+    assert original["rouge_forget"] > 0.8  # the fine-tuned model has memorised the forget answers
+    for endpoint in plan.endpoints.values():
+        after = store.read_meta(endpoint.key)["metrics"]
+        assert after["rouge_forget"] < original["rouge_forget"] - 0.2, endpoint.method
+        assert after["loss_forget"] > original["loss_forget"], endpoint.method
+
+
+def test_perfect_memorisation_gives_forget_rouge_one(tofu_store):
+    """Fine-tune until the forget answers come back verbatim: ROUGE-L recall is exactly 1."""
+    plan, store = tofu_store
+    task, options, data = jobs.task_data("tofu", next(iter(plan.originals.values())).options, 10)
+    model = task.new_model(options, seed=0)
+    model.load_state_dict(store.load_weights(next(iter(plan.originals))))
+    rows = data.rows.forget_eval[:4]
+    batch = data.split("forget")
+    batch = {k: v[:4] for k, v in batch.items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(200):
+        loss = task.example_losses(model, batch).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 1e-3:
+            break
+    assert generate_answers(model, data, [r["question"] for r in rows]) == [r["answer"] for r in rows]
+    assert rouge_recall(model, data, rows) == pytest.approx(1.0)
