@@ -19,7 +19,8 @@ from mcu_ray.methods import METHODS
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
-from mcu_ray.train import fit_bezier_bend, frozen_copy, train_supervised, unlearn
+from mcu_ray.methods.curriculum import needs_original_losses
+from mcu_ray.train import Teachers, fit_bezier_bend, frozen_copy, train_supervised, unlearn
 
 
 def t_grid(points: int) -> np.ndarray:
@@ -54,17 +55,32 @@ def build_retrained(store: Store, item: Retrained) -> dict:
     return _supervised(store, item, "retain", ratio=item.ratio)
 
 
+def teachers(store: Store, task, options: dict, method: str, original_key: str,
+             curriculum_params: dict | None = None) -> Teachers:
+    """The frozen models ``method`` (and an ordering curriculum) consult; only those it needs."""
+    spec = METHODS[method]
+    original = random = None
+    if spec.uses_reference or needs_original_losses("cl" if curriculum_params else "none", curriculum_params):
+        original = task.new_model(options, seed=0)
+        original.load_state_dict(store.load_weights(original_key))
+        original = frozen_copy(original)
+    if spec.uses_random_teacher:
+        random = frozen_copy(task.new_model(options, seed=task.Options(**options).model_seed + 7919))
+    return Teachers(original, random)
+
+
 def build_endpoint(store: Store, item: Endpoint) -> dict:
     """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
     store.record_job(item.key, "endpoint")
     task, options, data = task_data(item.task, item.options, item.ratio)
-    if item.curriculum != "none":
-        raise NotImplementedError(f"curriculum {item.curriculum!r} is not implemented yet")
     model = task.new_model(options, seed=0)
     model.load_state_dict(store.load_weights(item.original))
     params = METHODS[item.method].Params(**item.hparams)
     started = time.time()
-    log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer, seed=item.seed)
+    log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
+                  optimizer_params=item.optimizer_params, curriculum=item.curriculum,
+                  curriculum_params=item.curriculum_params, seed=item.seed,
+                  teachers=teachers(store, task, options, item.method, item.original, item.curriculum_params))
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
             "metrics": evaluate_model(model, item.task, options, item.ratio, context)}
@@ -83,14 +99,11 @@ def build_bend(store: Store, curve: Curve) -> dict:
     model = task.new_model(options, seed=0)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
     params = METHODS[curve.objective].Params(**curve.hparams)
-    original = None
-    if METHODS[curve.objective].uses_reference:
-        original = task.new_model(options, seed=0)
-        original.load_state_dict(store.load_weights(store.read_meta(curve.endpoint_1)["item"]["original"]))
-        original = frozen_copy(original)
+    original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
     started = time.time()
     bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
-                                CurveFitSpec(**curve.fit), seed=curve.seed, original=original)
+                                CurveFitSpec(**curve.fit), seed=curve.seed,
+                                teachers=teachers(store, task, options, curve.objective, original_key))
     meta = {"kind": "bend", "item": asdict(curve), "train_log": log, "train_seconds": time.time() - started}
     return store.save_artifact(bend_key(curve), meta, weights=bend)
 

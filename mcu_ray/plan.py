@@ -45,8 +45,15 @@ SETTINGS_TABLE = {
 }
 
 
+# Options that say where data lives, not what it is: left out of keys, so a store is
+# shared by machines that mount the same data at different paths.
+LOCATION_OPTIONS = ("path",)
+
+
 def content_key(kind: str, payload: dict) -> str:
     """``kind-<16 hex>``: a stable hash of the canonical JSON of ``payload``."""
+    if "options" in payload:
+        payload = {**payload, "options": {k: v for k, v in payload["options"].items() if k not in LOCATION_OPTIONS}}
     blob = json.dumps({"v": SCIENCE_VERSION, **payload}, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -75,10 +82,12 @@ class Endpoint:
     options: dict
     ratio: float
     method: str
-    hparams: dict
+    hparams: dict  # the method's knobs
     optimizer: str
     curriculum: str
     seed: int
+    optimizer_params: dict  # Sophia's knobs when optimizer == "so", else {}
+    curriculum_params: dict  # the curriculum's knobs when curriculum == "cl", else {}
     original: str  # key of the model it unlearns
     reference: str  # key of the retrained model its metrics are relative to
 
@@ -165,8 +174,11 @@ def make_plan(spec: SweepSpec) -> Plan:
                     for m1, m2 in pairs:
                         ends = []
                         for method, variant in ((m1, v1), (m2, v2)):
-                            payload = {**base, "ratio": ratio, "method": method, "hparams": task.hparams[method],
+                            knobs = task.hparams[method]
+                            payload = {**base, "ratio": ratio, "method": method, "hparams": knobs["params"],
                                        "optimizer": variant.optimizer, "curriculum": variant.curriculum,
+                                       "optimizer_params": knobs["so"] if variant.optimizer == "so" else {},
+                                       "curriculum_params": knobs["cl"] if variant.curriculum == "cl" else {},
                                        "seed": seed + variant.seed_offset, "original": original, "reference": ref}
                             ends.append(add(endpoints, Endpoint(content_key("ep", payload), **payload)))
                         e1, e2 = ends

@@ -70,7 +70,7 @@ class TaskSpec:
     ratios: tuple  # forget ratios in percent, each in (0, 100)
     methods: tuple  # registry keys of unlearning methods
     options: dict = field(default_factory=dict)  # task options, validated by the task
-    hparams: dict = field(default_factory=dict)  # method -> {param: value}, validated by the method
+    hparams: dict = field(default_factory=dict)  # method -> {params: {...}, so: {...}, cl: {...}}
     curve_fit: CurveFitSpec = field(default_factory=CurveFitSpec)
 
 
@@ -264,7 +264,7 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
         raise SpecError(_join(path, "methods"), list(methods),
                         f"settings {', '.join(needs_two)} pair two different methods: list at least two, or drop those settings")
 
-    options = build_dataclass(task.Options, raw.get("options"), _join(path, "options"))
+    options = task.normalize_options(build_dataclass(task.Options, raw.get("options"), _join(path, "options")))
     task.check_options(options, _join(path, "options"), base_dir)
     task.check_ratios(ratios, dataclasses.asdict(options), _join(path, "ratios"))
 
@@ -276,9 +276,9 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
         hp_path = _join(_join(path, "hparams"), method_name)
         if method_name not in methods:
             raise SpecError(hp_path, values, f"hyper-parameters for a method not in this task's methods{did_you_mean(method_name, methods)}; methods: {', '.join(methods)}")
-        hparams[method_name] = dataclasses.asdict(method_registry.resolve_hparams(method_name, task, values, hp_path))
+        hparams[method_name] = method_registry.resolve_hparams(method_name, task, values, hp_path)
     for method_name in methods:
-        hparams.setdefault(method_name, dataclasses.asdict(method_registry.resolve_hparams(method_name, task, {}, "")))
+        hparams.setdefault(method_name, method_registry.resolve_hparams(method_name, task, {}, ""))
 
     curve_fit = build_dataclass(CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))
     for key in ("epochs", "batch_size"):

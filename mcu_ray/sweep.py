@@ -47,19 +47,6 @@ def check_storage(storage: str) -> None:
         raise SpecError("storage", storage, f"cannot be written ({type(exc).__name__}: {exc})") from None
 
 
-def check_runnable(plan) -> None:
-    """Refuse settings whose optimiser or curriculum this version does not implement."""
-    from mcu_ray.methods.optimizers import OPTIMIZERS
-
-    for cell in plan.cells:
-        for key in (cell.endpoint_1, cell.endpoint_2):
-            e = plan.endpoints[key]
-            if e.optimizer not in OPTIMIZERS or e.curriculum != "none":
-                raise SpecError("settings", cell.setting,
-                                f"needs optimizer {e.optimizer!r} with curriculum {e.curriculum!r}, not implemented yet; "
-                                "runnable settings: Rand, Met")
-
-
 def start_ray(address: str | None, num_cpus: int | None) -> None:
     """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance."""
     import ray
@@ -91,7 +78,6 @@ def main(argv=None) -> int:
             print(f"sweep {spec.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         return 0
     try:
-        check_runnable(plan)
         check_storage(storage)
     except SpecError as exc:
         fail(f"{args.spec}: {exc}")

@@ -6,7 +6,9 @@ same inside a Ray Train worker, a Tune trial or a unit test.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from torch import nn
 from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
+from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
 from mcu_ray.methods.optimizers import make_optimizer
 from mcu_ray.tasks.classification import batch_length, iterate_batches
 
@@ -54,12 +57,21 @@ def _forever(batch: dict, batch_size: int, generator: torch.Generator):
         yield from iterate_batches(batch, batch_size, generator)
 
 
-def _unlearning_batches(data, params, generator: torch.Generator, uses_retain: bool):
-    """Each step: a forget minibatch, and (if the method uses it) a retain minibatch."""
+def _unlearning_batches(data, params, generator: torch.Generator, uses_retain: bool, order=None):
+    """Each step: a forget minibatch, and (if the method uses it) a retain minibatch.
+
+    ``order`` (a curriculum) fixes the forget set's visiting order; else it is shuffled.
+    """
     forget, retain = data.split("forget"), data.split("retain")
+    if order is not None:
+        forget = {k: v[order] for k, v in forget.items()}
     retain_stream = _forever(retain, params.retain_batch_size, generator) if uses_retain else None
-    for _ in range(params.epochs):
-        for forget_batch in iterate_batches(forget, params.batch_size, generator):
+    step = 0
+    for _ in range(params.epochs) if not params.steps else iter(int, 1):  # steps: as many passes as needed
+        for forget_batch in iterate_batches(forget, params.batch_size, None if order is not None else generator):
+            if params.steps and step == params.steps:
+                return
+            step += 1
             yield forget_batch, (next(retain_stream) if uses_retain else None)
 
 
@@ -71,51 +83,79 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return reference
 
 
-def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str, seed: int) -> dict:
-    """Turn the original model (loaded into ``model``) into an unlearned endpoint, in place."""
-    method = METHODS[method_name]
-    generator = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay)
-    reference = frozen_copy(model) if method.uses_reference else None
-    ctx = LossContext(task, data, model, generator, reference)
-    model.train()
-    step, logs = 0, {}
-    for forget_batch, retain_batch in _unlearning_batches(data, params, generator, method.uses_retain):
+@dataclass
+class Teachers:
+    """Frozen models a method may consult: the original (NPO, BT, SU), a random net (BT)."""
+
+    original: nn.Module | None = None
+    random: nn.Module | None = None
+
+
+def _steps(method, params, ctx_at, data, generator, opt, order=None, masks=None) -> dict:
+    """The shared inner loop: loss, finiteness check, backward, masked gradients, step."""
+    step, loss, logs = 0, None, {}
+    for forget_batch, retain_batch in _unlearning_batches(data, params, generator, method.uses_retain, order):
+        ctx = ctx_at(step)
         loss, logs = method.loss(ctx, forget_batch, retain_batch, params)
         _check_finite(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for tensor, mask in masks or ():
+            if tensor.grad is not None:
+                tensor.grad.mul_(mask)
         opt.step()
         step += 1
-    return {"steps": step, "final_loss": loss.item(), **logs}
+    return {"steps": step, "final_loss": loss.item() if loss is not None else float("nan"), **logs}
+
+
+def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str = "fo",
+            optimizer_params: dict | None = None, curriculum: str = "none", curriculum_params: dict | None = None,
+            seed: int, teachers: Teachers | None = None) -> dict:
+    """Turn the original model (loaded into ``model``) into an unlearned endpoint, in place."""
+    method, teachers = METHODS[method_name], teachers or Teachers()
+    generator = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay, optimizer_params)
+    masks = None
+    if method.grad_mask is not None:
+        by_name = method.grad_mask(teachers.original, task, data, params)
+        masks = [(p, by_name[n]) for n, p in model.named_parameters() if n in by_name]
+    order = None
+    if needs_original_losses(curriculum, curriculum_params):
+        with torch.no_grad():
+            order = forget_order(curriculum, curriculum_params,
+                                 task.example_losses(teachers.original, data.split("forget")))
+    ctx = LossContext(task, data, model, generator, teachers.original, teachers.random,
+                      forget_reducer(curriculum, curriculum_params))
+    model.train()
+    return _steps(method, params, lambda step: ctx, data, generator, opt, order, masks)
 
 
 def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params,
-                    fit, *, seed: int, original: nn.Module | None = None) -> tuple[dict, dict]:
+                    fit, *, seed: int, teachers: Teachers | None = None) -> tuple[dict, dict]:
     """Train the quadratic Bezier bend theta_12 with the first endpoint's objective.
 
     The bend starts on the chord; every minibatch draws one t ~ U(0, 1) and steps on
-    L_U(phi(t)) (Garipov et al. 2018). ``fit`` gives epochs/lr/batch size of the fit;
-    ``original`` is the frozen reference of methods that need one (NPO).
-    Returns the bend and a log.
+    L_U(phi(t)) (Garipov et al. 2018) with AdamW, whatever optimiser or curriculum made
+    the endpoints. ``fit`` gives epochs/lr/batch size of the fit. Returns the bend and a log.
     """
-    method = METHODS[method_name]
+    method, teachers = METHODS[method_name], teachers or Teachers()
     names = curve_parameters(model)
     theta_1 = {n: theta_1[n].detach() for n in names}
     theta_2 = {n: theta_2[n].detach() for n in names}
     bend = {n: p.clone().requires_grad_(True) for n, p in initial_bend(theta_1, theta_2).items()}
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(bend.values(), lr=fit.lr, weight_decay=fit.weight_decay)
-    loop_params = type(params)(**{**params.__dict__, "epochs": fit.epochs, "batch_size": fit.batch_size})
-    model.train()
-    step, loss = 0, torch.tensor(0.0)
-    for forget_batch, retain_batch in _unlearning_batches(data, loop_params, generator, method.uses_retain):
+    masks = None
+    if method.grad_mask is not None:
+        by_name = method.grad_mask(teachers.original, task, data, params)
+        masks = [(bend[n], by_name[n]) for n in names if n in by_name]
+    loop_params = dataclasses.replace(params, epochs=fit.epochs, steps=0, batch_size=fit.batch_size)
+
+    def ctx_at(step):
         t = float(torch.rand((), generator=generator))
-        ctx = LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), generator, original)
-        loss, _ = method.loss(ctx, forget_batch, retain_batch, params)
-        _check_finite(loss, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-    return {n: b.detach() for n, b in bend.items()}, {"steps": step, "final_loss": loss.item()}
+        return LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), generator,
+                           teachers.original, teachers.random)
+
+    model.train()
+    log = _steps(method, loop_params, ctx_at, data, generator, opt, masks=masks)
+    return {n: b.detach() for n, b in bend.items()}, log

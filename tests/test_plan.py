@@ -10,7 +10,8 @@ def four_method_spec(settings=SETTINGS, seeds=(0,)):
     extra names are added after validation: the plan only needs their names and hparams."""
     spec = parse_spec({"name": "t", "settings": list(settings), "seeds": list(seeds), "tasks": [tiny_digits_task()]})
     task = spec.tasks[0]
-    hparams = {**task.hparams, "m3": {"lr": 3.0}, "m4": {"lr": 4.0}}
+    hparams = {**task.hparams, "m3": {**task.hparams["ga"], "params": {"lr": 3.0}},
+               "m4": {**task.hparams["ga"], "params": {"lr": 4.0}}}
     return replace(spec, tasks=(replace(task, methods=("ga", "rl", "m3", "m4"), hparams=hparams),))
 
 
@@ -72,7 +73,8 @@ def test_hparams_and_ratio_change_keys():
     spec = four_method_spec(settings=["Rand"])
     base = make_plan(spec)
     task = spec.tasks[0]
-    changed = replace(spec, tasks=(replace(task, hparams={**task.hparams, "ga": {**task.hparams["ga"], "lr": 0.5}}),))
+    ga = task.hparams["ga"]
+    changed = replace(spec, tasks=(replace(task, hparams={**task.hparams, "ga": {**ga, "params": {**ga["params"], "lr": 0.5}}}),))
     other = make_plan(changed)
     ga_keys = {k for k, e in base.endpoints.items() if e.method == "ga"}
     assert ga_keys.isdisjoint(other.endpoints)  # ga's endpoints are new

@@ -1,20 +1,38 @@
 """Method registry: one module per unlearning method, one line here."""
 from __future__ import annotations
 
-from mcu_ray.methods import ga, gd, npo, rl
-from mcu_ray.spec import build_dataclass
+from mcu_ray.methods import bt, ga, gd, npo, rl, su
+from dataclasses import asdict
+
+from mcu_ray.methods.curriculum import CurriculumParams
+from mcu_ray.methods.optimizers import SophiaParams
+from mcu_ray.spec import SpecError, build_dataclass
 
 METHODS = {
     "ga": ga.METHOD,
+    "rl": rl.METHOD,
     "gd": gd.METHOD,
     "npo": npo.METHOD,
-    "rl": rl.METHOD,
+    "bt": bt.METHOD,
+    "su": su.METHOD,
 }
 
 
-def resolve_hparams(method: str, task, values: dict | None, path: str):
-    """Method defaults < the task's tuned defaults < the sweep file's values."""
-    params_cls = METHODS[method].Params
-    params = build_dataclass(params_cls, values, path, overrides=task.default_hparams.get(method, {}))
+def resolve_hparams(method: str, task, values: dict | None, path: str) -> dict:
+    """{"params": method knobs, "so": Sophia knobs, "cl": curriculum knobs} of one (task, method).
+
+    Method defaults < the task's tuned defaults < the sweep file's values; ``so`` applies
+    when an endpoint is trained with the second-order optimiser, ``cl`` with a curriculum.
+    """
+    values = dict(values or {})
+    if not isinstance(values, dict):
+        raise SpecError(path, values, "expected a mapping {param: value, so: {...}, cl: {...}}")
+    defaults = dict(task.default_hparams.get(method, {}))
+    resolved = {}
+    for block, cls in (("so", SophiaParams), ("cl", CurriculumParams)):
+        knobs = build_dataclass(cls, values.pop(block, None), f"{path}.{block}", overrides=defaults.pop(block, {}))
+        knobs.check(f"{path}.{block}")
+        resolved[block] = asdict(knobs)
+    params = build_dataclass(METHODS[method].Params, values, path, overrides=defaults)
     params.check(path)
-    return params
+    return {"params": asdict(params), **resolved}

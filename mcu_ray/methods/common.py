@@ -19,12 +19,15 @@ class UnlearnParams:
     """Loop knobs common to every method (a method's Params extends this)."""
 
     epochs: int = 5  # passes over the forget set
+    steps: int = 0  # > 0: exactly this many steps instead (the same budget at every forget ratio)
     lr: float = 1e-3
     batch_size: int = 16  # forget examples per step
     retain_batch_size: int = 32  # retain examples per step (methods that use Dr)
     weight_decay: float = 0.0
 
     def check(self, path: str) -> None:
+        if self.steps < 0:
+            raise SpecError(f"{path}.steps", self.steps, "expected 0 (use epochs) or a positive step count")
         for key in ("epochs", "batch_size", "retain_batch_size"):
             if getattr(self, key) < 1:
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
@@ -42,7 +45,9 @@ class LossContext:
     data: Any  # the task's splits (RL draws replacement targets from them)
     forward: Callable  # the model being trained (an endpoint, or the curve at this step's t)
     generator: torch.Generator  # the loop's seeded randomness
-    reference_forward: Callable | None = None  # the frozen original model (NPO, BT)
+    reference_forward: Callable | None = None  # the frozen original model (NPO; BT's competent teacher)
+    random_forward: Callable | None = None  # a frozen randomly initialised model (BT's incompetent teacher)
+    reduce_forget: Callable = torch.mean  # per-example forget objective -> scalar (CL weighs it)
 
     def losses(self, batch: dict) -> torch.Tensor:
         """Per-example loss of the model being trained, shape (batch,) (token-mean for LMs)."""
@@ -54,6 +59,10 @@ class LossContext:
             return self.task.example_losses(self.forward, batch, reduction="sum")
         with torch.no_grad():
             return self.task.example_losses(self.reference_forward, batch, reduction="sum")
+
+    def logits(self, forward: Callable, batch: dict) -> torch.Tensor:
+        """Class logits of ``forward`` on a batch, shape (batch, classes)."""
+        return self.task.logits(forward, batch)
 
     def relabel(self, batch: dict) -> dict:
         """The batch with wrong targets (a random other class; a random retain answer)."""
@@ -68,3 +77,5 @@ class Method:
     families: tuple = ("classification",)  # task families it applies to
     uses_retain: bool = False  # whether the loop must draw a retain batch each step
     uses_reference: bool = False  # whether the loss needs the frozen original model
+    uses_random_teacher: bool = False  # whether the loss needs a frozen random model
+    grad_mask: Callable | None = None  # (original model, task, data, params) -> {name: 0/1 tensor}

@@ -12,8 +12,8 @@ class Params(UnlearnParams):
 
 
 def loss(ctx, forget, retain, params: Params):
-    forget_loss = ctx.losses(forget).mean()
-    return -forget_loss, {"forget_loss": forget_loss.item()}
+    forget_loss = ctx.losses(forget)  # (b,)
+    return ctx.reduce_forget(-forget_loss), {"forget_loss": forget_loss.mean().item()}
 
 
 METHOD = Method(name="ga", Params=Params, loss=loss, families=("classification", "tofu"))

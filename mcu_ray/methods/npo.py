@@ -20,15 +20,15 @@ class Params(UnlearnParams):
     alpha: float = 1.0  # weight of the retain NLL term; 0 = plain NPO
 
 
-def npo_forget_loss(nll, nll_reference, beta: float):
-    """-(2/beta) mean log sigmoid(beta (nll - nll_ref)); shapes (batch,)."""
-    return -(2.0 / beta) * F.logsigmoid(beta * (nll - nll_reference)).mean()
+def npo_forget_losses(nll, nll_reference, beta: float):
+    """Per-example -(2/beta) log sigmoid(beta (nll - nll_ref)); shapes (batch,)."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (nll - nll_reference))
 
 
 def loss(ctx, forget, retain, params: Params):
-    forget_loss = npo_forget_loss(ctx.sequence_nll(forget), ctx.sequence_nll(forget, reference=True), params.beta)
-    total = params.gamma * forget_loss
-    logs = {"npo_loss": forget_loss.item()}
+    forget_losses = npo_forget_losses(ctx.sequence_nll(forget), ctx.sequence_nll(forget, reference=True), params.beta)
+    total = ctx.reduce_forget(params.gamma * forget_losses)
+    logs = {"npo_loss": forget_losses.mean().item()}
     if params.alpha:
         retain_loss = ctx.losses(retain).mean()
         total = total + params.alpha * retain_loss

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from mcu_ray.methods.common import Method, UnlearnParams
 
 
@@ -19,9 +17,11 @@ class Params(UnlearnParams):
 
 
 def loss(ctx, forget, retain, params: Params):
-    relabelled = ctx.losses(ctx.relabel(forget))  # (b_f,)
-    losses = torch.cat([relabelled, ctx.losses(retain)])  # (b_f + b_r,)
-    return losses.mean(), {"relabelled_loss": relabelled.mean().item()}
+    relabelled, retained = ctx.losses(ctx.relabel(forget)), ctx.losses(retain)  # (b_f,), (b_r,)
+    # the mean over forget and retain examples together; CL weighs the forget part
+    n_f, n_r = len(relabelled), len(retained)
+    total = (n_f * ctx.reduce_forget(relabelled) + retained.sum()) / (n_f + n_r)
+    return total, {"relabelled_loss": relabelled.mean().item(), "retain_loss": retained.mean().item()}
 
 
 METHOD = Method(name="rl", Params=Params, loss=loss, families=("classification", "tofu"), uses_retain=True)

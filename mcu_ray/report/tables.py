@@ -54,10 +54,10 @@ def load_sweep(storage: str, sweep: str) -> SweepTables:
 
 
 def metric_names(frame: pd.DataFrame, task: str) -> list[str]:
-    """The task's metrics present in ``frame``: registered order, else numeric columns it fills."""
+    """The task's figure metrics present in ``frame``: registered order, else numeric columns it fills."""
     rows = frame[frame["task"] == task]
     if task in TASKS:
-        return [m for m in TASKS[task].metric_directions if m in rows.columns]
+        return [m for m in TASKS[task].figure_metrics if m in rows.columns]
     return [c for c in rows.columns if c not in IDENTIFIERS and pd.api.types.is_numeric_dtype(rows[c])
             and not pd.api.types.is_bool_dtype(rows[c]) and rows[c].notna().any()]
 

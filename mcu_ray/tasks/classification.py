@@ -161,8 +161,12 @@ class ClassificationTask:
     default_hparams: dict  # method -> {param: value}; the task's tuned defaults
     family: str = "classification"
     metric_directions: dict = dataclasses.field(default_factory=lambda: dict(METRIC_DIRECTIONS))
+    figure_metrics: tuple = tuple(METRIC_DIRECTIONS)  # drawn along t in the report
     retain_loss: str = "loss_retain"  # the L(Dr) of the MCU retain condition
     forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
+
+    def normalize_options(self, options):
+        return options
 
     def check_ratios(self, ratios, options: dict, path: str) -> None:
         """Any ratio in (0, 100) works: the forget set is a seeded subset of the training set."""
@@ -184,6 +188,10 @@ class ClassificationTask:
 
     example_losses = staticmethod(example_losses)
     relabel = staticmethod(relabel_wrong)
+
+    @staticmethod
+    def logits(forward, batch: dict) -> torch.Tensor:
+        return forward(batch["x"])
 
     def eval_context(self, options: dict, data: ClassificationData, reference_state: dict | None = None):
         """Predictions on Df of a randomly initialised network (the ZRF reference).

@@ -7,6 +7,7 @@ Forget Quality against the retrained (retain-only) reference, Model Utility, ROU
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
@@ -290,11 +291,20 @@ class TofuTask:
         "rl": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
     })
     metric_directions: dict = field(default_factory=lambda: dict(METRIC_DIRECTIONS))
+    # the paper's TOFU panels: Forget Quality, Model Utility, ROUGE; plus the MCU losses
+    figure_metrics: tuple = ("forget_quality", "model_utility", "rouge_forget", "rouge_retain", "loss_retain",
+                             "loss_forget")
     retain_loss: str = "loss_retain"
     forget_loss: str = "loss_forget"
 
     example_losses = staticmethod(example_losses)
     relabel = staticmethod(relabel)
+
+    def normalize_options(self, options: Options) -> Options:
+        """A local folder becomes absolute (workers run elsewhere); $MCU_TOFU_DIR fills an empty one."""
+        if options.source != "local" or not local_dir(options.path):
+            return options
+        return dataclasses.replace(options, path=str(Path(local_dir(options.path)).resolve()))
 
     def check_options(self, options, path: str, base_dir) -> None:
         options.check(path)
