@@ -31,10 +31,15 @@ def t_grid(points: int) -> np.ndarray:
 def _supervised(store: Store, item, split: str, ratio: float) -> dict:
     task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
-    model = task.new_model(options, seed=opts.model_seed)
     started = time.time()
-    log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
-                           batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed)
+    reference = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
+    if reference:  # a published retain-only model: used as it is
+        model = task.new_model({**options, "model": reference}, seed=opts.model_seed)
+        log = {"steps": 0, "loaded": reference}
+    else:
+        model = task.new_model(options, seed=opts.model_seed)
+        log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
+                               batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed)
     meta = {"kind": type(item).__name__.lower(), "item": asdict(item), "train_log": log,
             "train_seconds": time.time() - started}
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition

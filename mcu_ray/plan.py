@@ -168,7 +168,7 @@ def make_plan(spec: SweepSpec) -> Plan:
         for ratio in task.ratios:
             ref = add(retrained, Retrained(content_key("retrain", {**base, "ratio": ratio}), ratio=ratio, **base))
             for seed in spec.seeds:
-                for setting in spec.settings:
+                for setting in task.settings or spec.settings:
                     pairing, v1, v2 = SETTINGS_TABLE[setting]
                     pairs = [(m, m) for m in task.methods] if pairing == "same" else list(permutations(task.methods, 2))
                     for m1, m2 in pairs:

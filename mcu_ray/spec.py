@@ -72,6 +72,7 @@ class TaskSpec:
     options: dict = field(default_factory=dict)  # task options, validated by the task
     hparams: dict = field(default_factory=dict)  # method -> {params: {...}, so: {...}, cl: {...}}
     curve_fit: CurveFitSpec = field(default_factory=CurveFitSpec)
+    settings: tuple = ()  # this task's settings; the sweep's when left out
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,8 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
     methods = _choices(raw.get("methods"), _join(path, "methods"), known_methods) if "methods" in raw else None
     if methods is None:
         raise SpecError(_join(path, "methods"), None, f"this field is required; methods for {name}: {', '.join(known_methods)}")
+    if "settings" in raw:
+        settings = _choices(raw["settings"], _join(path, "settings"), SETTINGS)
     needs_two = [s for s in settings if s.startswith("Met")]
     if needs_two and len(methods) < 2:
         raise SpecError(_join(path, "methods"), list(methods),
@@ -287,7 +290,7 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
     if curve_fit.lr <= 0:
         raise SpecError(_join(_join(path, "curve_fit"), "lr"), curve_fit.lr, "expected a positive learning rate")
     return TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods, options=dataclasses.asdict(options),
-                    hparams=hparams, curve_fit=curve_fit)
+                    hparams=hparams, curve_fit=curve_fit, settings=tuple(settings))
 
 
 def _parse_resources(raw, path) -> ResourcesSpec:

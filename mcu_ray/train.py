@@ -32,7 +32,12 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: float, batch_size: int,
                      weight_decay: float, seed: int) -> dict:
-    """Ordinary training on ``batch`` (the original model on D, the retrained one on Dr)."""
+    """Ordinary training on ``batch`` (the original model on D, the retrained one on Dr).
+
+    ``epochs`` 0 keeps the model as it is (e.g. a checkpoint already fine-tuned on D).
+    """
+    if epochs == 0:
+        return {"steps": 0, "final_loss": float("nan")}
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(

@@ -28,24 +28,24 @@ METRIC_DIRECTIONS = {
 
 @dataclass
 class ClassificationData:
-    """All tensors of one (task options, forget ratio): train = forget + retain."""
+    """All tensors of one (task options, forget ratio): train = forget + retain.
 
-    x_train: torch.Tensor  # (n_train, ...)
-    y_train: torch.Tensor  # (n_train,)
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    ``train`` and ``test`` are batch dicts: the model's inputs (``x`` for a plain
+    module; ``pixel_values``, ``input_ids``, ... for a Hugging Face model) and ``y``.
+    """
+
+    train: dict  # name -> tensor with examples along dim 0
+    test: dict
     forget_idx: torch.Tensor  # indices into the training set
     retain_idx: torch.Tensor
     num_classes: int
 
     def split(self, name: str) -> dict:
-        """A split as a batch dict with keys x, y."""
-        if name == "test":
-            return {"x": self.x_test, "y": self.y_test}
-        idx = {"train": None, "forget": self.forget_idx, "retain": self.retain_idx}[name]
-        if idx is None:
-            return {"x": self.x_train, "y": self.y_train}
-        return {"x": self.x_train[idx], "y": self.y_train[idx]}
+        """A split as a batch dict: test, train, forget or retain."""
+        if name in ("test", "train"):
+            return getattr(self, name)
+        idx = {"forget": self.forget_idx, "retain": self.retain_idx}[name]
+        return {k: v[idx] for k, v in self.train.items()}
 
 
 def forget_indices(n_train: int, ratio: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +58,18 @@ def forget_indices(n_train: int, ratio: float, split_seed: int) -> tuple[torch.T
     forget = perm[:n_forget].sort().values
     retain = perm[n_forget:].sort().values
     return forget, retain
+
+
+def forget_indices_from_file(path: str, n_train: int, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MU-Bench's forget list: one training index per line covering 10 %; ratio r takes its first r/10."""
+    listed = [int(line) for line in open(path) if line.strip()]
+    n_forget = max(1, int(round(len(listed) * ratio / 10.0)))
+    forget = torch.tensor(sorted(listed[:n_forget]))
+    if ratio > 10 or forget.max() >= n_train or forget.min() < 0:
+        raise ValueError(f"{path}: ratio {ratio} % needs indices in [0, {n_train}) within the list's 10 %")
+    keep = torch.ones(n_train, dtype=torch.bool)
+    keep[forget] = False
+    return forget, torch.nonzero(keep).flatten()
 
 
 def batch_length(batch: dict) -> int:
@@ -74,19 +86,25 @@ def iterate_batches(batch: dict, batch_size: int, generator: torch.Generator | N
         yield {k: v[sel] for k, v in batch.items()}
 
 
-def example_losses(forward: Callable, batch: dict, reduction: str = "mean") -> torch.Tensor:
-    """Per-example cross-entropy, shape (batch,) (one target: token mean = sum)."""
-    return F.cross_entropy(forward(batch["x"]), batch["y"], reduction="none")
-
-
 def relabel_wrong(batch: dict, data: "ClassificationData", generator: torch.Generator) -> dict:
     """The batch with every label replaced by a uniformly random *wrong* class."""
     shift = torch.randint(1, data.num_classes, batch["y"].shape, generator=generator).to(batch["y"].device)
     return {**batch, "y": (batch["y"] + shift) % data.num_classes}
 
 
+def plain_logits(forward: Callable, batch: dict) -> torch.Tensor:
+    """Logits of a plain module called on ``batch["x"]``, shape (batch, classes)."""
+    return forward(batch["x"])
+
+
+def hf_logits(forward: Callable, batch: dict) -> torch.Tensor:
+    """Logits of a Hugging Face model called with every input in ``batch`` but the labels."""
+    return forward(**{k: v for k, v in batch.items() if k != "y"}).logits
+
+
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batch: dict, batch_size: int = 256) -> None:
+def recompute_batchnorm(model: nn.Module, batch: dict, logits_fn: Callable = plain_logits,
+                        batch_size: int = 256) -> None:
     """Re-estimate BatchNorm running statistics on ``batch`` (Garipov et al. 2018).
 
     A point on a curve is a new network whose activation statistics match neither
@@ -102,16 +120,18 @@ def recompute_batchnorm(model: nn.Module, batch: dict, batch_size: int = 256) ->
     was_training = model.training
     model.train()
     for minibatch in iterate_batches(batch, batch_size):
-        model(minibatch["x"])
+        logits_fn(model, minibatch)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def predict_proba(model: nn.Module, batch: dict, logits_fn: Callable = plain_logits,
+                  batch_size: int = 256) -> torch.Tensor:
+    """Softmax predictions over a batch dict, shape (n, classes)."""
     model.eval()
-    return torch.cat([F.softmax(model(x[i:i + batch_size]), dim=-1) for i in range(0, len(x), batch_size)])
+    return torch.cat([F.softmax(logits_fn(model, mb).float(), dim=-1) for mb in iterate_batches(batch, batch_size)])
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -134,12 +154,13 @@ def zrf_score(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_proba: torch.Tensor) -> dict:
+def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_proba: torch.Tensor,
+                   logits_fn: Callable = plain_logits) -> dict:
     """Every metric of one model; BatchNorm statistics must already be set."""
     metrics = {}
     for split in ("test", "retain", "forget"):
         batch = data.split(split)
-        proba = predict_proba(model, batch["x"])  # (n, classes)
+        proba = predict_proba(model, batch, logits_fn)  # (n, classes)
         metrics[f"acc_{split}"] = float((proba.argmax(-1) == batch["y"]).float().mean())
         if split != "test":
             nll = -torch.log(proba.gather(1, batch["y"][:, None]).clamp_min(1e-12)).mean()
@@ -155,7 +176,7 @@ class ClassificationTask:
 
     name: str
     Options: type  # dataclass of task options (validated from the sweep file)
-    load_arrays: Callable  # options -> (x_train, y_train, x_test, y_test, num_classes)
+    load_arrays: Callable  # options -> (train batch dict, test batch dict, num_classes)
     build_model: Callable  # options -> nn.Module
     default_ratios: tuple
     default_hparams: dict  # method -> {param: value}; the task's tuned defaults
@@ -164,9 +185,13 @@ class ClassificationTask:
     figure_metrics: tuple = tuple(METRIC_DIRECTIONS)  # drawn along t in the report
     retain_loss: str = "loss_retain"  # the L(Dr) of the MCU retain condition
     forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
+    logits: Callable = plain_logits  # (forward, batch) -> (batch, classes)
+    check_extra: Callable | None = None  # (options, path) -> None: the task's own checks of its options
 
     def normalize_options(self, options):
-        return options
+        """Options as workers on any node read them (e.g. local paths made absolute)."""
+        normalized = getattr(options, "normalized", None)
+        return normalized() if normalized else options
 
     def check_ratios(self, ratios, options: dict, path: str) -> None:
         """Any ratio in (0, 100) works: the forget set is a seeded subset of the training set."""
@@ -175,23 +200,31 @@ class ClassificationTask:
         check = getattr(self.Options, "check", None)
         if check is not None:
             check(options, path)
+        if self.check_extra is not None:
+            self.check_extra(options, path)
 
     def load(self, options: dict, ratio: float) -> ClassificationData:
         opts = self.Options(**options)
-        x_train, y_train, x_test, y_test, num_classes = self.load_arrays(opts)
-        forget, retain = forget_indices(len(y_train), ratio, opts.split_seed)
-        return ClassificationData(x_train, y_train, x_test, y_test, forget, retain, num_classes)
+        train, test, num_classes = self.load_arrays(opts)
+        forget, retain = self.forget_split(opts, len(train["y"]), ratio)
+        return ClassificationData(train, test, forget, retain, num_classes)
+
+    def forget_split(self, opts, n_train: int, ratio: float):
+        """(forget, retain) indices: MU-Bench's index list when the options name one, else seeded."""
+        index_file = getattr(opts, "forget_index_file", "")
+        if index_file:
+            return forget_indices_from_file(index_file, n_train, ratio)
+        return forget_indices(n_train, ratio, opts.split_seed)
+
+    def example_losses(self, forward: Callable, batch: dict, reduction: str = "mean") -> torch.Tensor:
+        """Per-example cross-entropy, shape (batch,) (one target: token mean = sum)."""
+        return F.cross_entropy(self.logits(forward, batch), batch["y"], reduction="none")
 
     def new_model(self, options: dict, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         return self.build_model(self.Options(**options))
 
-    example_losses = staticmethod(example_losses)
     relabel = staticmethod(relabel_wrong)
-
-    @staticmethod
-    def logits(forward, batch: dict) -> torch.Tensor:
-        return forward(batch["x"])
 
     def eval_context(self, options: dict, data: ClassificationData, reference_state: dict | None = None):
         """Predictions on Df of a randomly initialised network (the ZRF reference).
@@ -199,11 +232,11 @@ class ClassificationTask:
         ``reference_state`` (the retrained model) is not needed by these metrics.
         """
         rand = self.new_model(options, seed=self.Options(**options).model_seed + 7919)
-        recompute_batchnorm(rand, data.split("retain"))
-        return predict_proba(rand, data.split("forget")["x"])
+        recompute_batchnorm(rand, data.split("retain"), self.logits)
+        return predict_proba(rand, data.split("forget"), self.logits)
 
     def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, context) -> dict:
         """Re-estimate BatchNorm on Dr, then compute every metric; ``context`` from eval_context."""
-        recompute_batchnorm(model, data.split("retain"))
-        metrics = evaluate_model(model, data, context)
+        recompute_batchnorm(model, data.split("retain"), self.logits)
+        metrics = evaluate_model(model, data, context, self.logits)
         return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}

@@ -48,7 +48,7 @@ def load_arrays(opts: Options):
     y = torch.tensor(digits.target, dtype=torch.long)
     idx_train, idx_test = train_test_split(
         range(len(y)), test_size=opts.test_fraction, random_state=opts.split_seed, stratify=digits.target)
-    return x[idx_train], y[idx_train], x[idx_test], y[idx_test], 10
+    return {"x": x[idx_train], "y": y[idx_train]}, {"x": x[idx_test], "y": y[idx_test]}, 10
 
 
 def build_model(opts: Options) -> nn.Module:

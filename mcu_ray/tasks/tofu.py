@@ -20,6 +20,7 @@ from torch import nn
 
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
+from mcu_ray.tasks.tokenizers import train_bpe
 from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, load_config, local_dir, tofu_rows
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
@@ -69,7 +70,7 @@ class Options:
     n_embd: int = 128
     n_head: int = 4
     model_seed: int = 0
-    epochs: int = 40  # fine-tuning of the original (on forget + retain) and the reference (on retain)
+    epochs: int = 40  # fine-tuning of the original (on D) and the retrained reference (on Dr); 0 = `model` as is
     lr: float = 2e-3
     batch_size: int = 16
     weight_decay: float = 0.0
@@ -84,7 +85,9 @@ class Options:
                                 f"source 'local' needs the TOFU folder: set this field or ${ENV_TOFU_DIR}")
             if not (Path(folder) / "full.jsonl").is_file():
                 raise SpecError(f"{path}.path", folder, "no full.jsonl there: expected a folder of TOFU's JSONL files")
-        for key in ("eval_size", "max_length", "max_new_tokens", "eval_batch_size", "epochs", "batch_size",
+        if self.epochs < 0 or (self.epochs == 0 and self.model in TINY_MODELS):
+            raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
+        for key in ("eval_size", "max_length", "max_new_tokens", "eval_batch_size", "batch_size",
                     "n_layer", "n_embd", "n_head", "synthetic_authors"):
             if getattr(self, key) < 1:
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
@@ -120,20 +123,14 @@ def _options(options: dict) -> Options:
 @lru_cache(maxsize=4)
 def _tokenizer(options_json: str):
     opts = Options(**json.loads(options_json))
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
     if opts.model not in TINY_MODELS:
         tok = AutoTokenizer.from_pretrained(opts.model)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         return tok
-    from tokenizers import ByteLevelBPETokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_all_text(opts), vocab_size=opts.vocab_size, min_frequency=1,
-                            special_tokens=["<|endoftext|>", "<|pad|>"], show_progress=False)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>", pad_token="<|pad|>",
-                                   bos_token="<|endoftext|>")
+    return train_bpe(_all_text(opts), opts.vocab_size)
 
 
 def tokenizer_for(options: dict):

@@ -1,0 +1,195 @@
+"""MU-Bench's classification tasks (Cheng & Amiri 2024) through datasets and transformers.
+
+- ``cifar10``: image classification (10 classes), a ResNet;
+- ``ddi``: DDI-2013 biomedical relation classification (5 labels), a BERT-style encoder;
+- ``nlvr2``: NLVR2 visual reasoning over an image pair and a sentence (2 labels), ViLT.
+Data: ``datasets.load_dataset(dataset)``, where ``dataset`` is a hub id or a local folder
+in the hub layout; the forget set is MU-Bench's index list (``forget_index_file``: ratio r
+takes the first r/10 of a list covering 10 %) or, without one, a seeded random subset.
+Models: a Hugging Face checkpoint by name or path, or ``tiny`` (built from a config,
+with a tokenizer trained on the task text) for CPU runs and tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcu_ray.spec import SpecError
+from mcu_ray.tasks.classification import ClassificationTask, hf_logits
+from mcu_ray.tasks.tokenizers import train_bpe
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Options:
+    dataset: str = ""  # a hub id, or a local folder in the hub layout ("" = the task's default hub id)
+    train_split: str = "train"
+    test_split: str = "test"
+    image_columns: str = ""  # comma-separated image columns ("" = the task's default)
+    text_column: str = ""
+    label_column: str = "label"
+    max_train: int = 0  # keep the first N training rows (0 = all)
+    max_test: int = 0
+    forget_index_file: str = ""  # MU-Bench's list of forget indices (one per line, 10 % of the training set)
+    model: str = "tiny"  # "tiny" (from a config) or a Hugging Face checkpoint name / path
+    image_size: int = 32
+    max_length: int = 64  # text tokens
+    vocab_size: int = 2000  # tiny models: the BPE tokenizer trained on the task text
+    hidden_size: int = 32  # tiny models
+    split_seed: int = 0
+    model_seed: int = 0
+    epochs: int = 3  # training of the original model (and the retrained reference)
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+
+    def normalized(self) -> "Options":
+        """Local paths made absolute: Ray workers run in other directories."""
+        def absolute(p: str) -> str:
+            return str(Path(p).expanduser().resolve()) if p.startswith(("/", ".", "~")) else p
+        return dataclasses.replace(self, dataset=absolute(self.dataset),
+                                   forget_index_file=absolute(self.forget_index_file) if self.forget_index_file else "")
+
+    def check(self, path: str) -> None:
+        looks_local = self.dataset.startswith(("/", "./", "../", "~"))
+        if looks_local and not Path(self.dataset).expanduser().exists():
+            raise SpecError(f"{path}.dataset", self.dataset, "no such folder (a hub id has the form org/name)")
+        if self.forget_index_file and not Path(self.forget_index_file).expanduser().is_file():
+            raise SpecError(f"{path}.forget_index_file", self.forget_index_file, "no such file")
+        if self.epochs < 0 or (self.epochs == 0 and self.model == "tiny"):
+            raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
+        for key in ("image_size", "max_length", "vocab_size", "hidden_size", "batch_size"):
+            if getattr(self, key) < 1:
+                raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class Modality:
+    """What one MU-Bench task reads and builds."""
+
+    images: tuple  # default image columns
+    text: str  # default text column ("" = none)
+    num_labels: int
+    default_dataset: str
+
+
+MODALITIES = {
+    "cifar10": Modality(images=("img",), text="", num_labels=10, default_dataset="uoft-cs/cifar10"),
+    "ddi": Modality(images=(), text="sentence", num_labels=5, default_dataset=""),
+    "nlvr2": Modality(images=("left_image", "right_image"), text="sentence", num_labels=2, default_dataset=""),
+}
+
+
+def _columns(opts: Options, modality: Modality) -> tuple[tuple, str]:
+    images = tuple(c.strip() for c in opts.image_columns.split(",") if c.strip()) or modality.images
+    return images, opts.text_column or modality.text
+
+
+def _dataset(task: str, opts: Options) -> str:
+    name = opts.dataset or MODALITIES[task].default_dataset
+    return str(Path(name).expanduser()) if name.startswith(("/", ".", "~")) else name
+
+
+def _rows(task: str, opts: Options, split: str, limit: int):
+    import datasets
+
+    ds = datasets.load_dataset(_dataset(task, opts), split=split)
+    return ds.select(range(min(limit, len(ds)))) if limit else ds
+
+
+def _pixels(images, size: int) -> torch.Tensor:
+    """PIL images -> normalised (n, 3, size, size) float tensors (ImageNet statistics)."""
+    arrays = [np.asarray(img.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0 for img in images]
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (n, 3, H, W)
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x - mean) / std
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(task: str, options_json: str):
+    opts = Options(**json.loads(options_json))
+    if opts.model != "tiny":
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(opts.model)
+    _, text = _columns(opts, MODALITIES[task])
+    return train_bpe((row[text] for row in _rows(task, opts, opts.train_split, opts.max_train)), opts.vocab_size)
+
+
+def _encode(task: str, opts: Options, rows) -> dict:
+    images, text = _columns(opts, MODALITIES[task])
+    batch = {}
+    if images:
+        pixels = [_pixels(rows[c], opts.image_size) for c in images]
+        batch["pixel_values"] = pixels[0] if len(pixels) == 1 else torch.stack(pixels, dim=1)  # (n, [k,] 3, H, W)
+    if text:
+        tok = _tokenizer(task, json.dumps(opts.__dict__, sort_keys=True))
+        enc = tok(list(rows[text]), padding="max_length", truncation=True, max_length=opts.max_length,
+                  return_tensors="pt")
+        batch["input_ids"], batch["attention_mask"] = enc["input_ids"], enc["attention_mask"]
+    batch["y"] = torch.tensor(rows[opts.label_column], dtype=torch.long)
+    return batch
+
+
+def loader(task: str):
+    def load_arrays(opts: Options):
+        train = _encode(task, opts, _rows(task, opts, opts.train_split, opts.max_train))
+        test = _encode(task, opts, _rows(task, opts, opts.test_split, opts.max_test))
+        return train, test, MODALITIES[task].num_labels
+    return load_arrays
+
+
+def builder(task: str):
+    def build_model(opts: Options):
+        import transformers as tf
+
+        labels = MODALITIES[task].num_labels
+        if opts.model != "tiny":
+            auto = {"cifar10": tf.AutoModelForImageClassification, "ddi": tf.AutoModelForSequenceClassification,
+                    "nlvr2": tf.ViltForImagesAndTextClassification}[task]
+            return auto.from_pretrained(opts.model, num_labels=labels, ignore_mismatched_sizes=True)
+        h = opts.hidden_size
+        if task == "cifar10":
+            return tf.ResNetForImageClassification(tf.ResNetConfig(
+                num_channels=3, embedding_size=h, hidden_sizes=[h, 2 * h], depths=[1, 1], layer_type="basic",
+                num_labels=labels))
+        vocab = len(_tokenizer(task, json.dumps(opts.__dict__, sort_keys=True)))
+        if task == "ddi":
+            return tf.BertForSequenceClassification(tf.BertConfig(
+                vocab_size=vocab, hidden_size=h, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * h,
+                max_position_embeddings=opts.max_length, num_labels=labels))
+        return tf.ViltForImagesAndTextClassification(tf.ViltConfig(
+            vocab_size=vocab, hidden_size=h, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * h,
+            image_size=opts.image_size, patch_size=max(4, opts.image_size // 4), num_images=2,
+            modality_type_vocab_size=3, max_position_embeddings=opts.max_length, num_labels=labels))
+    return build_model
+
+
+def needs_dataset(name: str):
+    def check(options: Options, path: str) -> None:
+        if not (options.dataset or MODALITIES[name].default_dataset):
+            raise SpecError(f"{path}.dataset", options.dataset,
+                            f"{name} has no default: set a hub id or a local folder in the hub layout")
+    return check
+
+
+def _task(name: str) -> ClassificationTask:
+    return ClassificationTask(
+        name=name, Options=Options, load_arrays=loader(name), build_model=builder(name),
+        check_extra=needs_dataset(name),
+        default_ratios=(2, 4, 6, 8, 10),  # MU-Bench's ratios
+        # MU-Bench's unlearning settings (lr 1e-5 .. 5e-5 for fine-tuned checkpoints) need
+        # per-model tuning; these suit the tiny models and are the sweep file's to override.
+        default_hparams={m: {"epochs": 3, "lr": 1e-4, "batch_size": 32, "retain_batch_size": 32}
+                         for m in ("ga", "rl", "gd", "npo", "bt", "su")},
+        logits=hf_logits)
+
+
+CIFAR10, DDI, NLVR2 = _task("cifar10"), _task("ddi"), _task("nlvr2")
