@@ -244,7 +244,8 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
     ident = {"sweep": spec.name, "spec_hash": grid.spec_hash, "code_version": __version__, "cell_id": cell.key,
              "task": cell.task, "setting": cell.setting, "method_1": e1.method, "method_2": e2.method,
              "optimizer_1": e1.optimizer, "optimizer_2": e2.optimizer, "curriculum_1": e1.curriculum,
-             "curriculum_2": e2.curriculum, "ratio": cell.ratio, "seed": cell.seed}
+             "curriculum_2": e2.curriculum, "ratio": cell.ratio, "seed": cell.seed,
+             "endpoint_1": e1.key, "endpoint_2": e2.key, "seed_1": e1.seed, "seed_2": e2.seed}
     rows, barrier_rows, summary = [], [], {}
     for kind, key in cell.curves:
         points = jobs.curve_rows(store, plan.curves[key], cell.endpoint_1)

@@ -73,3 +73,20 @@ def test_small_grid_end_to_end_and_rerun(ray_cluster, tmp_path):
     again = run_grid(spec, plan, storage)
     assert again == {"cells_run": 0, "cells_failed": 0, "cells_skipped": 4}
     assert len(store.job_records()) == sum(jobs.values())
+
+
+def test_tofu_cell_runs_through_the_same_grid(ray_cluster, tmp_path):
+    """A TOFU cell: Train jobs, t-point tasks and Parquet rows, as for digits."""
+    spec = parse_spec({"name": "lm", "settings": ["Rand"], "points": 3, "tasks": [{
+        "name": "tofu", "ratios": [10], "methods": ["gd"],
+        "options": {"synthetic_authors": 5, "eval_size": 8, "n_embd": 32, "n_layer": 1, "vocab_size": 400,
+                    "epochs": 5, "max_new_tokens": 8},
+        "hparams": {"gd": {"epochs": 1}}, "curve_fit": {"epochs": 1}}],
+        "resources": {"max_concurrent_trials": 1, "trial_cpus": 0.5, "eval_cpus": 0.5}})
+    plan = make_plan(spec)
+    storage = str(tmp_path / "store")
+    assert run_grid(spec, plan, storage)["cells_run"] == 1
+    rows = Store(storage).read_tables("lm", "results").to_pylist()
+    assert len(rows) == 2 * 3  # linear and bezier, 3 points each
+    assert {"forget_quality", "model_utility", "rouge_forget", "loss_retain"} <= set(rows[0])
+    assert all(0 <= r["forget_quality"] <= 1 for r in rows)

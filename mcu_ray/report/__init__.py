@@ -16,7 +16,7 @@ import pandas as pd
 from mcu_ray.report.figures import barrier_figure, setting_figure
 from mcu_ray.report.page import TaskSection, index_html
 from mcu_ray.report.tables import (
-    EmptySweepError, SweepTables, curve_verdicts, load_sweep, method_pairs, metric_names, ordered_curves,
+    EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
     ordered_settings, pair_label,
 )
 
@@ -57,7 +57,7 @@ def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_di
     barrier_figure(os.path.join(out_dir, name), task, verdicts)
     figures.append((f"{task}: retain barrier and forget cliff per setting and method pair", name))
     return TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
-                       _reference_rows(tables.references, task))
+                       _reference_rows(tables.references, task), endpoint_table(tables.results, task))
 
 
 def safe_file_name(name: str) -> str:

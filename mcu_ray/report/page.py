@@ -29,6 +29,7 @@ class TaskSection:
     mcu_counts: pd.DataFrame  # setting, curve, MCU, no MCU, failed
     barriers: pd.DataFrame  # one row per cell and curve, display columns
     references: pd.DataFrame  # one row per ratio and model
+    endpoints: pd.DataFrame  # one row per unlearned model
 
 
 def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:
@@ -53,7 +54,9 @@ def _section(section: TaskSection) -> str:
             f"<p>Retain barrier B<sub>r</sub> and forget cliff B<sub>f</sub> are the largest deviations of the "
             f"retain / forget loss from the chord between the endpoints (positive is bad); a curve has MCU when "
             f"both are within the tolerance.</p>\n{html_table(section.barriers)}"
-            f"<h3>Reference models</h3>\n{_references(section.references)}")
+            f"<h3>Reference models</h3>\n{_references(section.references)}"
+            f"<h3>Unlearned models (endpoints)</h3>\n<p>Each endpoint once, whatever the number of curves "
+            f"through it; compare with the reference models above.</p>\n{html_table(section.endpoints)}")
 
 
 def _references(references: pd.DataFrame) -> str:

@@ -17,7 +17,7 @@ from mcu_ray.tasks import TASKS
 # Columns that identify a row rather than measure something.
 IDENTIFIERS = ("sweep", "spec_hash", "code_version", "cell_id", "task", "setting", "method_1", "method_2",
                "optimizer_1", "optimizer_2", "curriculum_1", "curriculum_2", "ratio", "seed", "curve",
-               "curve_key", "t", "status", "model", "key")
+               "curve_key", "t", "status", "model", "key", "endpoint_1", "endpoint_2", "seed_1", "seed_2")
 CELL = ["task", "setting", "method_1", "method_2", "ratio", "seed", "cell_id"]
 CURVES = ("linear", "bezier")  # drawing and table order; other curve kinds follow
 NO_CURVE = "—"  # curve of a cell that failed before any curve was evaluated
@@ -60,6 +60,23 @@ def metric_names(frame: pd.DataFrame, task: str) -> list[str]:
         return [m for m in TASKS[task].figure_metrics if m in rows.columns]
     return [c for c in rows.columns if c not in IDENTIFIERS and pd.api.types.is_numeric_dtype(rows[c])
             and not pd.api.types.is_bool_dtype(rows[c]) and rows[c].notna().any()]
+
+
+def endpoint_table(results: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Every unlearned model of a task once: its metrics are the t=0 / t=1 rows of its curves."""
+    rows = results[(results["task"] == task) & (results["status"] == "ok")]
+    if "endpoint_1" not in rows.columns:
+        return pd.DataFrame()
+    metrics = metric_names(rows, task)
+    ends = []
+    for side, t in (("1", 0.0), ("2", 1.0)):
+        at = rows[rows["t"] == t]
+        ends.append(pd.DataFrame({
+            "ratio (%)": at["ratio"], "method": at[f"method_{side}"].str.upper(), "optimizer": at[f"optimizer_{side}"],
+            "curriculum": at[f"curriculum_{side}"], "seed": at[f"seed_{side}"], "key": at[f"endpoint_{side}"],
+            **{m: at[m] for m in metrics}}))
+    table = pd.concat(ends).drop_duplicates("key")
+    return table.sort_values(["ratio (%)", "method", "optimizer", "curriculum", "seed"]).drop(columns="key")
 
 
 def ordered_settings(names) -> list[str]:
