@@ -31,10 +31,31 @@ def point_on_curve(control_points: list[Params], t: float | torch.Tensor) -> Par
 def curve_parameters(model: nn.Module) -> list[str]:
     """Names of the tensors a curve interpolates: the trainable parameters.
 
-    Buffers (BatchNorm running statistics, counters) are not on the curve; they are
+    With LoRA only the adapters train, so curves move in adapter space over a frozen
+    base. Buffers (BatchNorm running statistics) are not on the curve; they are
     re-estimated on data at every evaluated point.
     """
-    return [name for name, p in model.named_parameters()]
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def savable_state(model: nn.Module) -> dict:
+    """What an artifact stores: the full state dict, or, when part of the model is frozen
+    (LoRA adapters over a base rebuilt identically from the options), only the
+    trainable parameters and the buffers."""
+    frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    if not frozen:
+        return model.state_dict()
+    return {name: t for name, t in model.state_dict().items() if name not in frozen}
+
+
+def load_state(model: nn.Module, state: dict) -> nn.Module:
+    """Load an artifact's weights; only frozen parameters may be absent from them."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    trainable = set(curve_parameters(model))
+    if unexpected or trainable & set(missing):
+        raise ValueError(f"weights do not fit the model: missing {sorted(trainable & set(missing))[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]}")
+    return model
 
 
 def initial_bend(theta_1: Params, theta_2: Params) -> Params:
@@ -62,5 +83,6 @@ def state_at(model: nn.Module, control_points: list[Params], t: float) -> dict:
     canonical = {id(p): name for name, p in model.named_parameters()}
     # tied weights (e.g. GPT-2's lm_head = wte) appear under every alias in a state dict
     for alias, p in model.named_parameters(remove_duplicate=False):
-        state[alias] = params_t[canonical[id(p)]].detach()
+        if canonical[id(p)] in params_t:  # frozen (LoRA base) parameters stay as the model has them
+            state[alias] = params_t[canonical[id(p)]].detach()
     return state

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import torch
 
-from mcu_ray.curves import state_at
+from mcu_ray.curves import load_state, state_at
 from mcu_ray.tasks import TASKS
 
 
@@ -47,7 +47,7 @@ def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, ref
     """Every metric of the model with weights ``state``."""
     task = TASKS[task_name]
     model = task.new_model(options, seed=0)
-    model.load_state_dict(state)
+    load_state(model, state)
     return evaluate_model(model, task_name, options, ratio, eval_context(task_name, options, ratio, reference))
 
 

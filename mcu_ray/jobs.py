@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mcu_ray.curves import curve_parameters
+from mcu_ray.curves import curve_parameters, load_state, savable_state
 from mcu_ray.evaluate import eval_context, evaluate_curve_point, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
@@ -43,9 +43,9 @@ def _supervised(store: Store, item, split: str, ratio: float) -> dict:
     meta = {"kind": type(item).__name__.lower(), "item": asdict(item), "train_log": log,
             "train_seconds": time.time() - started}
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
-        context = task.eval_context(options, data, model.state_dict())
+        context = task.eval_context(options, data, savable_state(model))
         meta["metrics"] = task.evaluate(model, options, data, context)
-    return store.save_artifact(item.key, meta, weights=model.state_dict())
+    return store.save_artifact(item.key, meta, weights=savable_state(model))
 
 
 def build_original(store: Store, item: Original) -> dict:
@@ -67,7 +67,7 @@ def teachers(store: Store, task, options: dict, method: str, original_key: str,
     original = random = None
     if spec.uses_reference or needs_original_losses("cl" if curriculum_params else "none", curriculum_params):
         original = task.new_model(options, seed=0)
-        original.load_state_dict(store.load_weights(original_key))
+        load_state(original, store.load_weights(original_key))
         original = frozen_copy(original)
     if spec.uses_random_teacher:
         random = frozen_copy(task.new_model(options, seed=task.Options(**options).model_seed + 7919))
@@ -79,7 +79,7 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
     store.record_job(item.key, "endpoint")
     task, options, data = task_data(item.task, item.options, item.ratio)
     model = task.new_model(options, seed=0)
-    model.load_state_dict(store.load_weights(item.original))
+    load_state(model, store.load_weights(item.original))
     params = METHODS[item.method].Params(**item.hparams)
     started = time.time()
     log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
@@ -89,7 +89,7 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
             "metrics": evaluate_model(model, item.task, options, item.ratio, context)}
-    return store.save_artifact(item.key, meta, weights=model.state_dict())
+    return store.save_artifact(item.key, meta, weights=savable_state(model))
 
 
 def bend_key(curve: Curve) -> str:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcu_ray.curves import load_state
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
 from mcu_ray.tasks.tokenizers import train_bpe
@@ -70,6 +71,9 @@ class Options:
     n_embd: int = 128
     n_head: int = 4
     model_seed: int = 0
+    lora_rank: int = 0  # > 0: every model is LoRA adapters of this rank over a frozen base; curves move the adapters
+    lora_alpha: float = 16.0
+    lora_targets: str = ""  # comma-separated module names ("" = peft's default for the architecture)
     epochs: int = 40  # fine-tuning of the original (on D) and the retrained reference (on Dr); 0 = `model` as is
     lr: float = 2e-3
     batch_size: int = 16
@@ -170,6 +174,18 @@ def build_model(opts: Options, tokenizer) -> nn.Module:
                              pad_token_id=tokenizer.pad_token_id)
         return LlamaForCausalLM(config)
     return AutoModelForCausalLM.from_pretrained(opts.model)
+
+
+def with_lora(base: nn.Module, opts: Options) -> nn.Module:
+    """``base`` frozen, with trainable LoRA adapters (B = 0 at start: the same function)."""
+    import peft
+
+    targets = [t.strip() for t in opts.lora_targets.split(",") if t.strip()] or None
+    if targets is None and opts.model == "tiny-gpt2":
+        targets = ["c_attn", "c_proj"]
+    config = peft.LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha, lora_dropout=0.0,
+                             target_modules=targets, fan_in_fan_out=opts.model == "tiny-gpt2")
+    return peft.get_peft_model(base, config)
 
 
 # ----------------------------------------------------------------------------- tokenisation and losses
@@ -325,13 +341,20 @@ class TofuTask:
         return TofuData(tokenizer_for(options), opts, rows)
 
     def new_model(self, options: dict, seed: int) -> nn.Module:
+        opts = _options(options)
+        if not opts.lora_rank:
+            torch.manual_seed(seed)
+            return build_model(opts, tokenizer_for(options))
+        # the frozen base must be the same tensor values in every process: seed it from the options
+        torch.manual_seed(opts.model_seed)
+        base = build_model(opts, tokenizer_for(options))
         torch.manual_seed(seed)
-        return build_model(_options(options), tokenizer_for(options))
+        return with_lora(base, opts)
 
     def eval_context(self, options: dict, data: TofuData, reference_state: dict) -> dict:
         """The reference (retrained) model's forget truth ratios, for Forget Quality."""
         reference = self.new_model(options, seed=0)
-        reference.load_state_dict(reference_state)
+        load_state(reference, reference_state)
         return {"forget_truth_ratios": forget_truth_ratios(reference, data)}
 
     def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict) -> dict:

@@ -125,3 +125,27 @@ def test_perfect_memorisation_gives_forget_rouge_one(tofu_store):
             break
     assert generate_answers(model, data, [r["question"] for r in rows]) == [r["answer"] for r in rows]
     assert rouge_recall(model, data, rows) == pytest.approx(1.0)
+
+
+def test_lora_endpoints_are_adapters_over_a_frozen_base(tmp_path):
+    """With lora_rank > 0 only adapters train and are stored; curves interpolate adapters."""
+    torch.set_num_threads(1)
+    spec = tofu_spec(lora_rank=4, epochs=2)
+    plan = make_plan(spec)
+    store = Store(str(tmp_path))
+    jobs.build_original(store, next(iter(plan.originals.values())))
+    jobs.build_retrained(store, next(iter(plan.retrained.values())))
+    endpoint = next(iter(plan.endpoints.values()))
+    jobs.build_endpoint(store, endpoint)
+    weights = store.load_weights(endpoint.key)
+    assert weights and all("lora_" in name for name in weights)  # adapters only: the base is not copied
+    original = store.load_weights(endpoint.original)
+    assert any(not torch.equal(weights[n], original[n]) for n in weights)  # unlearning moved the adapters
+    curve = next(c for c in plan.curves.values() if c.trained)
+    for key in (curve.endpoint_1, curve.endpoint_2):
+        if not store.has_artifact(key):
+            jobs.build_endpoint(store, plan.endpoints[key])
+    jobs.build_bend(store, curve)
+    assert set(store.load_weights(jobs.bend_key(curve))) == set(weights)  # the bend lives in adapter space
+    rows = jobs.evaluate_curve_serially(store, curve)
+    assert len(rows) == 1 and 0 <= rows[0]["forget_quality"] <= 1
