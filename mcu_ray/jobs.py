@@ -20,7 +20,22 @@ from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
 from mcu_ray.methods.curriculum import needs_original_losses
-from mcu_ray.train import Teachers, fit_bezier_bend, frozen_copy, train_supervised, unlearn
+from mcu_ray.train import DivergedError, Teachers, fit_bezier_bend, frozen_copy, train_supervised, unlearn
+
+
+def failure(store: Store, *keys: str) -> str:
+    """The first of ``keys`` whose artifact recorded a failure, as 'key: reason'; '' if none."""
+    for key in keys:
+        meta = store.read_meta(key) if store.has_artifact(key) else {}
+        if meta.get("status", "ok") != "ok":
+            return f"{key} {meta['status']}: {meta.get('reason', '')}"
+    return ""
+
+
+def _diverged(store: Store, key: str, item, exc: DivergedError) -> dict:
+    """Record a diverged training run: no weights, a status and the reason, so the grid goes on."""
+    return store.save_artifact(key, {"kind": type(item).__name__.lower(), "item": asdict(item),
+                                     "status": "diverged", "reason": str(exc)})
 
 
 def t_grid(points: int) -> np.ndarray:
@@ -38,8 +53,11 @@ def _supervised(store: Store, item, split: str, ratio: float) -> dict:
         log = {"steps": 0, "loaded": reference}
     else:
         model = task.new_model(options, seed=opts.model_seed)
-        log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
-                               batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed)
+        try:
+            log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
+                                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed)
+        except DivergedError as exc:
+            return _diverged(store, item.key, item, exc)
     meta = {"kind": type(item).__name__.lower(), "item": asdict(item), "train_log": log,
             "train_seconds": time.time() - started}
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
@@ -82,10 +100,13 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
     load_state(model, store.load_weights(item.original))
     params = METHODS[item.method].Params(**item.hparams)
     started = time.time()
-    log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
-                  optimizer_params=item.optimizer_params, curriculum=item.curriculum,
-                  curriculum_params=item.curriculum_params, seed=item.seed,
-                  teachers=teachers(store, task, options, item.method, item.original, item.curriculum_params))
+    try:
+        log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
+                      optimizer_params=item.optimizer_params, curriculum=item.curriculum,
+                      curriculum_params=item.curriculum_params, seed=item.seed,
+                      teachers=teachers(store, task, options, item.method, item.original, item.curriculum_params))
+    except DivergedError as exc:
+        return _diverged(store, item.key, item, exc)
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
             "metrics": evaluate_model(model, item.task, options, item.ratio, context)}
@@ -106,9 +127,12 @@ def build_bend(store: Store, curve: Curve) -> dict:
     params = METHODS[curve.objective].Params(**curve.hparams)
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
     started = time.time()
-    bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
-                                CurveFitSpec(**curve.fit), seed=curve.seed,
-                                teachers=teachers(store, task, options, curve.objective, original_key))
+    try:
+        bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
+                                    CurveFitSpec(**curve.fit), seed=curve.seed,
+                                    teachers=teachers(store, task, options, curve.objective, original_key))
+    except DivergedError as exc:
+        return _diverged(store, bend_key(curve), curve, exc)
     meta = {"kind": "bend", "item": asdict(curve), "train_log": log, "train_seconds": time.time() - started}
     return store.save_artifact(bend_key(curve), meta, weights=bend)
 

@@ -141,6 +141,27 @@ def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
     return trainer.fit().return_value
 
 
+_VERIFIED: set[str] = set()  # artifacts whose checksums this process has checked
+
+
+def complete(store: Store, key: str) -> bool:
+    """Whether ``key`` is stored whole; a corrupt or truncated artifact is reported and removed.
+
+    Called by the holder of the key's claim, so no other trial is building it meanwhile.
+    """
+    if key in _VERIFIED:
+        return True
+    if not store.has_artifact(key):
+        return False
+    if store.verify(key):
+        _VERIFIED.add(key)
+        return True
+    log.warning("artifact %s is corrupt (checksum mismatch); rebuilding it", key)
+    print(f"[corrupt] artifact {key} failed its checksum; recomputing it", flush=True)
+    store.discard(key)
+    return False
+
+
 def ensure(grid: Grid, owner: str, builders: dict) -> None:
     """Make every key in ``builders`` exist in the store, building each at most once.
 
@@ -152,13 +173,14 @@ def ensure(grid: Grid, owner: str, builders: dict) -> None:
     while pending:
         progressed = False
         for key in list(pending):
-            if store.has_artifact(key):
+            if key in _VERIFIED or (store.has_artifact(key) and store.verify(key)):
+                _VERIFIED.add(key)
                 pending.pop(key)
                 continue
             if not ray.get(coordinator.claim.remote(key, owner)):
                 continue
             try:
-                if not store.has_artifact(key):
+                if not complete(store, key):
                     pending[key]()
             finally:
                 ray.get(coordinator.release.remote(key, owner))
@@ -210,15 +232,19 @@ def run_cell(config: dict, grid: Grid) -> dict:
 
     ensure(grid, cell.key, {original.key: train("original", original),
                             cell.retrained: train("retrained", plan.retrained[cell.retrained])})
-    ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)})
+    if not jobs.failure(store, original.key, cell.retrained):
+        ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)})
     curves = [plan.curves[key] for _, key in cell.curves]
-    ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in curves if c.trained})
-    ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c)) for c in curves})
+    healthy = [c for c in curves if not jobs.failure(store, original.key, c.endpoint_1, c.endpoint_2)]
+    ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in healthy if c.trained})
+    ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c)) for c in healthy
+                            if not (c.trained and jobs.failure(store, jobs.bend_key(c)))})
 
     rows, barrier_rows, summary = cell_tables(grid, cell)
     partition = {"task": cell.task, "setting": cell.setting}
     reference = plan.retrained[cell.retrained]
-    if not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
+    if not jobs.failure(store, original.key, reference.key) and \
+            not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
         store.write_table(pa.Table.from_pylist(reference_rows(grid, original, reference)), grid.spec.name,
                           "references", {"task": cell.task}, reference.key)
     store.write_table(pa.Table.from_pylist(barrier_rows), grid.spec.name, "barriers", partition, cell.key)
@@ -248,10 +274,22 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
              "endpoint_1": e1.key, "endpoint_2": e2.key, "seed_1": e1.seed, "seed_2": e2.seed}
     rows, barrier_rows, summary = [], [], {}
     for kind, key in cell.curves:
-        points = jobs.curve_rows(store, plan.curves[key], cell.endpoint_1)
+        curve = plan.curves[key]
+        problem = jobs.failure(store, e1.original, cell.retrained, curve.endpoint_1, curve.endpoint_2,
+                               *([jobs.bend_key(curve)] if curve.trained else []))
+        if problem:  # recorded, not dropped: the report shows the cell as failed
+            nan = {m: float("nan") for m in task.metric_directions}
+            rows += [{**ident, "curve": kind, "curve_key": key, "t": round(float(t), 6), **nan, "status": "diverged",
+                      "reason": problem} for t in jobs.t_grid(spec.points)]
+            barrier_rows += [{**ident, "curve": kind, "curve_key": key, "metric": m, "status": "diverged",
+                              "reason": problem, "mcu": False, "tolerance": spec.tolerance} for m in nan]
+            summary |= {f"mcu_{kind}": None, f"status_{kind}": "diverged"}
+            continue
+        points = jobs.curve_rows(store, curve, cell.endpoint_1)
         verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss, spec.tolerance)
         for point in points:
-            rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok"})
+            rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok",
+                         "reason": ""})
         for m in verdict.metrics:
             barrier_rows.append({**ident, "curve": kind, "curve_key": key, "metric": m.metric,
                                  "deviation": m.deviation, "argmax_t": m.argmax_t, "min": m.minimum,
@@ -259,7 +297,7 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
                                  "barrier": bool(m.deviation > spec.tolerance),
                                  "retain_barrier": verdict.retain_barrier,
                                  "forget_barrier": verdict.forget_barrier, "mcu": verdict.mcu,
-                                 "tolerance": spec.tolerance, "status": "ok"})
+                                 "tolerance": spec.tolerance, "status": "ok", "reason": ""})
         summary |= {f"mcu_{kind}": verdict.mcu, f"retain_barrier_{kind}": verdict.retain_barrier,
                     f"forget_barrier_{kind}": verdict.forget_barrier}
     return rows, barrier_rows, summary

@@ -80,6 +80,22 @@ class Store:
     def read_meta(self, key: str) -> dict:
         return json.loads(self.read_bytes("artifacts", key, "meta.json"))
 
+    def verify(self, key: str) -> bool:
+        """Whether the artifact's metadata parses and every file it lists matches its checksum."""
+        try:
+            meta = self.read_meta(key)
+            return all(_sha256(self.read_bytes("artifacts", key, name)) == digest
+                       for name, digest in meta["files"].items())
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def discard(self, key: str) -> None:
+        """Remove an artifact (a corrupt one, before it is rebuilt); meta.json goes first."""
+        for name in ("meta.json", *[p.rsplit("/", 1)[1] for p in self.list_files("artifacts", key)]):
+            path = self._path("artifacts", key, name)
+            if self.fs.get_file_info(path).type == pafs.FileType.File:
+                self.fs.delete_file(path)
+
     def save_artifact(self, key: str, meta: dict, weights: dict | None = None,
                       points: pa.Table | None = None) -> dict:
         """Write the payload files, then meta.json (with their checksums) as the commit mark."""
@@ -131,7 +147,16 @@ class Store:
         self.write_bytes(sink.getvalue(), sweep, name, *parts, f"{key}.parquet")
 
     def has_table(self, sweep: str, name: str, partition: dict, key: str) -> bool:
-        return self.exists(sweep, name, *[f"{k}={v}" for k, v in partition.items()], f"{key}.parquet")
+        """Whether the cell's file exists and is a readable Parquet file (a torn one is not)."""
+        path = self._path(sweep, name, *[f"{k}={v}" for k, v in partition.items()], f"{key}.parquet")
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return False
+        try:
+            with self.fs.open_input_file(path) as src:
+                pq.read_metadata(src)
+            return True
+        except (OSError, pa.ArrowInvalid):
+            return False
 
     def read_tables(self, sweep: str, name: str) -> pa.Table | None:
         """All files of a result table, schemas unified (tasks may carry different metrics)."""

@@ -90,3 +90,50 @@ def test_tofu_cell_runs_through_the_same_grid(ray_cluster, tmp_path):
     assert len(rows) == 2 * 3  # linear and bezier, 3 points each
     assert {"forget_quality", "model_utility", "rouge_forget", "loss_retain"} <= set(rows[0])
     assert all(0 <= r["forget_quality"] <= 1 for r in rows)
+
+
+def test_diverged_endpoint_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_path):
+    """GA with a huge learning rate blows up: its cells are kept as 'diverged', the rest run."""
+    spec = parse_spec({"name": "div", "settings": ["Rand", "Met"], "points": 3, "tasks": [
+        tiny_digits_task(hparams={"ga": {"steps": 20, "lr": 1e12}, "rl": {"epochs": 1}})],
+        "resources": {"max_concurrent_trials": 2, "trial_cpus": 0.5, "eval_cpus": 0.5}})
+    plan = make_plan(spec)
+    storage = str(tmp_path / "store")
+    assert run_grid(spec, plan, storage)["cells_failed"] == 0
+    store = Store(storage)
+    ga = [e for e in plan.endpoints.values() if e.method == "ga"]
+    assert all(store.read_meta(e.key)["status"] == "diverged" for e in ga)
+    assert "loss is" in store.read_meta(ga[0].key)["reason"]
+    rows = store.read_tables("div", "results").to_pylist()
+    assert len(rows) == 4 * 2 * 3  # every planned (cell, curve, t) is there
+    by_status = collections.Counter((r["method_1"], r["method_2"], r["status"]) for r in rows)
+    assert by_status == {("rl", "rl", "ok"): 6, ("ga", "ga", "diverged"): 6, ("ga", "rl", "diverged"): 6,
+                         ("rl", "ga", "diverged"): 6}
+
+    from mcu_ray.report import build_report
+
+    index = build_report(storage, "div", str(tmp_path / "report"))
+    assert "diverged" in open(index).read()
+
+
+def test_corrupt_artifact_and_torn_result_are_recomputed(ray_cluster, tmp_path):
+    spec = tiny_spec(settings=["Rand"], points=3)
+    plan = make_plan(spec)
+    storage = str(tmp_path / "store")
+    run_grid(spec, plan, storage)
+    store = Store(storage)
+    endpoint = next(iter(plan.endpoints))
+    weights = tmp_path / "store" / "artifacts" / endpoint / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    cell = next(c for c in plan.cells if endpoint in (c.endpoint_1, c.endpoint_2))
+    result = next((tmp_path / "store" / "grid" / "results").rglob(f"{cell.key}.parquet"))
+    result.write_bytes(result.read_bytes()[:50])  # a torn result file
+    before = collections.Counter(r["key"] for r in store.job_records())
+    again = run_grid(spec, plan, storage)
+    assert again["cells_run"] == 1 and again["cells_skipped"] == 1
+    assert store.verify(endpoint)  # rebuilt whole
+    after = collections.Counter(r["key"] for r in store.job_records())
+    assert after[endpoint] == before[endpoint] + 1  # only the corrupt artifact was retrained
+    assert all(after[k] == n for k, n in before.items() if k != endpoint and not k.startswith("curve-"))
+    rows = store.read_tables("grid", "results").to_pylist()
+    assert len(rows) == 2 * 2 * 3 and all(r["status"] == "ok" for r in rows)
