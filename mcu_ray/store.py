@@ -73,6 +73,11 @@ class Store:
         return sorted(info.path for info in self.fs.get_file_info(selector)
                       if info.type == pafs.FileType.File and ".tmp-" not in info.path)
 
+    def delete_dir(self, *parts: str) -> None:
+        path = self._path(*parts)
+        if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
+
     # ------------------------------------------------------------------ artifacts
     def has_artifact(self, key: str) -> bool:
         return self.exists("artifacts", key, "meta.json")

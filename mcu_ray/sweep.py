@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
     parser.add_argument("--report-dir", help="where figures go (default: reports/<sweep name>)")
     parser.add_argument("--no-report", action="store_true", help="skip drawing figures at the end")
+    parser.add_argument("--restart", action="store_true",
+                        help="start this sweep over: drop its result tables (shared artifacts are kept and reused)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
@@ -92,6 +94,10 @@ def main(argv=None) -> int:
           f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}", flush=True)
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec)}, indent=1,
                                           default=str).encode(), spec.name, "spec.json")
+    if args.restart:
+        for table in ("results", "barriers", "references", "tune"):
+            Store(storage).delete_dir(spec.name, table)
+        print(f"--restart: dropped the result tables of {spec.name}", flush=True)
     started = time.time()
     if not ray.is_initialized():
         start_ray(args.address, args.num_cpus)
