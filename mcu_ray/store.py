@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -136,7 +137,8 @@ class Store:
     def record_job(self, key: str, kind: str) -> str:
         """Note that a training/evaluation job for ``key`` started (counted by tests and bench)."""
         job_id = uuid.uuid4().hex[:12]
-        record = {"key": key, "kind": kind, "job_id": job_id, "started_at": time.time()}
+        record = {"key": key, "kind": kind, "job_id": job_id, "started_at": time.time(), "pid": os.getpid(),
+                  "host": socket.gethostname()}
         self.write_bytes(json.dumps(record).encode(), "jobs", key, f"{job_id}.json")
         return job_id
 

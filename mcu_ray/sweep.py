@@ -49,6 +49,20 @@ def check_storage(storage: str) -> None:
         raise SpecError("storage", storage, f"cannot be written ({type(exc).__name__}: {exc})") from None
 
 
+def check_gpus(spec, gpus: float, local: bool) -> None:
+    """Refuse GPU requests a local Ray instance cannot meet (a cluster may still add GPU nodes)."""
+    res = spec.resources
+    asked = [("resources.train.use_gpu", res.train.use_gpu, res.train.use_gpu),
+             ("resources.eval_gpus", res.eval_gpus, res.eval_gpus > 0)]
+    for path, value, wanted in asked:
+        if wanted and gpus == 0:
+            if local:
+                raise SpecError(path, value, "this machine's Ray instance has no GPU: set it to false / 0, "
+                                             "or run on a cluster with GPU nodes (--address)")
+            print(f"warning: {path} asks for GPUs and the cluster has none yet; waiting for the autoscaler",
+                  file=sys.stderr, flush=True)
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> None:
     """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance."""
     import ray
@@ -90,6 +104,15 @@ def main(argv=None) -> int:
     from mcu_ray.runner import run_grid, spec_hash
     from mcu_ray.store import Store
 
+    started = time.time()
+    local = not ray.is_initialized() and not (args.address or os.environ.get("RAY_ADDRESS"))
+    if not ray.is_initialized():
+        start_ray(args.address, args.num_cpus)
+    try:
+        check_gpus(spec, ray.cluster_resources().get("GPU", 0), local)
+    except SpecError as exc:
+        ray.shutdown()
+        fail(f"{args.spec}: {exc}")
     print(f"sweep {spec.name}: {counts['cells']} cells, {counts['endpoints']} endpoints, {counts['curves']} curves, "
           f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}", flush=True)
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec)}, indent=1,
@@ -98,9 +121,6 @@ def main(argv=None) -> int:
         for table in ("results", "barriers", "references", "tune"):
             Store(storage).delete_dir(spec.name, table)
         print(f"--restart: dropped the result tables of {spec.name}", flush=True)
-    started = time.time()
-    if not ray.is_initialized():
-        start_ray(args.address, args.num_cpus)
     try:
         outcome = run_grid(spec, plan, storage)
     finally:

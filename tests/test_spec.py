@@ -119,3 +119,23 @@ def test_cli_dry_run_json_counts(tmp_path):
     assert counts["evaluations"] == 1 + 1 + 4 + 7 * 14
     for key in ("cells", "endpoints", "curves", "evaluations"):
         assert isinstance(counts[key], int)
+
+
+def test_cli_refuses_gpus_on_a_machine_without_any(tmp_path):
+    spec = good()
+    spec["resources"] = {"train": {"use_gpu": True}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = run_cli(str(path), "--storage", str(tmp_path / "store"), "--num-cpus", "1", "--no-report")
+    assert proc.returncode == 2
+    assert "resources.train.use_gpu: got True; this machine's Ray instance has no GPU" in proc.stderr
+    assert not (tmp_path / "store" / "t").exists()  # nothing of the sweep was written
+
+
+def test_cli_refuses_unwritable_storage(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(good()))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run_cli(str(path), "--storage", str(blocker / "store"))
+    assert proc.returncode == 2 and "storage" in proc.stderr and "cannot be written" in proc.stderr
