@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 import ray
 from ray import tune
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcu_ray import __version__, jobs
 from mcu_ray.barriers import curve_verdict
@@ -329,6 +330,23 @@ class Progress(tune.Callback):
         print(f"[error] cell {trial.config['cell']['key']} failed; see {trial.local_path}", flush=True)
 
 
+def concurrency(res, cluster_cpus: float) -> int:
+    """Trials in flight, capped so that their CPUs leave room for one evaluation task.
+
+    Trials wait on evaluation tasks scheduled outside their placement groups; if the
+    trials held every CPU, those tasks could never start. An autoscaling cluster may
+    grow, so the cap uses what is there now and says so.
+    """
+    wanted = res.max_concurrent_trials
+    if res.trial_cpus <= 0 or cluster_cpus <= 0:
+        return wanted
+    fits = int((cluster_cpus - res.eval_cpus) // res.trial_cpus)
+    if fits < wanted:
+        print(f"note: {cluster_cpus:g} CPUs fit {max(fits, 1)} trials of {res.trial_cpus:g} CPU beside an evaluation "
+              f"task of {res.eval_cpus:g}; running {max(fits, 1)} at a time instead of {wanted}", flush=True)
+    return max(1, min(wanted, fits))
+
+
 def cell_config(cell: Cell, plan: Plan) -> dict:
     e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
     return {"key": cell.key, "task": cell.task, "setting": cell.setting, "methods": f"{e1.method}/{e2.method}",
@@ -345,15 +363,18 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
         print(f"{done_before} of {len(plan.cells)} cells already have results; running the other {len(todo)}", flush=True)
     if not todo:
         return {"cells_run": 0, "cells_failed": 0, "cells_skipped": done_before}
-    coordinator = BuildCoordinator.options(name=coordinator_name(storage), namespace=NAMESPACE,
-                                           get_if_exists=True).remote()
+    # On the driver's node: a lost worker node must not take the claims with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    coordinator = BuildCoordinator.options(name=coordinator_name(storage), namespace=NAMESPACE, get_if_exists=True,
+                                           scheduling_strategy=here, max_restarts=-1).remote()
     ray.get(coordinator.ready.remote())
     res = spec.resources
     trainable = tune.with_resources(tune.with_parameters(run_cell, grid=grid), {"cpu": res.trial_cpus})
     tuner = tune.Tuner(
         trainable,
         param_space={"cell": tune.grid_search([cell_config(c, plan) for c in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=res.max_concurrent_trials, reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(res, ray.cluster_resources().get("CPU", 0)),
+                                    reuse_actors=False),
         run_config=tune.RunConfig(
             name="tune", storage_path=f"{storage.rstrip('/')}/{spec.name}",
             failure_config=tune.FailureConfig(max_failures=res.max_failures),

@@ -47,7 +47,9 @@ class ResourcesSpec:
     """How the grid is laid onto the cluster."""
 
     max_concurrent_trials: int = 2  # cells in flight at once
-    trial_cpus: float = 0.5  # logical CPUs a trial holds (it runs local-mode training jobs)
+    # Logical CPUs a trial holds. Kept small on purpose: a trial mostly waits on its Train
+    # jobs and evaluation tasks, and trials holding every CPU would starve those tasks.
+    trial_cpus: float = 0.25
     eval_cpus: float = 1.0  # per t-point evaluation task
     eval_gpus: float = 0.0
     max_failures: int = 1  # Tune retries of a failed cell

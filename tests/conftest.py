@@ -10,15 +10,23 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A 2-CPU local Ray instance for the whole session; always shut down."""
+def _ray_shutdown():
+    """Shut down whatever Ray instance the session left running."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(_ray_shutdown):
+    """A 2-CPU local Ray instance, started once and shared by the tests that ask for it
+    (a test that needs another cluster shuts it down; the next one starts it again)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 def tiny_digits_task(**overrides) -> dict:
