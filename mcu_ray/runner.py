@@ -9,10 +9,14 @@ Everything below ``jobs`` is plain PyTorch; this module only schedules it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -24,7 +28,7 @@ from mcu_ray import __version__, jobs
 from mcu_ray.barriers import curve_verdict
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
-from mcu_ray.store import Store
+from mcu_ray.store import LEASE_SECONDS, Store
 from mcu_ray.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,7 @@ class Grid:
     plan: Plan
     storage: str
     spec_hash: str
+    run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])  # this driver's run
 
     @property
     def store(self) -> Store:
@@ -170,9 +175,10 @@ def ensure(grid: Grid, owner: str, builders: dict) -> None:
     builds whatever else it can claim.
     """
     store, coordinator = grid.store, grid.coordinator()
+    lease_owner = f"{grid.run_id}:{owner}"  # unique to this driver's run, stable across trial retries
     pending = dict(builders)
     while pending:
-        progressed = False
+        progressed = elsewhere = False
         for key in list(pending):
             if key in _VERIFIED or (store.has_artifact(key) and store.verify(key)):
                 _VERIFIED.add(key)
@@ -181,14 +187,41 @@ def ensure(grid: Grid, owner: str, builders: dict) -> None:
             if not ray.get(coordinator.claim.remote(key, owner)):
                 continue
             try:
-                if not complete(store, key):
-                    pending[key]()
+                if not store.acquire_lease(key, lease_owner):  # another driver on this store builds it
+                    elsewhere = True
+                    continue
+                try:
+                    with renewing_lease(store, key):
+                        if not complete(store, key):
+                            pending[key]()
+                finally:
+                    store.release_lease(key, lease_owner)
             finally:
                 ray.get(coordinator.release.remote(key, owner))
             pending.pop(key)
             progressed = True
         if pending and not progressed:
-            ray.get(coordinator.wait_any.remote(list(pending), 10.0))
+            if elsewhere:
+                time.sleep(2.0)
+            else:
+                ray.get(coordinator.wait_any.remote(list(pending), 10.0))
+
+
+@contextlib.contextmanager
+def renewing_lease(store: Store, key: str):
+    """Keep a build lease fresh while a long job runs, from a background thread."""
+    stop = threading.Event()
+
+    def renew():
+        while not stop.wait(LEASE_SECONDS / 4):
+            store.renew_lease(key)
+
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 # ----------------------------------------------------------------------------- evaluation tasks

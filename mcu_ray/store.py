@@ -31,6 +31,9 @@ from safetensors.torch import save as save_safetensors
 from mcu_ray import __version__
 
 
+LEASE_SECONDS = 120.0  # a build lease not renewed for this long is taken over
+
+
 class CorruptArtifactError(RuntimeError):
     """Stored bytes do not match the checksum in their metadata."""
 
@@ -132,6 +135,57 @@ class Store:
 
     def load_points(self, key: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self._checked(key, "points.parquet")))
+
+    # ------------------------------------------------------------------ leases
+    def _lease_path(self, key: str) -> str | None:
+        """Leases need an exclusive create: local and NFS paths have it, object stores do not."""
+        return self._path("leases", f"{key}.lease") if isinstance(self.fs, pafs.LocalFileSystem) else None
+
+    def acquire_lease(self, key: str, owner: str) -> bool:
+        """The right to build ``key`` among every driver sharing this store (not only this Ray cluster).
+
+        A lease not renewed for LEASE_SECONDS belongs to a dead builder and is taken
+        over. On object stores (s3://, gs://) this is a no-op that always succeeds: one
+        driver per store there, or share one Ray cluster, whose coordinator deduplicates.
+        """
+        path = self._lease_path(key)
+        if path is None:
+            return True
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    holder, age = open(path).read(), time.time() - os.path.getmtime(path)
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                if holder == owner:
+                    return True
+                if age < LEASE_SECONDS:
+                    return False
+                try:
+                    os.unlink(path)  # a stale lease
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as out:
+                out.write(owner)
+            return True
+        return False
+
+    def renew_lease(self, key: str) -> None:
+        path = self._lease_path(key)
+        if path is not None and os.path.exists(path):
+            os.utime(path)
+
+    def release_lease(self, key: str, owner: str) -> None:
+        path = self._lease_path(key)
+        try:
+            if path is not None and open(path).read() == owner:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     # ------------------------------------------------------------------ job ledger
     def record_job(self, key: str, kind: str) -> str:

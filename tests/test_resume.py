@@ -57,3 +57,24 @@ def test_sigkill_mid_grid_then_rerun(tmp_path):
     after = collections.Counter(r["key"] for r in store.job_records())
     assert all(after[k] == n for k, n in finished.items())  # no finished job ran again
     assert all(store.has_artifact(k) for k in after)
+
+
+def test_two_sweeps_sharing_a_store_at_once(tmp_path):
+    """Two drivers, each with its own Ray instance, one store: every artifact trained once."""
+    storage = tmp_path / "store"
+    paths = []
+    for name in ("first", "second"):
+        spec = {**SPEC, "name": name, "tasks": [tiny_digits_task(ratios=[5])]}
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(spec))
+    drivers = [sweep(path, storage) for path in paths]
+    outputs = [d.communicate(timeout=900)[0] for d in drivers]
+    assert all(d.returncode == 0 for d in drivers), outputs
+    store = Store(str(storage))
+    runs = collections.Counter((r["key"], r["kind"]) for r in store.job_records())
+    training = {k: n for k, n in runs.items() if k[1] != "evaluation"}
+    assert training and set(training.values()) == {1}, training  # nothing trained twice
+    for name in ("first", "second"):
+        rows = store.read_tables(name, "results").to_pylist()
+        assert len(rows) == 4 * 2 * 4  # each sweep has all its rows
+    assert not list((storage / "leases").glob("*.lease"))  # every lease released
