@@ -228,25 +228,31 @@ def renewing_lease(store: Store, key: str):
 
 
 @ray.remote
-def evaluate_point_task(task: str, options: dict, ratio: float, control_points: list, t: float,
-                        reference: tuple, threads: float):
+def evaluate_points_task(task: str, options: dict, ratio: float, control_points: list, ts: list,
+                         reference: tuple, threads: float) -> list[dict]:
+    """Evaluate phi(t) for each t in ``ts`` (one or a few points per task)."""
     jobs.use_threads(threads)
     from mcu_ray.evaluate import evaluate_curve_point
 
-    return evaluate_curve_point(task, options, ratio, control_points, t, reference)
+    return [evaluate_curve_point(task, options, ratio, control_points, t, reference) for t in ts]
 
 
 def evaluate_curve(grid: Grid, curve) -> None:
-    """The interior t-points of one curve as parallel Ray tasks; weights shipped once."""
+    """The interior t-points of one curve as parallel Ray tasks; weights shipped once.
+
+    ``eval_points_per_task`` > 1 groups points so that small models do not pay a task's
+    overhead per point; 1 spreads a curve over as many workers (GPUs) as are free.
+    """
     store = grid.store
     store.record_job(curve.key, "evaluation")
     res = grid.spec.resources
     cps_ref = ray.put(jobs.control_points(store, curve))
     # Outside the trial's placement group: the trial holds only what it runs itself.
-    task = evaluate_point_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
-    refs = [task.remote(curve.task, curve.options, curve.ratio, cps_ref, t, (store.uri, curve.reference), res.eval_cpus)
-            for t in jobs.interior_ts(curve)]
-    jobs.save_points(store, curve, ray.get(refs))
+    task = evaluate_points_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
+    ts, size = jobs.interior_ts(curve), res.eval_points_per_task
+    refs = [task.remote(curve.task, curve.options, curve.ratio, cps_ref, ts[i:i + size],
+                        (store.uri, curve.reference), res.eval_cpus) for i in range(0, len(ts), size)]
+    jobs.save_points(store, curve, [row for rows in ray.get(refs) for row in rows])
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -363,6 +369,15 @@ class Progress(tune.Callback):
         print(f"[error] cell {trial.config['cell']['key']} failed; see {trial.local_path}", flush=True)
 
 
+def interleave_tasks(cells: list) -> list:
+    """Cells of different tasks in turn, so a slow task's cells do not all wait at the end."""
+    by_task: dict = {}
+    for cell in cells:
+        by_task.setdefault(cell.task, []).append(cell)
+    queues = list(by_task.values())
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
 def concurrency(res, cluster_cpus: float) -> int:
     """Trials in flight, capped so that their CPUs leave room for one evaluation task.
 
@@ -390,7 +405,8 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
     """Run every cell not yet done as a Tune trial; return counts of what happened."""
     grid = Grid(spec, plan, storage, spec_hash(spec))
     store = grid.store
-    todo = [c for c in plan.cells if not store.has_table(spec.name, "results", {"task": c.task, "setting": c.setting}, c.key)]
+    todo = interleave_tasks([c for c in plan.cells
+                             if not store.has_table(spec.name, "results", {"task": c.task, "setting": c.setting}, c.key)])
     done_before = len(plan.cells) - len(todo)
     if done_before:
         print(f"{done_before} of {len(plan.cells)} cells already have results; running the other {len(todo)}", flush=True)
@@ -407,7 +423,7 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
         trainable,
         param_space={"cell": tune.grid_search([cell_config(c, plan) for c in todo])},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(res, ray.cluster_resources().get("CPU", 0)),
-                                    reuse_actors=False),
+                                    reuse_actors=True),  # no process start-up (torch import) per cell
         run_config=tune.RunConfig(
             name="tune", storage_path=f"{storage.rstrip('/')}/{spec.name}",
             failure_config=tune.FailureConfig(max_failures=res.max_failures),

@@ -52,6 +52,7 @@ class ResourcesSpec:
     trial_cpus: float = 0.25
     eval_cpus: float = 1.0  # per t-point evaluation task
     eval_gpus: float = 0.0
+    eval_points_per_task: int = 1  # t-points per evaluation task (more: less overhead for small models)
     max_failures: int = 1  # Tune retries of a failed cell
     train: ScalingSpec = field(default_factory=ScalingSpec)
 
@@ -311,6 +312,8 @@ def _parse_resources(raw, path) -> ResourcesSpec:
     resources = build_dataclass(ResourcesSpec, raw, path, overrides={"train": train})
     if resources.max_concurrent_trials < 1:
         raise SpecError(_join(path, "max_concurrent_trials"), resources.max_concurrent_trials, "expected an integer >= 1")
+    if resources.eval_points_per_task < 1:
+        raise SpecError(_join(path, "eval_points_per_task"), resources.eval_points_per_task, "expected an integer >= 1")
     if resources.max_failures < 0:
         raise SpecError(_join(path, "max_failures"), resources.max_failures, "expected an integer >= 0")
     for key in ("trial_cpus", "eval_cpus", "eval_gpus"):
