@@ -149,3 +149,23 @@ def test_lora_endpoints_are_adapters_over_a_frozen_base(tmp_path):
     assert set(store.load_weights(jobs.bend_key(curve))) == set(weights)  # the bend lives in adapter space
     rows = jobs.evaluate_curve_serially(store, curve)
     assert len(rows) == 1 and 0 <= rows[0]["forget_quality"] <= 1
+
+
+def test_so_and_cl_endpoints_on_tofu(tmp_path):
+    """The SO and CL variants run on the language-model task too (all 10 settings need them)."""
+    torch.set_num_threads(1)
+    spec = parse_spec({"name": "t", "settings": ["FO-SO", "CL-Non-CL"], "points": 3, "tasks": [{
+        "name": "tofu", "ratios": [10], "methods": ["npo", "rl"],
+        "options": {"synthetic_authors": 5, "eval_size": 8, "n_embd": 32, "n_layer": 1, "vocab_size": 400,
+                    "epochs": 3, "max_new_tokens": 8},
+        "hparams": {"npo": {"epochs": 1}, "rl": {"epochs": 1, "cl": {"kind": "hard_to_easy"}}}}]})
+    plan = make_plan(spec)
+    store = Store(str(tmp_path))
+    jobs.build_original(store, next(iter(plan.originals.values())))
+    jobs.build_retrained(store, next(iter(plan.retrained.values())))
+    variants = set()
+    for endpoint in plan.endpoints.values():
+        meta = jobs.build_endpoint(store, endpoint)
+        assert meta["train_log"]["steps"] > 0 and 0 <= meta["metrics"]["forget_quality"] <= 1
+        variants.add((endpoint.method, endpoint.optimizer, endpoint.curriculum))
+    assert variants == {(m, o, c) for m in ("npo", "rl") for o, c in (("fo", "none"), ("so", "none"), ("fo", "cl"))}
