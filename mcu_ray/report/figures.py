@@ -41,6 +41,9 @@ def is_reference_metric(metric: str) -> bool:
 
 
 # ---------------------------------------------------------------------- curves of one setting
+MAX_COLUMNS = 4  # panels per row before the method pairs wrap
+
+
 def setting_figure(path: str, task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
                    references: pd.DataFrame, metrics: list[str]) -> None:
     """Metrics along every curve of one (task, setting): rows = forget ratios, columns = method pairs."""
@@ -50,16 +53,23 @@ def setting_figure(path: str, task: str, setting: str, results: pd.DataFrame, ve
     limits = _axis_limits(results, metrics)
     reference = {r: {m: v for m, v in retrained_values(references, task, r).items()
                      if m in metrics and is_reference_metric(m)} for r in ratios}
-    fig, axes = plt.subplots(len(ratios), len(pairs), squeeze=False, layout="constrained",
-                             figsize=(PANEL_INCHES[0] * len(pairs) + 1, PANEL_INCHES[1] * len(ratios) + 1))
+    # Many method pairs (Met settings: 12 for 4 methods) wrap onto several rows per ratio.
+    cols = min(len(pairs), MAX_COLUMNS)
+    rows_per_ratio = -(-len(pairs) // cols)
+    n_rows = len(ratios) * rows_per_ratio
+    fig, axes = plt.subplots(n_rows, cols, squeeze=False, layout="constrained",
+                             figsize=(PANEL_INCHES[0] * cols + 1, PANEL_INCHES[1] * n_rows + 1))
     for i, ratio in enumerate(ratios):
         for j, pair in enumerate(pairs):
+            row, col = i * rows_per_ratio + j // cols, j % cols
             rows, cell_verdicts = _panel_rows(results, ratio, pair), _panel_rows(verdicts, ratio, pair)
-            ax = axes[i, j]
+            ax = axes[row, col]
             loss_ax = _draw_panel(ax, rows, reference[ratio], metrics, colours, limits)
             ax.set_title(f"{pair_label(*pair)}{_seed_note(rows)}\n{_verdict_line(cell_verdicts)}", fontsize=8.5)
-            _label_axes(ax, loss_ax, first_col=j == 0, last_col=j == len(pairs) - 1,
-                        bottom=i == len(ratios) - 1, ratio=ratio)
+            _label_axes(ax, loss_ax, first_col=col == 0, last_col=col == cols - 1 or j == len(pairs) - 1,
+                        bottom=row == n_rows - 1 or j + cols >= len(pairs) and i == len(ratios) - 1, ratio=ratio)
+        for j in range(len(pairs), rows_per_ratio * cols):  # empty slots of the last wrapped row
+            axes[i * rows_per_ratio + j // cols, j % cols].set_axis_off()
     fig.suptitle(f"{task} · {setting}: metrics along the curves between unlearned models", fontsize=12)
     handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics, colours,
                               with_reference=any(reference.values()))
