@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ray
 def slow_spec(name: str, **resources):
     """Endpoints that train for seconds, so a fault lands while they run."""
     return parse_spec({"name": name, "settings": ["Rand"], "points": 3, "tasks": [tiny_digits_task(
-        hparams={"ga": {"steps": 800, "batch_size": 4}, "rl": {"epochs": 1}})],
+        hparams={"ga": {"steps": 1500, "batch_size": 4}, "rl": {"epochs": 1}})],
         "resources": {"max_concurrent_trials": 2, "trial_cpus": 0.1, "eval_cpus": 0.5, "max_failures": 2,
                       **resources}})
 
@@ -45,7 +45,9 @@ def kill_first_job(store: Store, kind: str, killed: list, how) -> threading.Thre
         while time.time() < deadline and not killed:
             for record in store.job_records():
                 if record["kind"] == kind and not store.has_artifact(record["key"]):
-                    time.sleep(0.5)  # well inside the job
+                    time.sleep(0.2)  # inside the job ...
+                    if store.has_artifact(record["key"]):
+                        continue  # ... unless it already finished: wait for the next one
                     killed.append(how(record))
                     return
             time.sleep(0.1)
