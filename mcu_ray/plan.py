@@ -140,6 +140,8 @@ class Plan:
         trained_curves = sum(c.trained for c in self.curves.values())
         interior = max(self.points - 2, 0)  # t=0 and t=1 are the endpoints, evaluated once each
         models = len(self.originals) + len(self.retrained) + len(self.endpoints)
+        # the original is evaluated once per (task, ratio) beside its retrained reference
+        evaluated_models = 2 * len(self.retrained) + len(self.endpoints)
         return {
             "cells": len(self.cells),
             "endpoints": len(self.endpoints),
@@ -148,7 +150,7 @@ class Plan:
             "originals": len(self.originals),
             "retrained": len(self.retrained),
             "training_jobs": models + trained_curves,
-            "evaluations": models + len(self.curves) * interior,
+            "evaluations": evaluated_models + len(self.curves) * interior,
             "points_per_curve": self.points,
         }
 

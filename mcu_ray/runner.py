@@ -355,7 +355,8 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         cfg, res = trial.config["cell"], trial.last_result or {}
-        verdicts = " ".join(f"{k[4:]}={'MCU' if v else 'barrier'}" for k, v in res.items() if k.startswith("mcu_"))
+        verdicts = " ".join(f"{k[4:]}={'failed' if v is None else 'MCU' if v else 'barrier'}"
+                            for k, v in res.items() if k.startswith("mcu_"))
         print(f"[{self.done}/{self.total}] {cfg['task']} {cfg['setting']:<13} {cfg['methods']:<9} "
               f"ratio={cfg['ratio']:g}% seed={cfg['seed']}  {verdicts}  "
               f"({res.get('cell_seconds', 0):.1f}s, elapsed {time.time() - self.started:.0f}s)", flush=True)
