@@ -426,7 +426,7 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(res, ray.cluster_resources().get("CPU", 0)),
                                     reuse_actors=True),  # no process start-up (torch import) per cell
         run_config=tune.RunConfig(
-            name="tune", storage_path=f"{storage.rstrip('/')}/{spec.name}",
+            name="tune", storage_path=f"{store.uri.rstrip('/')}/{spec.name}",
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
             callbacks=[Progress(len(plan.cells), done_before, storage)], verbose=0),
     )
