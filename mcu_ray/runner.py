@@ -404,6 +404,7 @@ def cell_config(cell: Cell, plan: Plan) -> dict:
 
 def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
     """Run every cell not yet done as a Tune trial; return counts of what happened."""
+    storage = Store(storage).uri  # absolute: Tune, Train and every worker resolve it alike
     grid = Grid(spec, plan, storage, spec_hash(spec))
     store = grid.store
     todo = interleave_tasks([c for c in plan.cells
@@ -426,7 +427,7 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(res, ray.cluster_resources().get("CPU", 0)),
                                     reuse_actors=True),  # no process start-up (torch import) per cell
         run_config=tune.RunConfig(
-            name="tune", storage_path=f"{store.uri.rstrip('/')}/{spec.name}",
+            name="tune", storage_path=f"{storage.rstrip('/')}/{spec.name}",
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
             callbacks=[Progress(len(plan.cells), done_before, storage)], verbose=0),
     )
