@@ -139,3 +139,18 @@ def test_cli_refuses_unwritable_storage(tmp_path):
     blocker.write_text("not a directory")
     proc = run_cli(str(path), "--storage", str(blocker / "store"))
     assert proc.returncode == 2 and "storage" in proc.stderr and "cannot be written" in proc.stderr
+
+
+def test_cli_runs_with_a_relative_storage_path(tmp_path):
+    """The default storage is relative (./mcu_runs): Tune and Train need it resolved."""
+    spec = good()
+    spec["settings"], spec["points"] = ["Rand"], 3
+    spec["tasks"][0]["methods"] = ["rl"]
+    spec["tasks"][0]["hparams"] = {"rl": {"epochs": 1}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "mcu_ray.sweep", "s.yaml", "--storage", "runs", "--num-cpus", "2",
+                           "--report-dir", "report"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert list((tmp_path / "runs" / "t" / "results").rglob("*.parquet"))
+    assert (tmp_path / "report" / "index.html").is_file()
