@@ -54,7 +54,8 @@ def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, ref
 def evaluate_curve_point(task_name: str, options: dict, ratio: float, control_points: list, t: float,
                          reference: tuple[str, str]) -> dict:
     """Metrics of phi(t) for the curve through ``control_points`` (parameter dicts)."""
-    model = TASKS[task_name].new_model(options, seed=0)
+    model = TASKS[task_name].new_model(options, seed=0)  # built once: phi(t) is loaded into it
     with torch.no_grad():
-        state = state_at(model, control_points, t)
-    return {"t": t, **evaluate_state(task_name, options, ratio, state, reference)}
+        load_state(model, state_at(model, control_points, t))
+    context = eval_context(task_name, options, ratio, reference)
+    return {"t": t, **evaluate_model(model, task_name, options, ratio, context)}

@@ -197,7 +197,8 @@ class Store:
         return job_id
 
     def job_records(self) -> list[dict]:
-        return [json.loads(self.fs.open_input_stream(p).read()) for p in self.list_files("jobs")]
+        root = self._path()
+        return [json.loads(self.read_bytes(*p[len(root) + 1:].split("/"))) for p in self.list_files("jobs")]
 
     # ------------------------------------------------------------------ result tables
     def write_table(self, table: pa.Table, sweep: str, name: str, partition: dict, key: str) -> None:
