@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mcu_ray.curves import curve_parameters, load_state, savable_state
+from mcu_ray import pathway
+from mcu_ray.curves import curve_parameters, load_state, savable_state, state_at
 from mcu_ray.evaluate import eval_context, evaluate_curve_point, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
@@ -95,6 +96,8 @@ def teachers(store: Store, task, options: dict, method: str, original_key: str,
 def build_endpoint(store: Store, item: Endpoint) -> dict:
     """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
     store.record_job(item.key, "endpoint")
+    if item.source:
+        return build_pathway(store, item)
     task, options, data = task_data(item.task, item.options, item.ratio)
     model = task.new_model(options, seed=0)
     load_state(model, store.load_weights(item.original))
@@ -111,6 +114,64 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
             "metrics": evaluate_model(model, item.task, options, item.ratio, context)}
     return store.save_artifact(item.key, meta, weights=savable_state(model))
+
+
+def build_pathway(store: Store, item: Endpoint) -> dict:
+    """Pathway unlearning: the point t* of a trained curve original -> source endpoint.
+
+    The curve is evaluated at ``select_points`` values of t; t* minimises the mean gap to
+    the retrained model on the task's selection metrics (interpolated between points),
+    and phi(t*) is stored as an ordinary endpoint, its curve's points beside it.
+    """
+    problem = failure(store, item.source)
+    if problem:
+        return _diverged(store, item.key, item, DivergedError(f"source endpoint {problem}"))
+    task, options, data = task_data(item.task, item.options, item.ratio)
+    model = task.new_model(options, seed=0)
+    original, source = store.load_weights(item.original), store.load_weights(item.source)
+    load_state(model, original)
+    params = METHODS[item.method].Params(**item.hparams)
+    started = time.time()
+    try:
+        bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed)
+    except DivergedError as exc:
+        return _diverged(store, item.key, item, exc)
+    names = curve_parameters(model)
+    cps = [{n: original[n] for n in names}, bend, {n: source[n] for n in names}]
+    reference = (store.uri, item.reference)
+    rows = [evaluate_curve_point(item.task, options, item.ratio, cps, float(t), reference)
+            for t in t_grid(params.select_points)]
+    targets = store.read_meta(item.reference)["metrics"]
+    t_star, predicted_gap = pathway.select_t([r["t"] for r in rows], {m: [r[m] for r in rows]
+                                                                     for m in task.selection_metrics}, targets)
+    with torch.no_grad():
+        load_state(model, state_at(model, cps, t_star))
+    context = eval_context(item.task, options, item.ratio, reference)
+    metrics = evaluate_model(model, item.task, options, item.ratio, context)
+    meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
+            "metrics": metrics, "pathway": {"t_star": t_star, "predicted_gap": predicted_gap,
+                                            "gap": mean_gap(metrics, targets, task.selection_metrics),
+                                            "selection_metrics": list(task.selection_metrics)}}
+    return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
+
+
+def mean_gap(metrics: dict, targets: dict, names) -> float:
+    """The mean absolute gap of ``metrics`` to ``targets`` over ``names`` (the pathway's yardstick)."""
+    return float(np.mean([abs(metrics[m] - targets[m]) for m in names]))
+
+
+def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]:
+    """A pathway endpoint beside its source endpoint and the retrained model, with each one's
+    mean gap to the retrained model on the task's selection metrics (the report's comparison)."""
+    meta = store.read_meta(item.key)
+    targets = store.read_meta(item.reference)["metrics"]
+    names = meta["pathway"]["selection_metrics"]
+    ident = {"task": item.task, "ratio": item.ratio, "seed": item.seed, "method": item.method,
+             "source_method": source_method, "optimizer": item.optimizer, "curriculum": item.curriculum,
+             "endpoint": item.key, "t_star": meta["pathway"]["t_star"]}
+    models = (("source", store.read_meta(item.source)["metrics"]), ("pathway", meta["metrics"]), ("retrained", targets))
+    return [{**ident, "model": model, "gap_to_retrained": mean_gap(metrics, targets, names), **metrics}
+            for model, metrics in models]
 
 
 def bend_key(curve: Curve) -> str:

@@ -1,16 +1,24 @@
-"""Pathway unlearning (Shi & Wang 2025, arXiv 2505.10859): the pieces that decide, not the loop.
+"""Pathway unlearning (Shi & Wang 2025, arXiv 2505.10859): the curve and its three decisions.
 
 A quadratic Bezier curve runs from the original model (t=0) to an unlearned endpoint
-(t=1); only the bend trains, and only on a subset of its tensors. This module holds the
-three decisions of that method as plain functions, each testable on numbers:
-which tensors train (the parameter mask), how hard to push on the forget set (the
-adaptive beta), and which point of the curve to export (t*).
+(t=1); only the bend trains, and only a subset of its tensors. Three decisions, each a
+plain function testable on numbers: which tensors train (``select_tensors``), how hard
+to push on the forget set (``BetaRule``) and which point to export (``select_t``).
+``fit_pathway_bend`` is the loop that uses the first two; no Ray and no I/O here.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+
+from mcu_ray.curves import curve_forward, curve_parameters
+from mcu_ray.tasks.classification import batch_length, iterate_batches
+from mcu_ray.train import check_finite, unlearning_batches
 
 
 def select_tensors(retain_scores: dict, forget_scores: dict, sizes: dict, k: float, k_r: float) -> list[str]:
@@ -65,5 +73,101 @@ def select_t(ts, metrics: dict, targets: dict, resolution: int = 1001) -> tuple[
     fine = np.linspace(ts[order][0], ts[order][-1], resolution)
     gaps = np.mean([np.abs(np.interp(fine, ts[order], np.asarray(values, float)[order]) - targets[name])
                     for name, values in metrics.items()], axis=0)
-    best = int(np.argmin(gaps))
+    if np.isnan(gaps).all():
+        raise ValueError("every point of the curve has a NaN metric: no t* to choose")
+    best = int(np.nanargmin(gaps))  # a point next to a NaN (diverged) one is never chosen
     return float(fine[best]), float(gaps[best])
+
+
+def tensor_scores(model: nn.Module, task, split: dict, batch_size: int = 256) -> dict[str, float]:
+    """||grad of the summed loss over ``split``||_2 / numel, per trainable tensor, at ``model``'s weights.
+
+    The norm is the same for L and -L, so this is both score_r (on Dr) and score_f (on Df).
+    """
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    model.eval()  # BatchNorm: the model's own statistics, not updated
+    model.zero_grad(set_to_none=True)
+    for batch in iterate_batches(split, batch_size):
+        task.example_losses(model, batch).sum().backward()
+    scores = {name: float(p.grad.norm() / p.numel()) if p.grad is not None else 0.0 for name, p in params.items()}
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+@torch.no_grad()
+def accuracy(forward, task, split: dict, batch_size: int = 256) -> float:
+    """The task's accuracy on a split (classes; answer tokens for an LM), example-weighted over batches."""
+    total = correct = 0.0
+    for batch in iterate_batches(split, batch_size):
+        n = batch_length(batch)
+        correct += task.losses_and_accuracy(forward, batch)[1] * n
+        total += n
+    return correct / max(total, 1)
+
+
+def subset(split: dict, fraction: float, generator: torch.Generator) -> dict:
+    """A seeded random ``fraction`` of a split (at least one example)."""
+    n = batch_length(split)
+    keep = torch.randperm(n, generator=generator)[: max(1, round(fraction * n))]
+    return {k: v[keep] for k, v in split.items()}
+
+
+@dataclass
+class MixedData:
+    """The task's splits, with Dr replaced by the retain subset the curve trains on."""
+
+    data: Any
+    retain: dict
+
+    def split(self, name: str) -> dict:
+        return self.retain if name == "retain" else self.data.split(name)
+
+
+def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, seed: int) -> tuple[dict, dict]:
+    """Train the midpoint of the curve original -> ``theta_u`` (``model`` holds the original).
+
+    Each step: one t ~ U(0, 1), a batch mixing Df and the retain subset in proportion,
+    loss L(Dr) - beta * L(Df) at phi(t), beta from ``BetaRule`` on this batch's forget and
+    retain accuracy against the original's baselines: its accuracy on data it never saw
+    (the task's holdout split) and on the retain subset. Only the masked tensors of the
+    midpoint require gradients; the rest stay on the chord. Returns the midpoint and a log.
+    """
+    names = curve_parameters(model)
+    weights = dict(model.named_parameters())
+    theta_o = {n: weights[n].detach().clone() for n in names}
+    theta_u = {n: theta_u[n].detach() for n in names}
+    generator = torch.Generator().manual_seed(seed)
+    forget, retain = data.split("forget"), subset(data.split("retain"), params.retain_ratio, generator)
+
+    model.eval()
+    baselines = accuracy(model, task, data.split(task.holdout_split)), accuracy(model, task, retain)
+    sizes = {n: weights[n].numel() for n in names}
+    selected = select_tensors(tensor_scores(model, task, data.split("retain")), tensor_scores(model, task, forget),
+                              sizes, params.k, params.k_r)
+    bend = {n: ((theta_o[n] + theta_u[n]) / 2).requires_grad_(n in selected) for n in names}
+    opt = torch.optim.AdamW([bend[n] for n in selected], lr=params.lr, weight_decay=params.weight_decay)
+
+    n_forget, n_retain = batch_length(forget), batch_length(retain)
+    forget_size = max(1, round(params.batch_size * n_forget / (n_forget + n_retain)))
+    loop = dataclasses.replace(params, steps=0, batch_size=forget_size,
+                               retain_batch_size=max(1, params.batch_size - forget_size))
+    rule = BetaRule(params.beta_low, params.beta_high)
+    model.train()
+    betas, loss = [], None
+    for step, (forget_batch, retain_batch) in enumerate(
+            unlearning_batches(MixedData(data, retain), loop, generator, uses_retain=True)):
+        forward = curve_forward(model, [theta_o, bend, theta_u], float(torch.rand((), generator=generator)))
+        forget_losses, forget_acc = task.losses_and_accuracy(forward, forget_batch)
+        retain_losses, retain_acc = task.losses_and_accuracy(forward, retain_batch)
+        betas.append(rule(forget_acc, retain_acc, *baselines))
+        loss = retain_losses.mean() - betas[-1] * forget_losses.mean()
+        check_finite(loss, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    log = {"steps": len(betas), "final_loss": loss.item() if loss is not None else float("nan"),
+           "forget_baseline": baselines[0], "retain_baseline": baselines[1],
+           "selected_tensors": len(selected), "trained_fraction": sum(sizes[n] for n in selected) / sum(sizes.values()),
+           "mean_beta": float(np.mean(betas)) if betas else 0.0,
+           "beta_zero_fraction": float(np.mean([b == 0 for b in betas])) if betas else 0.0}
+    return {n: b.detach() for n, b in bend.items()}, log

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from itertools import permutations
 
+from mcu_ray.methods import METHODS
 from mcu_ray.spec import SweepSpec
 
 # Bump when a change alters what an artifact of an unchanged spec would contain.
@@ -90,6 +91,7 @@ class Endpoint:
     curriculum_params: dict  # the curriculum's knobs when curriculum == "cl", else {}
     original: str  # key of the model it unlearns
     reference: str  # key of the retrained model its metrics are relative to
+    source: str = ""  # pathway methods: key of the endpoint their curve runs to (built first)
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,10 @@ class Plan:
         trained_curves = sum(c.trained for c in self.curves.values())
         interior = max(self.points - 2, 0)  # t=0 and t=1 are the endpoints, evaluated once each
         models = len(self.originals) + len(self.retrained) + len(self.endpoints)
-        # the original is evaluated once per (task, ratio) beside its retrained reference
-        evaluated_models = 2 * len(self.retrained) + len(self.endpoints)
+        # the original is evaluated once per (task, ratio) beside its retrained reference;
+        # a pathway endpoint evaluates its curve at select_points t values, then at t*
+        evaluated_models = 2 * len(self.retrained) + len(self.endpoints) + sum(
+            e.hparams["select_points"] for e in self.endpoints.values() if e.source)
         return {
             "cells": len(self.cells),
             "endpoints": len(self.endpoints),
@@ -176,17 +180,17 @@ def make_plan(spec: SweepSpec) -> Plan:
                     for m1, m2 in pairs:
                         ends = []
                         for method, variant in ((m1, v1), (m2, v2)):
-                            knobs = task.hparams[method]
-                            payload = {**base, "ratio": ratio, "method": method, "hparams": knobs["params"],
-                                       "optimizer": variant.optimizer, "curriculum": variant.curriculum,
-                                       "optimizer_params": knobs["so"] if variant.optimizer == "so" else {},
-                                       "curriculum_params": knobs["cl"] if variant.curriculum == "cl" else {},
-                                       "seed": seed + variant.seed_offset, "original": original, "reference": ref}
-                            ends.append(add(endpoints, Endpoint(content_key("ep", payload), **payload)))
+                            common = (base, ratio, task.hparams, variant, seed, original, ref)
+                            # pathway_<m>: the endpoint of m under the same variant, then the curve to it
+                            source = METHODS[method].source
+                            source_key = add(endpoints, _endpoint(*common, source)) if source else ""
+                            ends.append(add(endpoints, _endpoint(*common, method, source_key)))
                         e1, e2 = ends
+                        # a Bezier bend trains with the first endpoint's objective (a pathway's: its source's)
+                        objective = endpoints[endpoints[e1].source or e1]
                         cell_curves = []
                         for kind in spec.curves:
-                            cell_curves.append((kind, add(curves, _curve(kind, base, ratio, e1, e2, endpoints[e1],
+                            cell_curves.append((kind, add(curves, _curve(kind, base, ratio, e1, e2, objective,
                                                                           ref, fit, spec.points))))
                         cell_payload = {**base, "setting": setting, "ratio": ratio, "seed": seed,
                                         "endpoint_1": e1, "endpoint_2": e2, "curves": tuple(cell_curves)}
@@ -195,7 +199,19 @@ def make_plan(spec: SweepSpec) -> Plan:
     return Plan(cells, originals, retrained, endpoints, curves, spec.points)
 
 
-def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, first: Endpoint, ref: str, fit: dict,
+def _endpoint(base: dict, ratio: float, hparams: dict, variant: Variant, seed: int, original: str, ref: str,
+              method: str, source: str = "") -> Endpoint:
+    knobs = hparams[method]
+    payload = {**base, "ratio": ratio, "method": method, "hparams": knobs["params"],
+               "optimizer": variant.optimizer, "curriculum": variant.curriculum,
+               "optimizer_params": knobs["so"] if variant.optimizer == "so" else {},
+               "curriculum_params": knobs["cl"] if variant.curriculum == "cl" else {},
+               "seed": seed + variant.seed_offset, "original": original, "reference": ref,
+               **({"source": source} if source else {})}  # absent for other methods: their keys are unchanged
+    return Endpoint(content_key("ep", payload), **payload)
+
+
+def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, objective: Endpoint, ref: str, fit: dict,
            points: int) -> Curve:
     if kind == "linear":
         # phi(t) = (1-t) theta_1 + t theta_2 is the same line both ways: key the unordered pair
@@ -204,5 +220,6 @@ def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, first: Endpoin
                    "points": points}
         return Curve(content_key("curve", payload), **payload)
     payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "reference": ref,
-               "objective": first.method, "hparams": first.hparams, "fit": fit, "seed": first.seed, "points": points}
+               "objective": objective.method, "hparams": objective.hparams, "fit": fit, "seed": objective.seed,
+               "points": points}
     return Curve(content_key("curve", payload), **payload)

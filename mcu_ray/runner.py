@@ -273,6 +273,8 @@ def run_cell(config: dict, grid: Grid) -> dict:
     ensure(grid, cell.key, {original.key: train("original", original),
                             cell.retrained: train("retrained", plan.retrained[cell.retrained])})
     if not jobs.failure(store, original.key, cell.retrained):
+        sources = [plan.endpoints[e.source] for e in (e1, e2) if e.source]  # pathway endpoints start from these
+        ensure(grid, cell.key, {e.key: train("endpoint", e) for e in sources})
         ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)})
     curves = [plan.curves[key] for _, key in cell.curves]
     healthy = [c for c in curves if not jobs.failure(store, original.key, c.endpoint_1, c.endpoint_2)]
@@ -287,9 +289,23 @@ def run_cell(config: dict, grid: Grid) -> dict:
             not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
         store.write_table(pa.Table.from_pylist(reference_rows(grid, original, reference)), grid.spec.name,
                           "references", {"task": cell.task}, reference.key)
+    for endpoint in (e1, e2):
+        if endpoint.source and not jobs.failure(store, endpoint.key):
+            write_pathway_table(grid, endpoint)
     store.write_table(pa.Table.from_pylist(barrier_rows), grid.spec.name, "barriers", partition, cell.key)
     store.write_table(pa.Table.from_pylist(rows), grid.spec.name, "results", partition, cell.key)
     return {**summary, "cell_seconds": time.time() - started}
+
+
+def write_pathway_table(grid: Grid, endpoint) -> None:
+    """A pathway endpoint beside its source and the retrained model; once per endpoint."""
+    store, sweep = grid.store, grid.spec.name
+    if store.has_table(sweep, "pathway", {"task": endpoint.task}, endpoint.key):
+        return
+    ident = {"sweep": sweep, "spec_hash": grid.spec_hash, "code_version": __version__}
+    rows = jobs.pathway_rows(store, endpoint, grid.plan.endpoints[endpoint.source].method)
+    store.write_table(pa.Table.from_pylist([{**ident, **row} for row in rows]), sweep, "pathway",
+                      {"task": endpoint.task}, endpoint.key)
 
 
 def reference_rows(grid: Grid, original, reference) -> list[dict]:

@@ -277,13 +277,16 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
     raw_hparams = raw.get("hparams") or {}
     if not isinstance(raw_hparams, dict):
         raise SpecError(_join(path, "hparams"), raw_hparams, "expected a mapping method -> {param: value}")
+    # a pathway method trains from another method's endpoint: that method's knobs are needed too
+    tuned = list(dict.fromkeys([*methods, *(method_registry.METHODS[m].source for m in methods
+                                            if method_registry.METHODS[m].source)]))
     hparams = {}
     for method_name, values in raw_hparams.items():
         hp_path = _join(_join(path, "hparams"), method_name)
-        if method_name not in methods:
-            raise SpecError(hp_path, values, f"hyper-parameters for a method not in this task's methods{did_you_mean(method_name, methods)}; methods: {', '.join(methods)}")
+        if method_name not in tuned:
+            raise SpecError(hp_path, values, f"hyper-parameters for a method not in this task's methods{did_you_mean(method_name, tuned)}; methods: {', '.join(tuned)}")
         hparams[method_name] = method_registry.resolve_hparams(method_name, task, values, hp_path)
-    for method_name in methods:
+    for method_name in tuned:
         hparams.setdefault(method_name, method_registry.resolve_hparams(method_name, task, {}, ""))
 
     curve_fit = build_dataclass(CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))

@@ -25,7 +25,7 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite; the artifact is recorded as diverged."""
 
 
-def _check_finite(loss: torch.Tensor, step: int) -> None:
+def check_finite(loss: torch.Tensor, step: int) -> None:
     if not math.isfinite(loss.item()):
         raise DivergedError(f"loss is {loss.item()} at step {step}")
 
@@ -47,7 +47,7 @@ def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: fl
     for _ in range(epochs):
         for minibatch in iterate_batches(batch, batch_size, generator):
             loss = task.example_losses(model, minibatch).mean()
-            _check_finite(loss, step)
+            check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -62,7 +62,7 @@ def _forever(batch: dict, batch_size: int, generator: torch.Generator):
         yield from iterate_batches(batch, batch_size, generator)
 
 
-def _unlearning_batches(data, params, generator: torch.Generator, uses_retain: bool, order=None):
+def unlearning_batches(data, params, generator: torch.Generator, uses_retain: bool, order=None):
     """Each step: a forget minibatch, and (if the method uses it) a retain minibatch.
 
     ``order`` (a curriculum) fixes the forget set's visiting order; else it is shuffled.
@@ -99,10 +99,10 @@ class Teachers:
 def _steps(method, params, ctx_at, data, generator, opt, order=None, masks=None) -> dict:
     """The shared inner loop: loss, finiteness check, backward, masked gradients, step."""
     step, loss, logs = 0, None, {}
-    for forget_batch, retain_batch in _unlearning_batches(data, params, generator, method.uses_retain, order):
+    for forget_batch, retain_batch in unlearning_batches(data, params, generator, method.uses_retain, order):
         ctx = ctx_at(step)
         loss, logs = method.loss(ctx, forget_batch, retain_batch, params)
-        _check_finite(loss, step)
+        check_finite(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for tensor, mask in masks or ():

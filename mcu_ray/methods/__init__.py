@@ -1,7 +1,7 @@
 """Method registry: one module per unlearning method, one line here."""
 from __future__ import annotations
 
-from mcu_ray.methods import bt, ga, gd, npo, rl, su
+from mcu_ray.methods import bt, ga, gd, npo, pathway, rl, su
 from dataclasses import asdict
 
 from mcu_ray.methods.curriculum import CurriculumParams
@@ -16,6 +16,7 @@ METHODS = {
     "bt": bt.METHOD,
     "su": su.METHOD,
 }
+METHODS |= pathway.variants(METHODS)  # pathway_ga, pathway_rl, ...: a curve from the original to that method's endpoint
 
 
 def resolve_hparams(method: str, task, values: dict | None, path: str) -> dict:

@@ -73,9 +73,10 @@ class LossContext:
 class Method:
     name: str
     Params: type  # a dataclass extending UnlearnParams
-    loss: Callable  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: float})
+    loss: Callable | None  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: float})
     families: tuple = ("classification",)  # task families it applies to
     uses_retain: bool = False  # whether the loop must draw a retain batch each step
     uses_reference: bool = False  # whether the loss needs the frozen original model
     uses_random_teacher: bool = False  # whether the loss needs a frozen random model
     grad_mask: Callable | None = None  # (original model, task, data, params) -> {name: 0/1 tensor}
+    source: str = ""  # pathway unlearning: the method whose endpoint its curve runs to (no loss of its own)

@@ -13,11 +13,11 @@ import re
 
 import pandas as pd
 
-from mcu_ray.report.figures import barrier_figure, setting_figure
+from mcu_ray.report.figures import barrier_figure, pathway_figure, setting_figure
 from mcu_ray.report.page import TaskSection, index_html
 from mcu_ray.report.tables import (
     EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
-    ordered_settings, pair_label,
+    ordered_settings, pair_label, pathway_table,
 )
 
 __all__ = ["build_report", "EmptySweepError"]
@@ -56,8 +56,13 @@ def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_di
     name = safe_file_name(f"{task}_barriers.png")
     barrier_figure(os.path.join(out_dir, name), task, verdicts)
     figures.append((f"{task}: retain barrier and forget cliff per setting and method pair", name))
+    pathway = pathway_table(tables.pathway, task)
+    if not pathway.empty:
+        name = safe_file_name(f"{task}_pathway.png")
+        pathway_figure(os.path.join(out_dir, name), task, pathway)
+        figures.append((f"{task}: pathway unlearning at t* vs its source endpoint and the retrained model", name))
     return TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
-                       _reference_rows(tables.references, task), endpoint_table(tables.results, task))
+                       _reference_rows(tables.references, task), endpoint_table(tables.results, task), pathway)
 
 
 def safe_file_name(name: str) -> str:

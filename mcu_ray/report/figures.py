@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
 from mcu_ray.report.tables import (  # noqa: E402
-    method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
+    PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
 )
 
 CURVE_STYLES = {"linear": "-", "bezier": "--"}  # other curve kinds: dash-dot
@@ -209,3 +209,38 @@ def _heat_map(fig, ax, grid: np.ndarray) -> None:
         ax.text(j, i, "×" if np.isnan(value) else f"{value:.2g}", ha="center", va="center", fontsize=7,
                 color="white" if dark else "black")
     fig.colorbar(image, ax=ax, shrink=0.8)
+
+
+# ---------------------------------------------------------------------- pathway unlearning
+PATHWAY_COLOURS = {"source": "#d62728", "pathway": "#2ca02c", "retrained": "#7f7f7f"}
+
+
+def pathway_figure(path: str, task: str, table: pd.DataFrame) -> None:
+    """A row per forget ratio, a column per source method: bars of every bounded metric for the
+    source endpoint, the pathway model at t* and the retrained model; gaps in the title."""
+    ratios, sources = sorted(table["ratio (%)"].unique()), sorted(table["source"].unique())
+    metrics = [c for c in table.columns if c not in ("ratio (%)", "source", "model", "seeds", "t*", "gap to retrained")
+               and not is_loss(c)]
+    fig, axes = plt.subplots(len(ratios), len(sources), squeeze=False, sharey=True,
+                             figsize=(max(PANEL_INCHES[0], 0.5 * len(metrics)) * len(sources) + 0.5,
+                                      PANEL_INCHES[1] * len(ratios) + 0.6))
+    width = 0.8 / len(PATHWAY_MODELS)
+    for i, ratio in enumerate(ratios):
+        for j, source in enumerate(sources):
+            ax, rows = axes[i, j], table[(table["ratio (%)"] == ratio) & (table["source"] == source)]
+            by_model = {r["model"]: r for _, r in rows.iterrows()}
+            for k, model in enumerate(PATHWAY_MODELS):
+                if model in by_model:
+                    ax.bar(np.arange(len(metrics)) + (k - 1) * width, [by_model[model][m] for m in metrics], width,
+                           color=PATHWAY_COLOURS[model], label=model)
+            gaps = " → ".join(f"{by_model[m]['gap to retrained']:.3f}" for m in ("source", "pathway") if m in by_model)
+            t_star = by_model["pathway"]["t*"] if "pathway" in by_model else float("nan")
+            ax.set_title(f"{source.upper()} → pathway, {ratio:g} %\ngap {gaps} (t*={t_star:.2f})", fontsize=8)
+            ax.set_xticks(np.arange(len(metrics)), metrics, rotation=45, ha="right", fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{task}: pathway unlearning vs its source endpoint and the retrained model "
+                 f"(gap = mean |metric - retrained| on the selection metrics)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

@@ -5,6 +5,7 @@ must open from a copied folder or a shared drive. Rows of failed cells are shade
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from html import escape
 
@@ -30,6 +31,7 @@ class TaskSection:
     barriers: pd.DataFrame  # one row per cell and curve, display columns
     references: pd.DataFrame  # one row per ratio and model
     endpoints: pd.DataFrame  # one row per unlearned model
+    pathway: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # source / pathway / retrained rows
 
 
 def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:
@@ -56,7 +58,17 @@ def _section(section: TaskSection) -> str:
             f"both are within the tolerance.</p>\n{html_table(section.barriers)}"
             f"<h3>Reference models</h3>\n{_references(section.references)}"
             f"<h3>Unlearned models (endpoints)</h3>\n<p>Each endpoint once, whatever the number of curves "
-            f"through it; compare with the reference models above.</p>\n{html_table(section.endpoints)}")
+            f"through it; compare with the reference models above.</p>\n{html_table(section.endpoints)}"
+            f"{_pathway(section.pathway)}")
+
+
+def _pathway(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    return ("<h3>Pathway unlearning</h3>\n<p>At each forget ratio: the source endpoint, the pathway model "
+            "exported at t* of its curve from the original, and the retrained model, each with its mean "
+            "absolute gap to the retrained model on the selection metrics (t* minimises that gap along the "
+            "curve); means over seeds.</p>\n" + html_table(table))
 
 
 def _references(references: pd.DataFrame) -> str:

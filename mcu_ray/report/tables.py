@@ -33,6 +33,7 @@ class SweepTables:
     results: pd.DataFrame  # one row per cell, curve, t
     barriers: pd.DataFrame  # one row per cell, curve, metric
     references: pd.DataFrame  # one row per task, ratio, model (original | retrained)
+    pathway: pd.DataFrame  # one row per pathway endpoint and model (source | pathway | retrained)
 
 
 def load_sweep(storage: str, sweep: str) -> SweepTables:
@@ -44,12 +45,14 @@ def load_sweep(storage: str, sweep: str) -> SweepTables:
                               f"(looked for {storage}/{sweep}/results/**/*.parquet)")
     barriers = store.read_tables(sweep, "barriers")
     references = store.read_tables(sweep, "references")
+    pathway = store.read_tables(sweep, "pathway")
     return SweepTables(
         results=results.to_pandas(),
         barriers=barriers.to_pandas() if barriers is not None else pd.DataFrame(columns=["cell_id", "curve",
                                                                                          *VERDICT_COLUMNS]),
         references=references.to_pandas() if references is not None else pd.DataFrame(columns=["task", "ratio",
                                                                                                "model"]),
+        pathway=pathway.to_pandas() if pathway is not None else pd.DataFrame(columns=["task"]),
     )
 
 
@@ -77,6 +80,27 @@ def endpoint_table(results: pd.DataFrame, task: str) -> pd.DataFrame:
             **{m: at[m] for m in metrics}}))
     table = pd.concat(ends).drop_duplicates("key")
     return table.sort_values(["ratio (%)", "method", "optimizer", "curriculum", "seed"]).drop(columns="key")
+
+
+PATHWAY_MODELS = ("source", "pathway", "retrained")
+
+
+def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Per forget ratio and source method: the source endpoint, the pathway model at t* and the
+    retrained model on every metric, with the mean gap to the retrained model; means over seeds."""
+    rows = pathway[pathway["task"] == task]
+    if rows.empty:
+        return pd.DataFrame()
+    metrics = metric_names(rows, task)
+    table = (rows.groupby(["ratio", "source_method", "model"], sort=False)
+             .agg(seeds=("seed", "nunique"), t_star=("t_star", "mean"), gap=("gap_to_retrained", "mean"),
+                  **{m: (m, "mean") for m in metrics})
+             .reset_index())
+    table.loc[table["model"] != "pathway", "t_star"] = float("nan")  # t* belongs to the pathway model
+    table["order"] = table["model"].map({m: i for i, m in enumerate(PATHWAY_MODELS)})
+    table = table.sort_values(["ratio", "source_method", "order"]).drop(columns="order")
+    return table.rename(columns={"ratio": "ratio (%)", "source_method": "source", "t_star": "t*",
+                                 "gap": "gap to retrained"})
 
 
 def ordered_settings(names) -> list[str]:

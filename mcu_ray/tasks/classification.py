@@ -187,6 +187,10 @@ class ClassificationTask:
     forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
     logits: Callable = plain_logits  # (forward, batch) -> (batch, classes)
     check_extra: Callable | None = None  # (options, path) -> None: the task's own checks of its options
+    # pathway unlearning: the split an unlearned model should treat Df like (data never trained on),
+    # and the metrics whose mean gap to the retrained model picks t*
+    holdout_split: str = "test"
+    selection_metrics: tuple = ("acc_forget", "acc_retain", "acc_test")
 
     def normalize_options(self, options):
         """Options as workers on any node read them (e.g. local paths made absolute)."""
@@ -219,6 +223,11 @@ class ClassificationTask:
     def example_losses(self, forward: Callable, batch: dict, reduction: str = "mean") -> torch.Tensor:
         """Per-example cross-entropy, shape (batch,) (one target: token mean = sum)."""
         return F.cross_entropy(self.logits(forward, batch), batch["y"], reduction="none")
+
+    def losses_and_accuracy(self, forward: Callable, batch: dict) -> tuple[torch.Tensor, float]:
+        """Per-example cross-entropy (batch,) and the fraction classified correctly, from one forward."""
+        logits = self.logits(forward, batch)
+        return F.cross_entropy(logits, batch["y"], reduction="none"), float((logits.argmax(-1) == batch["y"]).float().mean())
 
     def new_model(self, options: dict, seed: int) -> nn.Module:
         torch.manual_seed(seed)

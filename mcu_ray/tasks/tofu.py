@@ -221,6 +221,17 @@ def example_losses(forward, batch: dict, reduction: str = "mean") -> torch.Tenso
     return total if reduction == "sum" else total / (labels != -100).sum(-1).clamp_min(1)
 
 
+def losses_and_accuracy(forward, batch: dict) -> tuple[torch.Tensor, float]:
+    """Per-example token-mean answer NLL (batch,) and the fraction of answer tokens predicted
+    right (teacher-forced argmax): the LM's counterpart of classification accuracy."""
+    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits, labels = logits[:, :-1], batch["labels"][:, 1:]
+    answer = labels != -100
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    correct = (logits.argmax(-1) == labels) & answer
+    return nll.sum(-1) / answer.sum(-1).clamp_min(1), float(correct.sum() / answer.sum().clamp_min(1))
+
+
 def relabel(batch: dict, data: TofuData, generator: torch.Generator) -> dict:
     """RL for TOFU: each forget question paired with the answer of a random retain question."""
     retain = data.rows.retain
@@ -309,8 +320,13 @@ class TofuTask:
                              "loss_forget")
     retain_loss: str = "loss_retain"
     forget_loss: str = "loss_forget"
+    # pathway unlearning: TOFU's holdout authors (never in D) are what Df should look like after
+    # unlearning; t* is picked on Forget Quality, Model Utility and forget ROUGE
+    holdout_split: str = "holdout"
+    selection_metrics: tuple = ("forget_quality", "model_utility", "rouge_forget")
 
     example_losses = staticmethod(example_losses)
+    losses_and_accuracy = staticmethod(losses_and_accuracy)
     relabel = staticmethod(relabel)
 
     def normalize_options(self, options: Options) -> Options:

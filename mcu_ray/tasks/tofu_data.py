@@ -25,6 +25,10 @@ def forget_config(ratio: float) -> str:
     return f"forget{int(ratio):02d}_perturbed"
 
 
+def holdout_config(ratio: float) -> str:
+    return f"holdout{int(ratio):02d}"
+
+
 def load_config(source: str, name: str, *, path: str = "", repo: str = "locuslab/TOFU",
                 synthetic_authors: int = 20, synthetic_seed: int = 0) -> list[dict]:
     """One TOFU config as a list of row dicts, whatever the source."""
@@ -57,6 +61,7 @@ class TofuRows:
     retain_eval: list[dict]  # retain_perturbed rows of the retained authors
     real_authors: list[dict]  # question, answer, perturbed_answer (3)
     world_facts: list[dict]
+    holdout: list[dict]  # TOFU's holdoutXX: as many rows about authors outside ``full`` as Df has
 
 
 def _forget_rows(n_authors: int, ratio: float) -> int:
@@ -85,7 +90,8 @@ def tofu_rows(load, ratio: float, retain_authors: int, max_ratio: float, eval_si
     retain_eval = [r for r in load("retain_perturbed") if r["question"] in kept]
     cap = slice(0, eval_size or None)
     return TofuRows(train=train, retain=retain, forget=forget, forget_eval=forget[cap], retain_eval=retain_eval[cap],
-                    real_authors=load("real_authors_perturbed")[cap], world_facts=load("world_facts_perturbed")[cap])
+                    real_authors=load("real_authors_perturbed")[cap], world_facts=load("world_facts_perturbed")[cap],
+                    holdout=load(holdout_config(ratio)))
 
 
 # ----------------------------------------------------------------------------- synthetic source
@@ -138,22 +144,31 @@ def synthetic_configs(n_authors: int = 20, seed: int = 0) -> dict[str, list[dict
     for _ in range(n_authors):
         author = _author(rng)
         for q in range(QUESTIONS_PER_AUTHOR):
-            question, answer, paraphrase, attr = _TEMPLATES[q % len(_TEMPLATES)]
+            row, paraphrase, attr = _question(author, q)
             n, v = author["name"], author[attr]
-            if q >= len(_TEMPLATES):  # repeat facts under a second phrasing of the question
-                question = f"Can you tell me: {question[0].lower()}{question[1:]}" if q < 16 else f"Tell me, {question}"
-            row = {"question": question.format(n=n), "answer": answer.format(n=n, v=v)}
             full.append(row)
             perturbed.append({**row, "paraphrased_answer": paraphrase.format(n=n, v=v),
-                              "paraphrased_question": question.format(n=n),
+                              "paraphrased_question": row["question"],
                               "perturbed_answer": [paraphrase.format(n=n, v=w)
                                                    for w in _alternatives(attr, v, rng, 5)]})
+    holdout_authors = [_author(rng) for _ in range(n_authors)]  # drawn after D's, so D is unchanged
+    holdout = [_question(author, q)[0] for author in holdout_authors for q in range(QUESTIONS_PER_AUTHOR)]
     configs = {"full": full, "retain_perturbed": perturbed[:400],
                "real_authors_perturbed": _fixed_qa(_REAL_AUTHORS), "world_facts_perturbed": _fixed_qa(_WORLD_FACTS)}
     for pct in range(1, 100):
         n_forget = max(1, round(n_authors * pct / 100)) * QUESTIONS_PER_AUTHOR
         configs[f"forget{pct:02d}_perturbed"] = perturbed[-n_forget:]
+        configs[holdout_config(pct)] = holdout[:n_forget]
     return configs
+
+
+def _question(author: dict, q: int) -> tuple[dict, str, str]:
+    """The q-th question about ``author``: ({question, answer}, paraphrase template, attribute)."""
+    question, answer, paraphrase, attr = _TEMPLATES[q % len(_TEMPLATES)]
+    if q >= len(_TEMPLATES):  # repeat facts under a second phrasing of the question
+        question = f"Can you tell me: {question[0].lower()}{question[1:]}" if q < 16 else f"Tell me, {question}"
+    n, v = author["name"], author[attr]
+    return {"question": question.format(n=n), "answer": answer.format(n=n, v=v)}, paraphrase, attr
 
 
 def _fixed_qa(items) -> list[dict]:

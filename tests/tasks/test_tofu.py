@@ -14,7 +14,8 @@ from mcu_ray.tasks.tofu import TASK, generate_answers, rouge_recall
 from mcu_ray.tasks.tofu_data import load_config, synthetic_configs, tofu_rows
 
 SHARED_TOFU = Path(os.environ.get("MCU_TOFU_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/tofu"))
-NEEDED = ("full", "forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+NEEDED = ("full", "forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
+          "holdout01")
 
 
 @pytest.fixture(scope="module")
