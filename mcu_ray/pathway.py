@@ -65,6 +65,9 @@ class BetaRule:
 def select_t(ts, metrics: dict, targets: dict, resolution: int = 1001) -> tuple[float, float]:
     """t* minimising the mean absolute gap to the target (retrained) metrics, and that gap.
 
+    Ties go to the largest t: where the original model and a point further along are
+    equally close to the retrained one, the point that has moved towards unlearning wins.
+
     ``metrics``: name -> values at ``ts`` (the evaluated grid); values in between are
     linearly interpolated on ``resolution`` points of [min t, max t].
     """
@@ -75,7 +78,9 @@ def select_t(ts, metrics: dict, targets: dict, resolution: int = 1001) -> tuple[
                     for name, values in metrics.items()], axis=0)
     if np.isnan(gaps).all():
         raise ValueError("every point of the curve has a NaN metric: no t* to choose")
-    best = int(np.nanargmin(gaps))  # a point next to a NaN (diverged) one is never chosen
+    # a point next to a NaN (diverged) one is never chosen; among equally close points the one
+    # furthest along the curve, i.e. furthest from the original model, is
+    best = int(np.flatnonzero(gaps <= np.nanmin(gaps) + 1e-9)[-1])
     return float(fine[best]), float(gaps[best])
 
 

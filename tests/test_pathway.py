@@ -46,4 +46,13 @@ def test_t_star_on_synthetic_curves():
     assert abs(t - 0.53) < 1 / 15
     # averaging two metrics pulls t* between their individual optima
     t, gap = select_t(ts, {"a": ts, "b": ts}, {"a": 0.2, "b": 0.8})
-    assert 0.2 <= t <= 0.8 and gap == pytest.approx(0.3, abs=1e-3)
+    assert gap == pytest.approx(0.3, abs=1e-3)
+    # ... where every t in [0.2, 0.8] is as good: ties go to the point furthest from the original
+    assert t == pytest.approx(0.8, abs=1e-3)
+    # accuracies equal to the retrained model's from t = 0 to 0.4 (a plateau), worse after
+    plateau = {"acc": np.where(ts <= 0.4, 1.0, 1.0 - (ts - 0.4))}
+    t, gap = select_t(ts, plateau, {"acc": 1.0})
+    assert gap == 0.0 and 0.4 - 1 / 15 <= t <= 0.4 + 1e-9
+    # a NaN point (a diverged evaluation) is never chosen
+    t, _ = select_t(ts, {"loss": np.where(np.isclose(ts, ts[8]), np.nan, (ts - ts[8]) ** 2)}, {"loss": 0.0})
+    assert not ts[7] < t < ts[9]

@@ -20,7 +20,7 @@ class Params(UnlearnParams):
     retain examples in proportion to Df and the retain subset (``retain_batch_size`` is unused)."""
 
     epochs: int = 10  # passes over Df
-    lr: float = 1e-2
+    lr: float = 1e-3
     batch_size: int = 32  # forget + retain examples per step
     k: float = 0.3  # fraction of all parameters the midpoint may move
     k_r: float = 0.1  # fraction of all parameters kept out first: the tensors Dr depends on most

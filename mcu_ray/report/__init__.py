@@ -17,7 +17,7 @@ from mcu_ray.report.figures import barrier_figure, pathway_figure, setting_figur
 from mcu_ray.report.page import TaskSection, index_html
 from mcu_ray.report.tables import (
     EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
-    ordered_settings, pair_label, pathway_table,
+    ordered_settings, pair_label, pathway_curves, pathway_table,
 )
 
 __all__ = ["build_report", "EmptySweepError"]
@@ -59,7 +59,7 @@ def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_di
     pathway = pathway_table(tables.pathway, task)
     if not pathway.empty:
         name = safe_file_name(f"{task}_pathway.png")
-        pathway_figure(os.path.join(out_dir, name), task, pathway)
+        pathway_figure(os.path.join(out_dir, name), task, pathway, pathway_curves(tables.pathway, task))
         figures.append((f"{task}: pathway unlearning at t* vs its source endpoint and the retrained model", name))
     return TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
                        _reference_rows(tables.references, task), endpoint_table(tables.results, task), pathway)

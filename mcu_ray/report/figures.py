@@ -215,17 +215,20 @@ def _heat_map(fig, ax, grid: np.ndarray) -> None:
 PATHWAY_COLOURS = {"source": "#d62728", "pathway": "#2ca02c", "retrained": "#7f7f7f"}
 
 
-def pathway_figure(path: str, task: str, table: pd.DataFrame) -> None:
-    """A row per forget ratio, a column per source method: bars of every bounded metric for the
-    source endpoint, the pathway model at t* and the retrained model; gaps in the title."""
+def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFrame) -> None:
+    """A row per forget ratio. A column per source method: bars of every bounded metric for the
+    source endpoint, the pathway model at t* and the retrained model, gaps in the title. Last
+    column: the mean gap to the retrained model along each pathway curve, t* marked."""
     ratios, sources = sorted(table["ratio (%)"].unique()), sorted(table["source"].unique())
     metrics = [c for c in table.columns if c not in ("ratio (%)", "source", "model", "seeds", "t*", "gap to retrained")
                and not is_loss(c)]
-    fig, axes = plt.subplots(len(ratios), len(sources), squeeze=False, sharey=True,
-                             figsize=(max(PANEL_INCHES[0], 0.5 * len(metrics)) * len(sources) + 0.5,
-                                      PANEL_INCHES[1] * len(ratios) + 0.6))
+    fig, axes = plt.subplots(len(ratios), len(sources) + 1, squeeze=False,
+                             figsize=(max(PANEL_INCHES[0], 0.5 * len(metrics)) * (len(sources) + 1) + 0.5,
+                                      PANEL_INCHES[1] * len(ratios) + 0.8))
     width = 0.8 / len(PATHWAY_MODELS)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, ratio in enumerate(ratios):
+        gap_ax = axes[i, -1]
         for j, source in enumerate(sources):
             ax, rows = axes[i, j], table[(table["ratio (%)"] == ratio) & (table["source"] == source)]
             by_model = {r["model"]: r for _, r in rows.iterrows()}
@@ -238,9 +241,18 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame) -> None:
             ax.set_title(f"{source.upper()} → pathway, {ratio:g} %\ngap {gaps} (t*={t_star:.2f})", fontsize=8)
             ax.set_xticks(np.arange(len(metrics)), metrics, rotation=45, ha="right", fontsize=7)
             ax.tick_params(axis="y", labelsize=7)
+            along = curves[(curves["ratio"] == ratio) & (curves["source_method"] == source)]
+            colour = colours[j % len(colours)]
+            gap_ax.plot(along["t"], along["gap"], color=colour, label=source.upper())
+            if np.isfinite(t_star):
+                gap_ax.axvline(t_star, color=colour, linestyle=":", linewidth=1)
+        gap_ax.set_title(f"gap to retrained along the curve, {ratio:g} %", fontsize=8)
+        gap_ax.set_xlabel("t (0 = original, 1 = source)", fontsize=7)
+        gap_ax.tick_params(labelsize=7)
+        gap_ax.legend(fontsize=7)
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{task}: pathway unlearning vs its source endpoint and the retrained model "
-                 f"(gap = mean |metric - retrained| on the selection metrics)", fontsize=9)
+                 f"(gap = mean |metric - retrained| on the selection metrics; means over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

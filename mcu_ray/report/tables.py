@@ -88,7 +88,7 @@ PATHWAY_MODELS = ("source", "pathway", "retrained")
 def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
     """Per forget ratio and source method: the source endpoint, the pathway model at t* and the
     retrained model on every metric, with the mean gap to the retrained model; means over seeds."""
-    rows = pathway[pathway["task"] == task]
+    rows = pathway[(pathway["task"] == task) & pathway["model"].isin(PATHWAY_MODELS)]
     if rows.empty:
         return pd.DataFrame()
     metrics = metric_names(rows, task)
@@ -101,6 +101,12 @@ def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
     table = table.sort_values(["ratio", "source_method", "order"]).drop(columns="order")
     return table.rename(columns={"ratio": "ratio (%)", "source_method": "source", "t_star": "t*",
                                  "gap": "gap to retrained"})
+
+
+def pathway_curves(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Mean gap to the retrained model along t of the pathway curves, per ratio and source (mean over seeds)."""
+    rows = pathway[(pathway["task"] == task) & (pathway["model"] == "curve")]
+    return rows.groupby(["ratio", "source_method", "t"]).agg(gap=("gap_to_retrained", "mean")).reset_index()
 
 
 def ordered_settings(names) -> list[str]:
