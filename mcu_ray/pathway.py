@@ -172,7 +172,7 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
         opt.step()
     log = {"steps": len(betas), "final_loss": loss.item() if loss is not None else float("nan"),
            "forget_baseline": baselines[0], "retain_baseline": baselines[1],
-           "selected_tensors": len(selected), "trained_fraction": sum(sizes[n] for n in selected) / sum(sizes.values()),
+           "selected_tensors": selected, "trained_fraction": sum(sizes[n] for n in selected) / sum(sizes.values()),
            "mean_beta": float(np.mean(betas)) if betas else 0.0,
            "beta_zero_fraction": float(np.mean([b == 0 for b in betas])) if betas else 0.0}
     return {n: b.detach() for n, b in bend.items()}, log

@@ -115,8 +115,12 @@ def main(argv=None) -> int:
         fail(f"{args.spec}: {exc}")
     print(f"sweep {spec.name}: {counts['cells']} cells, {counts['endpoints']} endpoints, {counts['curves']} curves, "
           f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}", flush=True)
-    Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec)}, indent=1,
-                                          default=str).encode(), spec.name, "spec.json")
+    # the plan's keys tell the report which stored rows are this version's (an edited sweep
+    # keeps the rows of cells it dropped: nothing computed is deleted, nothing stale is shown)
+    current = {"cells": [c.key for c in plan.cells], "models": [*plan.originals, *plan.retrained],
+               "pathway": [e.key for e in plan.endpoints.values() if e.source]}
+    Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
+                                          indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:
         for table in ("results", "barriers", "references", "tune"):
             Store(storage).delete_dir(spec.name, table)

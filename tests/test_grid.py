@@ -75,21 +75,45 @@ def test_small_grid_end_to_end_and_rerun(ray_cluster, tmp_path):
     assert len(store.job_records()) == sum(jobs.values())
 
 
-def test_tofu_cell_runs_through_the_same_grid(ray_cluster, tmp_path):
-    """A TOFU cell: Train jobs, t-point tasks and Parquet rows, as for digits."""
+def test_tofu_cells_and_pathway_unlearning_run_through_the_same_grid(ray_cluster, tmp_path):
+    """TOFU cells, one of them pathway unlearning from GD: Train jobs, t-point tasks and Parquet
+    rows, as for digits; the pathway endpoints are built after their sources and compared with them."""
     spec = parse_spec({"name": "lm", "settings": ["Rand"], "points": 3, "tasks": [{
-        "name": "tofu", "ratios": [10], "methods": ["gd"],
+        "name": "tofu", "ratios": [10], "methods": ["gd", "pathway_gd"],
         "options": {"synthetic_authors": 5, "eval_size": 8, "n_embd": 32, "n_layer": 1, "vocab_size": 400,
                     "epochs": 5, "max_new_tokens": 8},
-        "hparams": {"gd": {"epochs": 1}}, "curve_fit": {"epochs": 1}}],
-        "resources": {"max_concurrent_trials": 1, "trial_cpus": 0.5, "eval_cpus": 0.5}})
+        "hparams": {"gd": {"epochs": 1}, "pathway_gd": {"epochs": 1, "select_points": 3}},
+        "curve_fit": {"epochs": 1}}],
+        "resources": {"max_concurrent_trials": 2, "trial_cpus": 0.5, "eval_cpus": 0.5}})
     plan = make_plan(spec)
     storage = str(tmp_path / "store")
-    assert run_grid(spec, plan, storage)["cells_run"] == 1
-    rows = Store(storage).read_tables("lm", "results").to_pylist()
-    assert len(rows) == 2 * 3  # linear and bezier, 3 points each
+    assert run_grid(spec, plan, storage)["cells_run"] == 2
+    store = Store(storage)
+    rows = store.read_tables("lm", "results").to_pylist()
+    assert len(rows) == 2 * 2 * 3  # 2 cells, linear and bezier, 3 points each
     assert {"forget_quality", "model_utility", "rouge_forget", "loss_retain"} <= set(rows[0])
     assert all(0 <= r["forget_quality"] <= 1 for r in rows)
+    assert {r["method_1"] for r in rows} == {"gd", "pathway_gd"}
+
+    # each pathway endpoint (seeds 0 and 1) beside its GD source and the retrained model
+    pathway = store.read_tables("lm", "pathway").to_pylist()
+    compared = [r for r in pathway if r["model"] != "curve"]
+    assert sorted((r["seed"], r["model"]) for r in compared) == [
+        (s, m) for s in (0, 1) for m in ("pathway", "retrained", "source")]
+    assert all(r["source_method"] == "gd" and 0 <= r["t_star"] <= 1 for r in pathway)
+    assert len([r for r in pathway if r["model"] == "curve"]) == 2 * 3
+    for e in (e for e in plan.endpoints.values() if e.source):
+        meta = store.read_meta(e.key)
+        mine = [r for r in pathway if r["endpoint"] == e.key]
+        # t* minimises the interpolated gap: no evaluated point of its curve is closer to retrain
+        assert meta["pathway"]["predicted_gap"] <= min(r["gap_to_retrained"] for r in mine if r["model"] == "curve") + 1e-9
+        source_row = next(r for r in mine if r["model"] == "source")
+        assert source_row["forget_quality"] == store.read_meta(e.source)["metrics"]["forget_quality"]
+        assert next(r for r in mine if r["model"] == "retrained")["gap_to_retrained"] == 0
+    ledger = [r["key"] for r in store.job_records()]
+    for e in plan.endpoints.values():  # a source is built before the pathway endpoint that needs it
+        if e.source:
+            assert ledger.index(e.source) < ledger.index(e.key)
 
 
 def test_diverged_endpoint_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_path):

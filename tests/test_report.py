@@ -75,6 +75,26 @@ def _write_references(store: Store) -> None:
     store.write_table(pa.Table.from_pylist(rows), SWEEP, "references", {"task": "digits"}, key="refs")
 
 
+PATHWAY_GAPS = {"source": 0.1, "pathway": 0.02, "retrained": 0.0}
+
+
+def _write_pathway(store: Store) -> None:
+    """Pathway endpoints from GA and RL at both ratios and two seeds, beside source and retrained."""
+    for ratio in RATIOS:
+        for source in ("ga", "rl"):
+            for seed in (0, 1):
+                key = f"ep-pathway_{source}-{ratio:g}-{seed}"
+                ident = {"sweep": SWEEP, "task": "digits", "ratio": ratio, "seed": seed, "method": f"pathway_{source}",
+                         "source_method": source, "endpoint": key, "t_star": 0.25 + 0.5 * seed}
+                rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": gap, "acc_test": 0.9 - gap,
+                         "acc_retain": 1.0 - gap, "acc_forget": 0.9 + gap, "zrf": 0.5, "loss_retain": gap,
+                         "loss_forget": 0.3} for model, gap in PATHWAY_GAPS.items()]
+                rows += [{**ident, "model": "curve", "t": t, "gap_to_retrained": abs(t - ident["t_star"]),
+                          "acc_test": 0.9, "acc_retain": 1.0, "acc_forget": 0.9, "zrf": 0.5, "loss_retain": 0.0,
+                          "loss_forget": 0.3} for t in (0.0, 0.5, 1.0)]
+                store.write_table(pa.Table.from_pylist(rows), SWEEP, "pathway", {"task": "digits"}, key=key)
+
+
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory) -> str:
     """A store root holding the synthetic sweep."""
@@ -85,6 +105,7 @@ def storage(tmp_path_factory) -> str:
             for ratio in RATIOS:
                 _write_cell(store, setting, pair, ratio)
     _write_references(store)
+    _write_pathway(store)
     return root
 
 
@@ -111,7 +132,7 @@ def test_one_png_per_setting_and_a_barrier_summary(report):
 def test_index_lists_every_figure_and_the_verdicts(report):
     _, text = report
     images = set(re.findall(r'<img src="([^"]+)"', text))
-    assert images == {"digits_Rand.png", "digits_Met.png", "digits_barriers.png"}
+    assert images == {"digits_Rand.png", "digits_Met.png", "digits_barriers.png", "digits_pathway.png"}
     for image in images:
         assert not image.startswith("/")  # relative: the folder can be moved
     assert ">MCU<" in text and ">barrier<" in text
@@ -123,6 +144,46 @@ def test_failed_cells_appear_as_failed(report):
     failed_rows = re.findall(r'<tr class="failed">(.*?)</tr>', text)
     assert len(failed_rows) == 2  # the failed cell's linear and Bezier curve
     assert all("RL→GA" in row and ">failed<" in row and ">10<" in row for row in failed_rows)
+
+
+def test_pathway_table_compares_source_pathway_and_retrained_per_ratio(report, storage):
+    from mcu_ray.report.tables import load_sweep, pathway_table
+
+    table = pathway_table(load_sweep(storage, SWEEP).pathway, "digits")
+    assert len(table) == len(RATIOS) * 2 * 3  # ratios x sources x (source, pathway, retrained)
+    assert list(table["model"][:3]) == ["source", "pathway", "retrained"]
+    assert set(table["seeds"]) == {2}
+    assert dict(zip(table["model"], table["gap to retrained"])) == pytest.approx(PATHWAY_GAPS)
+    assert table.loc[table["model"] == "pathway", "t*"].tolist() == pytest.approx([0.5] * 4)  # mean of 0.25, 0.75
+    assert table.loc[table["model"] != "pathway", "t*"].isna().all()
+    _, text = report
+    assert "<h3>Pathway unlearning</h3>" in text and "<th>gap to retrained</th>" in text
+    height, width, _ = mpimg.imread(f"{report[0].rsplit('/', 1)[0]}/digits_pathway.png").shape
+    assert height > 400 and width > 800  # two ratio rows, two sources plus the gap-along-t column
+
+
+def test_report_shows_only_the_current_plans_rows(storage, tmp_path):
+    """After an edited sweep file, spec.json names the current cells: older rows stay stored, unshown."""
+    import json
+    import shutil
+
+    from mcu_ray.report.tables import load_sweep
+
+    root = tmp_path / "copy"
+    shutil.copytree(storage, root)
+    everything = load_sweep(str(root), SWEEP)
+    kept = sorted(everything.results["cell_id"].unique())[:2]
+    plan = {"cells": kept, "models": ["retrained-2"], "pathway": ["ep-pathway_ga-2-0"]}
+    Store(str(root)).write_bytes(json.dumps({"plan": plan}).encode(), SWEEP, "spec.json")
+    current = load_sweep(str(root), SWEEP)
+    assert sorted(current.results["cell_id"].unique()) == kept
+    assert set(current.barriers["cell_id"]) <= set(kept)
+    assert list(current.references["key"]) == ["retrained-2"]
+    assert set(current.pathway["endpoint"]) == {"ep-pathway_ga-2-0"}
+    assert len(Store(str(root)).read_tables(SWEEP, "results")) == len(everything.results)  # nothing deleted
+    Store(str(root)).write_bytes(json.dumps({"plan": {**plan, "cells": ["cell-none"]}}).encode(), SWEEP, "spec.json")
+    with pytest.raises(EmptySweepError, match="current sweep file"):
+        load_sweep(str(root), SWEEP)
 
 
 def test_reference_metrics_on_the_page(report):

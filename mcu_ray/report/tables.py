@@ -6,6 +6,7 @@ orders settings as in paper Table 1, and reduces barrier rows to one verdict per
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -46,13 +47,29 @@ def load_sweep(storage: str, sweep: str) -> SweepTables:
     barriers = store.read_tables(sweep, "barriers")
     references = store.read_tables(sweep, "references")
     pathway = store.read_tables(sweep, "pathway")
-    return SweepTables(
+    tables = SweepTables(
         results=results.to_pandas(),
         barriers=barriers.to_pandas() if barriers is not None else pd.DataFrame(columns=["cell_id", "curve",
                                                                                          *VERDICT_COLUMNS]),
         references=references.to_pandas() if references is not None else pd.DataFrame(columns=["task", "ratio",
-                                                                                               "model"]),
-        pathway=pathway.to_pandas() if pathway is not None else pd.DataFrame(columns=["task"]),
+                                                                                               "model", "key"]),
+        pathway=pathway.to_pandas() if pathway is not None else pd.DataFrame(columns=["task", "endpoint", "model"]),
+    )
+    plan = json.loads(store.read_bytes(sweep, "spec.json")).get("plan") if store.exists(sweep, "spec.json") else None
+    return current_rows(tables, plan) if plan else tables
+
+
+def current_rows(tables: SweepTables, plan: dict) -> SweepTables:
+    """Only the rows of the sweep's current plan (``spec.json``): cells, reference models and
+    pathway endpoints that an edited sweep file dropped stay in storage but leave the report."""
+    results = tables.results[tables.results["cell_id"].isin(plan["cells"])]
+    if results.empty:
+        raise EmptySweepError(f"none of the {len(plan['cells'])} cells of the current sweep file has results yet")
+    return SweepTables(
+        results=results,
+        barriers=tables.barriers[tables.barriers["cell_id"].isin(plan["cells"])],
+        references=tables.references[tables.references["key"].isin(plan["models"])],
+        pathway=tables.pathway[tables.pathway["endpoint"].isin(plan["pathway"])],
     )
 
 
