@@ -110,10 +110,10 @@ def test_tofu_cells_and_pathway_unlearning_run_through_the_same_grid(ray_cluster
         source_row = next(r for r in mine if r["model"] == "source")
         assert source_row["forget_quality"] == store.read_meta(e.source)["metrics"]["forget_quality"]
         assert next(r for r in mine if r["model"] == "retrained")["gap_to_retrained"] == 0
-    ledger = [r["key"] for r in store.job_records()]
-    for e in plan.endpoints.values():  # a source is built before the pathway endpoint that needs it
+    started = {r["key"]: r["started_at"] for r in store.job_records()}
+    for e in plan.endpoints.values():  # a source is stored before the pathway endpoint that needs it starts
         if e.source:
-            assert ledger.index(e.source) < ledger.index(e.key)
+            assert store.read_meta(e.source)["written_at"] <= started[e.key]
 
 
 def test_diverged_endpoint_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_path):
