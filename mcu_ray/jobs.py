@@ -161,21 +161,22 @@ def mean_gap(metrics: dict, targets: dict, names) -> float:
 
 
 def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]:
-    """A pathway endpoint beside its source endpoint and the retrained model, with each one's
-    mean gap to the retrained model on the task's selection metrics (the report's comparison),
-    and the evaluated points of its curve (model "curve", with t)."""
+    """A pathway endpoint beside the original, its source endpoint and the retrained model, with
+    each one's mean gap to the retrained model on the task's selection metrics (the report's
+    comparison), and the evaluated points of its curve (model "curve", with t)."""
     meta = store.read_meta(item.key)
     targets = store.read_meta(item.reference)["metrics"]
     names = meta["pathway"]["selection_metrics"]
     ident = {"task": item.task, "ratio": item.ratio, "seed": item.seed, "method": item.method,
              "source_method": source_method, "optimizer": item.optimizer, "curriculum": item.curriculum,
              "endpoint": item.key, "t_star": meta["pathway"]["t_star"]}
-    models = (("source", store.read_meta(item.source)["metrics"]), ("pathway", meta["metrics"]), ("retrained", targets))
+    curve = store.load_points(item.key).to_pylist()  # the points t* was chosen from; t=0 is the original
+    models = (("original", {k: v for k, v in curve[0].items() if k != "t"}),
+              ("source", store.read_meta(item.source)["metrics"]), ("pathway", meta["metrics"]), ("retrained", targets))
     rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": mean_gap(metrics, targets, names),
              **metrics} for model, metrics in models]
-    # the curve it was chosen from: model "curve", one row per evaluated t
     return rows + [{**ident, "model": "curve", "gap_to_retrained": mean_gap(point, targets, names), **point}
-                   for point in store.load_points(item.key).to_pylist()]
+                   for point in curve]
 
 
 def bend_key(curve: Curve) -> str:

@@ -99,7 +99,7 @@ def test_tofu_cells_and_pathway_unlearning_run_through_the_same_grid(ray_cluster
     pathway = store.read_tables("lm", "pathway").to_pylist()
     compared = [r for r in pathway if r["model"] != "curve"]
     assert sorted((r["seed"], r["model"]) for r in compared) == [
-        (s, m) for s in (0, 1) for m in ("pathway", "retrained", "source")]
+        (s, m) for s in (0, 1) for m in ("original", "pathway", "retrained", "source")]
     assert all(r["source_method"] == "gd" and 0 <= r["t_star"] <= 1 for r in pathway)
     assert len([r for r in pathway if r["model"] == "curve"]) == 2 * 3
     for e in (e for e in plan.endpoints.values() if e.source):

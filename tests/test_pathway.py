@@ -159,8 +159,9 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
     assert again == pytest.approx(meta["metrics"], abs=1e-6)
     assert store.verify(pathway_ep.key) and meta["kind"] == "endpoint"
     rows = jobs.pathway_rows(store, pathway_ep, "ga")
-    assert [r["model"] for r in rows[:3]] == ["source", "pathway", "retrained"] and len(rows) == 3 + 5
-    assert rows[1]["gap_to_retrained"] == pytest.approx(meta["pathway"]["gap"])
+    assert [r["model"] for r in rows[:4]] == ["original", "source", "pathway", "retrained"] and len(rows) == 4 + 5
+    assert rows[2]["gap_to_retrained"] == pytest.approx(meta["pathway"]["gap"])
+    assert rows[0]["acc_forget"] == points[0]["acc_forget"]  # the original is the curve at t=0
 
 
 def test_a_failed_source_fails_its_pathway_endpoint(digits_models, tmp_path):

@@ -75,7 +75,7 @@ def _write_references(store: Store) -> None:
     store.write_table(pa.Table.from_pylist(rows), SWEEP, "references", {"task": "digits"}, key="refs")
 
 
-PATHWAY_GAPS = {"source": 0.1, "pathway": 0.02, "retrained": 0.0}
+PATHWAY_GAPS = {"original": 0.05, "source": 0.1, "pathway": 0.02, "retrained": 0.0}
 
 
 def _write_pathway(store: Store) -> None:
@@ -150,8 +150,8 @@ def test_pathway_table_compares_source_pathway_and_retrained_per_ratio(report, s
     from mcu_ray.report.tables import load_sweep, pathway_table
 
     table = pathway_table(load_sweep(storage, SWEEP).pathway, "digits")
-    assert len(table) == len(RATIOS) * 2 * 3  # ratios x sources x (source, pathway, retrained)
-    assert list(table["model"][:3]) == ["source", "pathway", "retrained"]
+    assert len(table) == len(RATIOS) * 2 * 4  # ratios x sources x (original, source, pathway, retrained)
+    assert list(table["model"][:4]) == ["original", "source", "pathway", "retrained"]
     assert set(table["seeds"]) == {2}
     assert dict(zip(table["model"], table["gap to retrained"])) == pytest.approx(PATHWAY_GAPS)
     assert table.loc[table["model"] == "pathway", "t*"].tolist() == pytest.approx([0.5] * 4)  # mean of 0.25, 0.75

@@ -212,16 +212,16 @@ def _heat_map(fig, ax, grid: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------- pathway unlearning
-PATHWAY_COLOURS = {"source": "#d62728", "pathway": "#2ca02c", "retrained": "#7f7f7f"}
+PATHWAY_COLOURS = {"original": "#1f77b4", "source": "#d62728", "pathway": "#2ca02c", "retrained": "#7f7f7f"}
 
 
 def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFrame) -> None:
     """A row per forget ratio. A column per source method: bars of every bounded metric for the
-    source endpoint, the pathway model at t* and the retrained model, gaps in the title. Last
+    original, the source endpoint, the pathway model at t* and the retrained model, gaps in the title. Last
     column: the mean gap to the retrained model along each pathway curve, t* marked."""
     ratios, sources = sorted(table["ratio (%)"].unique()), sorted(table["source"].unique())
-    metrics = [c for c in table.columns if c not in ("ratio (%)", "source", "model", "seeds", "t*", "gap to retrained")
-               and not is_loss(c)]
+    labels = ("ratio (%)", "source", "model", "seeds", "t*", "gap to retrained")
+    metrics = [c for c in table.columns if c not in labels and not is_loss(c)]
     fig, axes = plt.subplots(len(ratios), len(sources) + 1, squeeze=False,
                              figsize=(max(PANEL_INCHES[0], 0.5 * len(metrics)) * (len(sources) + 1) + 0.5,
                                       PANEL_INCHES[1] * len(ratios) + 0.8))
@@ -234,9 +234,11 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFra
             by_model = {r["model"]: r for _, r in rows.iterrows()}
             for k, model in enumerate(PATHWAY_MODELS):
                 if model in by_model:
-                    ax.bar(np.arange(len(metrics)) + (k - 1) * width, [by_model[model][m] for m in metrics], width,
+                    offset = (k - (len(PATHWAY_MODELS) - 1) / 2) * width
+                    ax.bar(np.arange(len(metrics)) + offset, [by_model[model][m] for m in metrics], width,
                            color=PATHWAY_COLOURS[model], label=model)
-            gaps = " → ".join(f"{by_model[m]['gap to retrained']:.3f}" for m in ("source", "pathway") if m in by_model)
+            gaps = " → ".join(f"{by_model[m]['gap to retrained']:.3f}" for m in ("source", "pathway")
+                              if m in by_model)
             t_star = by_model["pathway"]["t*"] if "pathway" in by_model else float("nan")
             ax.set_title(f"{source.upper()} → pathway, {ratio:g} %\ngap {gaps} (t*={t_star:.2f})", fontsize=8)
             ax.set_xticks(np.arange(len(metrics)), metrics, rotation=45, ha="right", fontsize=7)

@@ -65,8 +65,8 @@ def _section(section: TaskSection) -> str:
 def _pathway(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
-    return ("<h3>Pathway unlearning</h3>\n<p>At each forget ratio: the source endpoint, the pathway model "
-            "exported at t* of its curve from the original, and the retrained model, each with its mean "
+    return ("<h3>Pathway unlearning</h3>\n<p>At each forget ratio: the original, the source endpoint, the "
+            "pathway model exported at t* of its curve from the original, and the retrained model, each with its mean "
             "absolute gap to the retrained model on the selection metrics (t* minimises that gap along the "
             "curve); means over seeds.</p>\n" + html_table(table))
 

@@ -99,12 +99,13 @@ def endpoint_table(results: pd.DataFrame, task: str) -> pd.DataFrame:
     return table.sort_values(["ratio (%)", "method", "optimizer", "curriculum", "seed"]).drop(columns="key")
 
 
-PATHWAY_MODELS = ("source", "pathway", "retrained")
+PATHWAY_MODELS = ("original", "source", "pathway", "retrained")
 
 
 def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per forget ratio and source method: the source endpoint, the pathway model at t* and the
-    retrained model on every metric, with the mean gap to the retrained model; means over seeds."""
+    """Per forget ratio and source method: the original, the source endpoint, the pathway model at
+    t* and the retrained model on every metric, with the mean gap to the retrained model; means
+    over seeds."""
     rows = pathway[(pathway["task"] == task) & pathway["model"].isin(PATHWAY_MODELS)]
     if rows.empty:
         return pd.DataFrame()

@@ -227,7 +227,8 @@ class ClassificationTask:
     def losses_and_accuracy(self, forward: Callable, batch: dict) -> tuple[torch.Tensor, float]:
         """Per-example cross-entropy (batch,) and the fraction classified correctly, from one forward."""
         logits = self.logits(forward, batch)
-        return F.cross_entropy(logits, batch["y"], reduction="none"), float((logits.argmax(-1) == batch["y"]).float().mean())
+        correct = (logits.argmax(-1) == batch["y"]).float().mean()
+        return F.cross_entropy(logits, batch["y"], reduction="none"), float(correct)
 
     def new_model(self, options: dict, seed: int) -> nn.Module:
         torch.manual_seed(seed)
