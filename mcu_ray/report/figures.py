@@ -252,9 +252,9 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFra
         gap_ax.set_xlabel("t (0 = original, 1 = source)", fontsize=7)
         gap_ax.tick_params(labelsize=7)
         gap_ax.legend(fontsize=7)
-    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(PATHWAY_MODELS), fontsize=7)
     fig.suptitle(f"{task}: pathway unlearning vs its source endpoint and the retrained model "
                  f"(gap = mean |metric - retrained| on the selection metrics; means over seeds)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
