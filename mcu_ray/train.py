@@ -118,6 +118,9 @@ def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer
             seed: int, teachers: Teachers | None = None) -> dict:
     """Turn the original model (loaded into ``model``) into an unlearned endpoint, in place."""
     method, teachers = METHODS[method_name], teachers or Teachers()
+    if method.loss is None:
+        raise ValueError(f"{method_name} has no loss of its own: it is built from its source's endpoint by "
+                         f"mcu_ray.jobs.build_pathway")
     generator = torch.Generator().manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay, optimizer_params)
     masks = None

@@ -118,6 +118,8 @@ def test_only_the_selected_tensors_of_the_midpoint_move(digits_models):
     theta_u = {n: p.detach().clone() for n, p in unlearned.named_parameters()}
 
     params = METHODS["pathway_ga"].Params(epochs=2, k=0.05, k_r=0.1)
+    with pytest.raises(ValueError, match="build_pathway"):  # not an ordinary unlearning loss
+        unlearn(task.new_model(options, seed=0), task, data, "pathway_ga", params, seed=0)
     test_accuracy = accuracy(model.eval(), task, data.split("test"))  # the forget baseline: data never trained on
     bend, log = fit_pathway_bend(model, theta_u, task, data, params, seed=0)
     selected = set(log["selected_tensors"])
