@@ -120,7 +120,8 @@ def build_pathway(store: Store, item: Endpoint) -> dict:
     """Pathway unlearning: the point t* of a trained curve original -> source endpoint.
 
     The curve is evaluated at ``select_points`` values of t; t* minimises the mean gap to
-    the retrained model on the task's selection metrics (interpolated between points),
+    the retrained model on the task's selection metrics, interpolated between points (if
+    phi(t*) evaluates worse than the best evaluated point, that point is taken instead),
     and phi(t*) is stored as an ordinary endpoint, its curve's points beside it.
     """
     problem = failure(store, item.source)
@@ -141,17 +142,28 @@ def build_pathway(store: Store, item: Endpoint) -> dict:
     reference = (store.uri, item.reference)
     rows = [evaluate_curve_point(item.task, options, item.ratio, cps, float(t), reference)
             for t in t_grid(params.select_points)]
-    targets = store.read_meta(item.reference)["metrics"]
-    t_star, predicted_gap = pathway.select_t([r["t"] for r in rows], {m: [r[m] for r in rows]
-                                                                     for m in task.selection_metrics}, targets)
-    with torch.no_grad():
-        load_state(model, state_at(model, cps, t_star))
+    targets, names = store.read_meta(item.reference)["metrics"], task.selection_metrics
+    try:
+        t_interpolated, predicted_gap = pathway.select_t([r["t"] for r in rows], {m: [r[m] for r in rows]
+                                                                                 for m in names}, targets)
+    except ValueError as exc:  # every point NaN: nothing to export
+        return _diverged(store, item.key, item, DivergedError(str(exc)))
     context = eval_context(item.task, options, item.ratio, reference)
-    metrics = evaluate_model(model, item.task, options, item.ratio, context)
+
+    def evaluate_at(t: float) -> dict:
+        with torch.no_grad():
+            load_state(model, state_at(model, cps, t))
+        return evaluate_model(model, item.task, options, item.ratio, context)
+
+    t_star, metrics = t_interpolated, evaluate_at(t_interpolated)
+    grid_gaps = [mean_gap(r, targets, names) for r in rows]
+    best = int(np.nanargmin(grid_gaps))
+    if not mean_gap(metrics, targets, names) <= grid_gaps[best]:  # interpolation misled: take the evaluated best
+        t_star, metrics = rows[best]["t"], evaluate_at(rows[best]["t"])
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
-            "metrics": metrics, "pathway": {"t_star": t_star, "predicted_gap": predicted_gap,
-                                            "gap": mean_gap(metrics, targets, task.selection_metrics),
-                                            "selection_metrics": list(task.selection_metrics)}}
+            "metrics": metrics, "pathway": {"t_star": t_star, "t_interpolated": t_interpolated,
+                                            "predicted_gap": predicted_gap, "gap": mean_gap(metrics, targets, names),
+                                            "selection_metrics": list(names)}}
     return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
 
 

@@ -78,8 +78,8 @@ def select_t(ts, metrics: dict, targets: dict, resolution: int = 1001) -> tuple[
                     for name, values in metrics.items()], axis=0)
     if np.isnan(gaps).all():
         raise ValueError("every point of the curve has a NaN metric: no t* to choose")
-    # a point next to a NaN (diverged) one is never chosen; among equally close points the one
-    # furthest along the curve, i.e. furthest from the original model, is
+    # between a NaN (diverged) point and its neighbours nothing is chosen; among equally close
+    # points the one furthest along the curve, i.e. furthest from the original model, is
     best = int(np.flatnonzero(gaps <= np.nanmin(gaps) + 1e-9)[-1])
     return float(fine[best]), float(gaps[best])
 
@@ -147,8 +147,8 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
     model.eval()
     baselines = accuracy(model, task, data.split(task.holdout_split)), accuracy(model, task, retain)
     sizes = {n: weights[n].numel() for n in names}
-    selected = select_tensors(tensor_scores(model, task, data.split("retain")), tensor_scores(model, task, forget),
-                              sizes, params.k, params.k_r)
+    scores = [tensor_scores(model, task, split, params.batch_size) for split in (data.split("retain"), forget)]
+    selected = select_tensors(*scores, sizes, params.k, params.k_r)
     bend = {n: ((theta_o[n] + theta_u[n]) / 2).requires_grad_(n in selected) for n in names}
     opt = torch.optim.AdamW([bend[n] for n in selected], lr=params.lr, weight_decay=params.weight_decay)
 

@@ -289,8 +289,9 @@ def run_cell(config: dict, grid: Grid) -> dict:
             not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
         store.write_table(pa.Table.from_pylist(reference_rows(grid, original, reference)), grid.spec.name,
                           "references", {"task": cell.task}, reference.key)
-    for endpoint in (e1, e2):
-        if endpoint.source and not jobs.failure(store, endpoint.key):
+    for endpoint in (e1, e2):  # only pathway endpoints that were built (not after a failed original)
+        if endpoint.source and store.has_artifact(endpoint.key) and \
+                not jobs.failure(store, original.key, cell.retrained, endpoint.key):
             write_pathway_table(grid, endpoint)
     store.write_table(pa.Table.from_pylist(barrier_rows), grid.spec.name, "barriers", partition, cell.key)
     store.write_table(pa.Table.from_pylist(rows), grid.spec.name, "results", partition, cell.key)

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
                                           indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:
-        for table in ("results", "barriers", "references", "tune"):
+        for table in ("results", "barriers", "references", "pathway", "tune"):
             Store(storage).delete_dir(spec.name, table)
         print(f"--restart: dropped the result tables of {spec.name}", flush=True)
     try:

@@ -140,6 +140,25 @@ def test_diverged_endpoint_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_pat
     assert "diverged" in open(index).read()
 
 
+def test_pathway_cells_after_a_failed_source_or_original_are_recorded_as_diverged(ray_cluster, tmp_path):
+    """A pathway endpoint inherits its source's or the original's failure; the grid goes on."""
+    for name, task in (("source", tiny_digits_task(methods=["ga", "pathway_ga"],
+                                                   hparams={"ga": {"steps": 20, "lr": 1e12}})),
+                       ("original", tiny_digits_task(methods=["ga", "pathway_ga"], options={"epochs": 2, "lr": 1e12},
+                                                     hparams={"ga": {"epochs": 1}}))):
+        spec = parse_spec({"name": name, "settings": ["Rand"], "points": 3, "tasks": [task],
+                           "resources": {"max_concurrent_trials": 2, "trial_cpus": 0.5, "eval_cpus": 0.5}})
+        plan = make_plan(spec)
+        storage = str(tmp_path / name)
+        assert run_grid(spec, plan, storage) == {"cells_run": 2, "cells_failed": 0, "cells_skipped": 0}
+        store = Store(storage)
+        rows = store.read_tables(name, "results").to_pylist()
+        assert len(rows) == 2 * 2 * 3 and {r["status"] for r in rows} == {"diverged"}, name
+        assert store.read_tables(name, "pathway") is None  # nothing to compare
+    pathway_ep = next(e for e in plan.endpoints.values() if e.source)
+    assert not Store(str(tmp_path / "original")).has_artifact(pathway_ep.key)  # never built after a failed original
+
+
 def test_corrupt_artifact_and_torn_result_are_recomputed(ray_cluster, tmp_path):
     spec = tiny_spec(settings=["Rand"], points=3)
     plan = make_plan(spec)

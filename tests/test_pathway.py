@@ -154,7 +154,10 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
     assert 0 <= t_star <= 1
     targets = store.read_meta(pathway_ep.reference)["metrics"]
     names = meta["pathway"]["selection_metrics"]
-    assert meta["pathway"]["predicted_gap"] <= min(jobs.mean_gap(p, targets, names) for p in points) + 1e-9
+    grid_best = min(jobs.mean_gap(p, targets, names) for p in points)
+    assert meta["pathway"]["predicted_gap"] <= grid_best + 1e-9
+    assert meta["pathway"]["gap"] <= grid_best + 1e-9  # never worse than an evaluated point
+    assert meta["pathway"]["gap"] == pytest.approx(jobs.mean_gap(meta["metrics"], targets, names))
     # safetensors weights that load into a fresh model and give the stored metrics: phi(t*) itself
     again = evaluate_state(pathway_ep.task, pathway_ep.options, pathway_ep.ratio, store.load_weights(pathway_ep.key),
                            (store.uri, pathway_ep.reference))
@@ -194,7 +197,9 @@ def test_plan_builds_each_pathway_endpoint_from_its_sources_variant():
     cell = next(c for c in plan.cells if plan.endpoints[c.endpoint_1].method == "pathway_ga" and c.setting == "Met")
     bezier = plan.curves[dict(cell.curves)["bezier"]]
     assert bezier.objective == "ga" and bezier.hparams == spec.tasks[0].hparams["ga"]["params"]
-    assert plan.counts()["evaluations"] > without.counts()["evaluations"]
+    counts = plan.counts()  # each pathway endpoint evaluates select_points t values and then t*
+    assert counts["evaluations"] == (2 * counts["retrained"] + counts["endpoints"] + counts["curves"] * 14
+                                     + len(pathways) * spec.tasks[0].hparams["pathway_ga"]["params"]["select_points"])
 
 
 def test_spec_checks_pathway_knobs():
@@ -209,6 +214,7 @@ def test_spec_checks_pathway_knobs():
                                 ({"pathway_ga": {"k": 0.8, "k_r": 0.3}}, "pathway_ga.k"),
                                 ({"pathway_ga": {"retain_ratio": 0}}, "pathway_ga.retain_ratio"),
                                 ({"pathway_ga": {"select_points": 2}}, "pathway_ga.select_points"),
+                                ({"pathway_ga": {"steps": 10}}, "pathway_ga.steps"),
                                 ({"npo": {"lr": 1.0}}, "hparams.npo")):
         with pytest.raises(SpecError, match=re.escape(field_path)):
             parse(["rl", "pathway_ga"], hparams)

@@ -76,17 +76,21 @@ def _write_references(store: Store) -> None:
 
 
 PATHWAY_GAPS = {"original": 0.05, "source": 0.1, "pathway": 0.02, "retrained": 0.0}
+PATHWAY_SOURCES = {("ga", "fo"): 1.0, ("rl", "fo"): 2.0, ("ga", "so"): 3.0}  # source, optimizer -> gap factor
 
 
 def _write_pathway(store: Store) -> None:
-    """Pathway endpoints from GA and RL at both ratios and two seeds, beside source and retrained."""
+    """Pathway endpoints from GA, RL and GA with Sophia at both ratios and two seeds, beside the
+    original, their source and the retrained model; every gap scaled per (ratio, source)."""
     for ratio in RATIOS:
-        for source in ("ga", "rl"):
+        for (source, optimizer), factor in PATHWAY_SOURCES.items():
             for seed in (0, 1):
-                key = f"ep-pathway_{source}-{ratio:g}-{seed}"
+                key = f"ep-pathway_{source}-{optimizer}-{ratio:g}-{seed}"
                 ident = {"sweep": SWEEP, "task": "digits", "ratio": ratio, "seed": seed, "method": f"pathway_{source}",
-                         "source_method": source, "endpoint": key, "t_star": 0.25 + 0.5 * seed}
-                rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": gap, "acc_test": 0.9 - gap,
+                         "source_method": source, "optimizer": optimizer, "curriculum": "none", "endpoint": key,
+                         "t_star": 0.25 + 0.5 * seed}
+                rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": gap * factor * ratio,
+                         "acc_test": 0.9 - gap,
                          "acc_retain": 1.0 - gap, "acc_forget": 0.9 + gap, "zrf": 0.5, "loss_retain": gap,
                          "loss_forget": 0.3} for model, gap in PATHWAY_GAPS.items()]
                 rows += [{**ident, "model": "curve", "t": t, "gap_to_retrained": abs(t - ident["t_star"]),
@@ -150,16 +154,22 @@ def test_pathway_table_compares_source_pathway_and_retrained_per_ratio(report, s
     from mcu_ray.report.tables import load_sweep, pathway_table
 
     table = pathway_table(load_sweep(storage, SWEEP).pathway, "digits")
-    assert len(table) == len(RATIOS) * 2 * 4  # ratios x sources x (original, source, pathway, retrained)
+    # ratios x sources (GA with Sophia apart from GA) x (original, source, pathway, retrained)
+    assert len(table) == len(RATIOS) * len(PATHWAY_SOURCES) * 4
     assert list(table["model"][:4]) == ["original", "source", "pathway", "retrained"]
     assert set(table["seeds"]) == {2}
-    assert dict(zip(table["model"], table["gap to retrained"])) == pytest.approx(PATHWAY_GAPS)
-    assert table.loc[table["model"] == "pathway", "t*"].tolist() == pytest.approx([0.5] * 4)  # mean of 0.25, 0.75
+    labels = {("ga", "fo"): "ga", ("rl", "fo"): "rl", ("ga", "so"): "ga+SO"}
+    for ratio in RATIOS:
+        for source, factor in PATHWAY_SOURCES.items():
+            rows = table[(table["ratio (%)"] == ratio) & (table["source"] == labels[source])]
+            assert dict(zip(rows["model"], rows["gap to retrained"])) == pytest.approx(
+                {m: gap * factor * ratio for m, gap in PATHWAY_GAPS.items()})
+    assert table.loc[table["model"] == "pathway", "t*"].tolist() == pytest.approx([0.5] * 6)  # mean of 0.25, 0.75
     assert table.loc[table["model"] != "pathway", "t*"].isna().all()
     _, text = report
     assert "<h3>Pathway unlearning</h3>" in text and "<th>gap to retrained</th>" in text
     height, width, _ = mpimg.imread(f"{report[0].rsplit('/', 1)[0]}/digits_pathway.png").shape
-    assert height > 400 and width > 800  # two ratio rows, two sources plus the gap-along-t column
+    assert height > 400 and width > 1000  # two ratio rows, three sources plus the gap-along-t column
 
 
 def test_report_shows_only_the_current_plans_rows(storage, tmp_path):
@@ -173,13 +183,13 @@ def test_report_shows_only_the_current_plans_rows(storage, tmp_path):
     shutil.copytree(storage, root)
     everything = load_sweep(str(root), SWEEP)
     kept = sorted(everything.results["cell_id"].unique())[:2]
-    plan = {"cells": kept, "models": ["retrained-2"], "pathway": ["ep-pathway_ga-2-0"]}
+    plan = {"cells": kept, "models": ["retrained-2"], "pathway": ["ep-pathway_ga-fo-2-0"]}
     Store(str(root)).write_bytes(json.dumps({"plan": plan}).encode(), SWEEP, "spec.json")
     current = load_sweep(str(root), SWEEP)
     assert sorted(current.results["cell_id"].unique()) == kept
     assert set(current.barriers["cell_id"]) <= set(kept)
     assert list(current.references["key"]) == ["retrained-2"]
-    assert set(current.pathway["endpoint"]) == {"ep-pathway_ga-2-0"}
+    assert set(current.pathway["endpoint"]) == {"ep-pathway_ga-fo-2-0"}
     assert len(Store(str(root)).read_tables(SWEEP, "results")) == len(everything.results)  # nothing deleted
     Store(str(root)).write_bytes(json.dumps({"plan": {**plan, "cells": ["cell-none"]}}).encode(), SWEEP, "spec.json")
     with pytest.raises(EmptySweepError, match="current sweep file"):

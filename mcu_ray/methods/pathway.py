@@ -36,6 +36,8 @@ class Params(UnlearnParams):
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected a fraction in [0, 1]")
         if self.k == 0:
             raise SpecError(f"{path}.k", self.k, "expected a fraction in (0, 1]: with k = 0 nothing trains")
+        if self.steps:
+            raise SpecError(f"{path}.steps", self.steps, "not used by pathway methods: set epochs (passes over Df)")
         if self.k + self.k_r > 1:
             raise SpecError(f"{path}.k", self.k,
                             f"k + k_r must be at most 1 (k_r = {self.k_r} of the parameters are kept out first)")

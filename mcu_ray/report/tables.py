@@ -103,10 +103,10 @@ PATHWAY_MODELS = ("original", "source", "pathway", "retrained")
 
 
 def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per forget ratio and source method: the original, the source endpoint, the pathway model at
-    t* and the retrained model on every metric, with the mean gap to the retrained model; means
-    over seeds."""
-    rows = pathway[(pathway["task"] == task) & pathway["model"].isin(PATHWAY_MODELS)]
+    """Per forget ratio and source method (with its optimiser / curriculum variant): the original,
+    the source endpoint, the pathway model at t* and the retrained model on every metric, with
+    the mean gap to the retrained model; means over seeds."""
+    rows = with_variant(pathway[(pathway["task"] == task) & pathway["model"].isin(PATHWAY_MODELS)])
     if rows.empty:
         return pd.DataFrame()
     metrics = metric_names(rows, task)
@@ -121,9 +121,17 @@ def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
                                  "gap": "gap to retrained"})
 
 
+def with_variant(rows: pd.DataFrame) -> pd.DataFrame:
+    """``source_method`` named with its variant, so FO, SO and CL pathways are never pooled:
+    ``ga``, ``ga+SO``, ``ga+CL``."""
+    suffix = (rows["optimizer"].map(lambda o: "" if o == "fo" else f"+{o.upper()}")
+              + rows["curriculum"].map(lambda c: "" if c == "none" else f"+{c.upper()}"))
+    return rows.assign(source_method=rows["source_method"] + suffix)
+
+
 def pathway_curves(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
     """Mean gap to the retrained model along t of the pathway curves, per ratio and source (mean over seeds)."""
-    rows = pathway[(pathway["task"] == task) & (pathway["model"] == "curve")]
+    rows = with_variant(pathway[(pathway["task"] == task) & (pathway["model"] == "curve")])
     return rows.groupby(["ratio", "source_method", "t"]).agg(gap=("gap_to_retrained", "mean")).reset_index()
 
 

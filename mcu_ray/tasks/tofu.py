@@ -111,8 +111,10 @@ class TofuData:
     eval_cache: dict = field(default_factory=dict)
 
     def split(self, name: str) -> dict:
+        """A training split as tensors; ``holdout`` (authors never trained on) is read on first use."""
         if name not in self.tensors:
-            rows = getattr(self.rows, name)
+            rows = (load_config(self.options.source, self.rows.holdout_config, **_source_kwargs(self.options))
+                    if name == "holdout" else getattr(self.rows, name))
             self.tensors[name] = encode_pairs(self.tokenizer, self.options, [(r["question"], r["answer"]) for r in rows])
         return self.tensors[name]
 

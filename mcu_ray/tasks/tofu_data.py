@@ -61,7 +61,7 @@ class TofuRows:
     retain_eval: list[dict]  # retain_perturbed rows of the retained authors
     real_authors: list[dict]  # question, answer, perturbed_answer (3)
     world_facts: list[dict]
-    holdout: list[dict]  # TOFU's holdoutXX: as many rows about authors outside ``full`` as Df has
+    holdout_config: str  # TOFU's holdoutXX: as many rows about authors outside ``full`` as Df has (read on use)
 
 
 def _forget_rows(n_authors: int, ratio: float) -> int:
@@ -91,7 +91,7 @@ def tofu_rows(load, ratio: float, retain_authors: int, max_ratio: float, eval_si
     cap = slice(0, eval_size or None)
     return TofuRows(train=train, retain=retain, forget=forget, forget_eval=forget[cap], retain_eval=retain_eval[cap],
                     real_authors=load("real_authors_perturbed")[cap], world_facts=load("world_facts_perturbed")[cap],
-                    holdout=load(holdout_config(ratio)))
+                    holdout_config=holdout_config(ratio))
 
 
 # ----------------------------------------------------------------------------- synthetic source
