@@ -124,6 +124,8 @@ def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
 def with_variant(rows: pd.DataFrame) -> pd.DataFrame:
     """``source_method`` named with its variant, so FO, SO and CL pathways are never pooled:
     ``ga``, ``ga+SO``, ``ga+CL``."""
+    if rows.empty:
+        return rows
     suffix = (rows["optimizer"].map(lambda o: "" if o == "fo" else f"+{o.upper()}")
               + rows["curriculum"].map(lambda c: "" if c == "none" else f"+{c.upper()}"))
     return rows.assign(source_method=rows["source_method"] + suffix)
