@@ -165,7 +165,6 @@ def naive_grid(spec_path: str, root: str, threads: int) -> dict:
     import torch
 
     from mcu_ray import jobs
-    from mcu_ray.evaluate import evaluate_curve_point
     from mcu_ray.plan import make_plan
     from mcu_ray.spec import load_spec
     from mcu_ray.store import Store
@@ -210,12 +209,9 @@ def naive_grid(spec_path: str, root: str, threads: int) -> dict:
             seconds["bends"] += time.perf_counter() - started
 
             started = time.perf_counter()
-            control_points = jobs.control_points(store, curve)
-            reference = (store.uri, curve.reference)
-            for t in jobs.t_grid(curve.points):  # all points, t=0 and t=1 included
-                point = evaluate_curve_point(curve.task, curve.options, curve.ratio, control_points, float(t),
-                                             reference)
-                rows.append({"cell_id": cell.key, "curve": kind, **point, "t": round(float(t), 6)})
+            all_ts = [float(t) for t in jobs.t_grid(curve.points)]  # t=0 and t=1 included
+            for point in jobs.evaluate_curve_serially(store, curve, all_ts):
+                rows.append({"cell_id": cell.key, "curve": kind, **point, "t": round(point["t"], 6)})
                 curve_points += 1
             seconds["evaluation"] += time.perf_counter() - started
         print(f"  | naive [{index + 1}/{len(plan.cells)}] {cell.setting:<5} {first.method}/"

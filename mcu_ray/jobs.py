@@ -20,6 +20,7 @@ from mcu_ray.methods import METHODS
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
+from mcu_ray.tasks import TASKS
 from mcu_ray.methods.curriculum import needs_original_losses
 from mcu_ray.train import DivergedError, Teachers, fit_bezier_bend, frozen_copy, train_supervised, unlearn
 
@@ -79,14 +80,16 @@ def build_retrained(store: Store, item: Retrained) -> dict:
     return _supervised(store, item, "retain", ratio=item.ratio)
 
 
-def teachers(store: Store, task, options: dict, method: str, original_key: str,
-             curriculum_params: dict | None = None) -> Teachers:
-    """The frozen models ``method`` (and an ordering curriculum) consult; only those it needs."""
+def teachers(task, options: dict, method: str, original_state, curriculum_params: dict | None = None) -> Teachers:
+    """The frozen models ``method`` (and an ordering curriculum) consult; only those it needs.
+
+    ``original_state()`` gives the original's weights: read only when a teacher needs them.
+    """
     spec = METHODS[method]
     original = random = None
     if spec.uses_reference or needs_original_losses("cl" if curriculum_params else "none", curriculum_params):
         original = task.new_model(options, seed=0)
-        load_state(original, store.load_weights(original_key))
+        load_state(original, original_state())
         original = frozen_copy(original)
     if spec.uses_random_teacher:
         random = frozen_copy(task.new_model(options, seed=task.Options(**options).model_seed + 7919))
@@ -100,14 +103,15 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
         return build_pathway(store, item)
     task, options, data = task_data(item.task, item.options, item.ratio)
     model = task.new_model(options, seed=0)
-    load_state(model, store.load_weights(item.original))
+    original = store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
+    load_state(model, original)
     params = METHODS[item.method].Params(**item.hparams)
     started = time.time()
     try:
         log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
                       optimizer_params=item.optimizer_params, curriculum=item.curriculum,
                       curriculum_params=item.curriculum_params, seed=item.seed,
-                      teachers=teachers(store, task, options, item.method, item.original, item.curriculum_params))
+                      teachers=teachers(task, options, item.method, lambda: original, item.curriculum_params))
     except DivergedError as exc:
         return _diverged(store, item.key, item, exc)
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
@@ -137,33 +141,32 @@ def build_pathway(store: Store, item: Endpoint) -> dict:
         bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed)
     except DivergedError as exc:
         return _diverged(store, item.key, item, exc)
-    names = curve_parameters(model)
-    cps = [{n: original[n] for n in names}, bend, {n: source[n] for n in names}]
-    reference = (store.uri, item.reference)
-    rows = [evaluate_curve_point(item.task, options, item.ratio, cps, float(t), reference)
-            for t in t_grid(params.select_points)]
+    curve = curve_parameters(model)
+    cps = [{n: original[n] for n in curve}, bend, {n: source[n] for n in curve}]
+    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
+
+    def evaluate_at(t: float) -> dict:
+        """phi(t) loaded into ``model`` (BatchNorm re-estimated on Dr, as it is then saved) and its metrics."""
+        with torch.no_grad():
+            load_state(model, state_at(model, cps, t))
+        return evaluate_model(model, item.task, options, item.ratio, context)
+
+    rows = [{"t": float(t), **evaluate_at(float(t))} for t in t_grid(params.select_points)]
     targets, names = store.read_meta(item.reference)["metrics"], task.selection_metrics
     try:
         t_interpolated, predicted_gap = pathway.select_t([r["t"] for r in rows], {m: [r[m] for r in rows]
                                                                                  for m in names}, targets)
     except ValueError as exc:  # every point NaN: nothing to export
         return _diverged(store, item.key, item, DivergedError(str(exc)))
-    context = eval_context(item.task, options, item.ratio, reference)
-
-    def evaluate_at(t: float) -> dict:
-        with torch.no_grad():
-            load_state(model, state_at(model, cps, t))
-        return evaluate_model(model, item.task, options, item.ratio, context)
-
     t_star, metrics = t_interpolated, evaluate_at(t_interpolated)
     grid_gaps = [mean_gap(r, targets, names) for r in rows]
     best = int(np.nanargmin(grid_gaps))
     if not mean_gap(metrics, targets, names) <= grid_gaps[best]:  # interpolation misled: take the evaluated best
-        t_star, metrics = rows[best]["t"], evaluate_at(rows[best]["t"])
+        t_star, metrics = rows[best]["t"], evaluate_at(rows[best]["t"])  # again: the saved BatchNorm is its own
+    gap = mean_gap(metrics, targets, names)
     meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
             "metrics": metrics, "pathway": {"t_star": t_star, "t_interpolated": t_interpolated,
-                                            "predicted_gap": predicted_gap, "gap": mean_gap(metrics, targets, names),
-                                            "selection_metrics": list(names)}}
+                                            "predicted_gap": predicted_gap, "gap": gap, "selection_metrics": list(names)}}
     return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
 
 
@@ -208,7 +211,8 @@ def build_bend(store: Store, curve: Curve) -> dict:
     try:
         bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
                                     CurveFitSpec(**curve.fit), seed=curve.seed,
-                                    teachers=teachers(store, task, options, curve.objective, original_key))
+                                    teachers=teachers(task, options, curve.objective,
+                                                      lambda: store.load_weights(original_key)))
     except DivergedError as exc:
         return _diverged(store, bend_key(curve), curve, exc)
     meta = {"kind": "bend", "item": asdict(curve), "train_log": log, "train_seconds": time.time() - started}
@@ -217,8 +221,7 @@ def build_bend(store: Store, curve: Curve) -> dict:
 
 def control_points(store: Store, curve: Curve) -> list[dict]:
     """[theta_1, (bend,) theta_2] over the curve's parameter names."""
-    task = task_data(curve.task, curve.options, curve.ratio)[0]
-    names = curve_parameters(task.new_model(curve.options, seed=0))
+    names = curve_parameters(TASKS[curve.task].new_model(curve.options, seed=0))
     ends = [store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)]
     bends = [store.load_weights(bend_key(curve))] if curve.trained else []
     return [{n: cp[n] for n in names} for cp in [ends[0], *bends, ends[1]]]
@@ -228,11 +231,12 @@ def interior_ts(curve: Curve) -> list[float]:
     return [float(t) for t in t_grid(curve.points)[1:-1]]
 
 
-def evaluate_curve_serially(store: Store, curve: Curve) -> list[dict]:
-    """All interior points, one after another in this process (the naive way; tests)."""
+def evaluate_curve_serially(store: Store, curve: Curve, ts: list[float] | None = None) -> list[dict]:
+    """Points ``ts`` (default: the interior ones), one after another in this process (the naive way; tests)."""
     cps = control_points(store, curve)
     reference = (store.uri, curve.reference)
-    return [evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, t, reference) for t in interior_ts(curve)]
+    return [evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, t, reference)
+            for t in (interior_ts(curve) if ts is None else ts)]
 
 
 def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mcu_ray.curves import curve_forward, curve_parameters
+from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
+from mcu_ray.methods.common import split_gradients
 from mcu_ray.tasks.classification import batch_length, iterate_batches
-from mcu_ray.train import check_finite, unlearning_batches
+from mcu_ray.train import run_steps, unlearning_batches
 
 
 def select_tensors(retain_scores: dict, forget_scores: dict, sizes: dict, k: float, k_r: float) -> list[str]:
@@ -89,14 +90,9 @@ def tensor_scores(model: nn.Module, task, split: dict, batch_size: int = 256) ->
 
     The norm is the same for L and -L, so this is both score_r (on Dr) and score_f (on Df).
     """
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    model.eval()  # BatchNorm: the model's own statistics, not updated
-    model.zero_grad(set_to_none=True)
-    for batch in iterate_batches(split, batch_size):
-        task.example_losses(model, batch).sum().backward()
-    scores = {name: float(p.grad.norm() / p.numel()) if p.grad is not None else 0.0 for name, p in params.items()}
-    model.zero_grad(set_to_none=True)
-    return scores
+    grads = split_gradients(model, task, split, batch_size)
+    return {name: float(grads[name].norm() / p.numel()) if name in grads else 0.0
+            for name, p in model.named_parameters() if p.requires_grad}
 
 
 @torch.no_grad()
@@ -149,28 +145,25 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
     sizes = {n: weights[n].numel() for n in names}
     scores = [tensor_scores(model, task, split, params.batch_size) for split in (data.split("retain"), forget)]
     selected = select_tensors(*scores, sizes, params.k, params.k_r)
-    bend = {n: ((theta_o[n] + theta_u[n]) / 2).requires_grad_(n in selected) for n in names}
+    bend = {n: b.requires_grad_(n in selected) for n, b in initial_bend(theta_o, theta_u).items()}
     opt = torch.optim.AdamW([bend[n] for n in selected], lr=params.lr, weight_decay=params.weight_decay)
 
     n_forget, n_retain = batch_length(forget), batch_length(retain)
     forget_size = max(1, round(params.batch_size * n_forget / (n_forget + n_retain)))
     loop = dataclasses.replace(params, steps=0, batch_size=forget_size,
                                retain_batch_size=max(1, params.batch_size - forget_size))
-    rule = BetaRule(params.beta_low, params.beta_high)
-    model.train()
-    betas, loss = [], None
-    for step, (forget_batch, retain_batch) in enumerate(
-            unlearning_batches(MixedData(data, retain), loop, generator, uses_retain=True)):
+    rule, betas = BetaRule(params.beta_low, params.beta_high), []
+
+    def loss_of(forget_batch, retain_batch):  # at one t ~ U(0, 1) per step
         forward = curve_forward(model, [theta_o, bend, theta_u], float(torch.rand((), generator=generator)))
         forget_losses, forget_acc = task.losses_and_accuracy(forward, forget_batch)
         retain_losses, retain_acc = task.losses_and_accuracy(forward, retain_batch)
         betas.append(rule(forget_acc, retain_acc, *baselines))
-        loss = retain_losses.mean() - betas[-1] * forget_losses.mean()
-        check_finite(loss, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    log = {"steps": len(betas), "final_loss": loss.item() if loss is not None else float("nan"),
+        return retain_losses.mean() - betas[-1] * forget_losses.mean(), {}
+
+    model.train()
+    batches = unlearning_batches(MixedData(data, retain), loop, generator, uses_retain=True)
+    log = {**run_steps(loss_of, batches, opt),
            "forget_baseline": baselines[0], "retain_baseline": baselines[1],
            "selected_tensors": selected, "trained_fraction": sum(sizes[n] for n in selected) / sum(sizes.values()),
            "mean_beta": float(np.mean(betas)) if betas else 0.0,

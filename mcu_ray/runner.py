@@ -81,6 +81,10 @@ class BuildCoordinator:
             w.cancel()
 
 
+# The sweep's tables under <storage>/<sweep>/, each one Parquet file per cell or model.
+RESULT_TABLES = ("results", "barriers", "references", "pathway")
+
+
 def coordinator_name(storage: str) -> str:
     return "builds-" + hashlib.sha256(storage.encode()).hexdigest()[:12]
 
@@ -272,7 +276,8 @@ def run_cell(config: dict, grid: Grid) -> dict:
 
     ensure(grid, cell.key, {original.key: train("original", original),
                             cell.retrained: train("retrained", plan.retrained[cell.retrained])})
-    if not jobs.failure(store, original.key, cell.retrained):
+    inputs_ok = not jobs.failure(store, original.key, cell.retrained)  # stored before anything below runs
+    if inputs_ok:
         sources = [plan.endpoints[e.source] for e in (e1, e2) if e.source]  # pathway endpoints start from these
         ensure(grid, cell.key, {e.key: train("endpoint", e) for e in sources})
         ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)})
@@ -285,13 +290,11 @@ def run_cell(config: dict, grid: Grid) -> dict:
     rows, barrier_rows, summary = cell_tables(grid, cell)
     partition = {"task": cell.task, "setting": cell.setting}
     reference = plan.retrained[cell.retrained]
-    if not jobs.failure(store, original.key, reference.key) and \
-            not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
+    if inputs_ok and not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
         store.write_table(pa.Table.from_pylist(reference_rows(grid, original, reference)), grid.spec.name,
                           "references", {"task": cell.task}, reference.key)
-    for endpoint in (e1, e2):  # only pathway endpoints that were built (not after a failed original)
-        if endpoint.source and store.has_artifact(endpoint.key) and \
-                not jobs.failure(store, original.key, cell.retrained, endpoint.key):
+    for endpoint in (e1, e2):  # pathway endpoints are built only on healthy inputs
+        if endpoint.source and inputs_ok and not jobs.failure(store, endpoint.key):
             write_pathway_table(grid, endpoint)
     store.write_table(pa.Table.from_pylist(barrier_rows), grid.spec.name, "barriers", partition, cell.key)
     store.write_table(pa.Table.from_pylist(rows), grid.spec.name, "results", partition, cell.key)

@@ -99,10 +99,6 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
 def check_value(value: Any, tp, path: str) -> Any:
     """Check one scalar against an annotation (int, float, bool, str); return it coerced."""
     if tp is bool:
@@ -124,6 +120,13 @@ def check_value(value: Any, tp, path: str) -> Any:
     return value
 
 
+def reject_unknown_keys(raw: dict, names, path: str) -> None:
+    """A SpecError for the first key of ``raw`` not in ``names``, with a did-you-mean."""
+    for key in raw:
+        if key not in names:
+            raise SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, names)}; allowed keys: {', '.join(names)}")
+
+
 def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
     """Build ``cls`` from a mapping, refusing unknown keys and wrong scalar types.
 
@@ -137,9 +140,7 @@ def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
         raise SpecError(path, raw, f"expected a mapping with keys {sorted(f.name for f in dataclasses.fields(cls))}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            raise SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, names)}; allowed keys: {', '.join(names)}")
+    reject_unknown_keys(raw, names, path)
     values = dict(overrides or {})
     for key, value in raw.items():
         tp = hints[key]
@@ -202,9 +203,7 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
         raise SpecError("", raw, "a sweep file is a mapping with keys name, tasks, settings, ...")
     top = {k: raw[k] for k in raw if k not in ("tasks", "resources")}
     top_fields = [f.name for f in dataclasses.fields(SweepSpec)]
-    for key in raw:
-        if key not in top_fields:
-            raise SpecError(key, raw[key], f"unknown key{did_you_mean(key, top_fields)}; allowed keys: {', '.join(top_fields)}")
+    reject_unknown_keys(raw, top_fields, "")
     if "name" not in raw:
         raise SpecError("name", None, "this field is required: the sweep's name, used as its folder under storage")
     name = check_value(raw["name"], str, "name")
@@ -243,9 +242,7 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
     if not isinstance(raw, dict):
         raise SpecError(path, raw, "expected a mapping with keys name, ratios, methods, options, hparams, curve_fit")
     allowed = [f.name for f in dataclasses.fields(TaskSpec)]
-    for key in raw:
-        if key not in allowed:
-            raise SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}")
+    reject_unknown_keys(raw, allowed, path)
     if "name" not in raw:
         raise SpecError(_join(path, "name"), None, f"this field is required; known tasks: {', '.join(task_registry.TASKS)}")
     name = raw["name"]

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from mcu_ray.runner import run_grid, spec_hash
+    from mcu_ray.runner import RESULT_TABLES, run_grid, spec_hash
     from mcu_ray.store import Store
 
     started = time.time()
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
                                           indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:
-        for table in ("results", "barriers", "references", "pathway", "tune"):
+        for table in (*RESULT_TABLES, "tune"):
             Store(storage).delete_dir(spec.name, table)
         print(f"--restart: dropped the result tables of {spec.name}", flush=True)
     try:

@@ -96,12 +96,14 @@ class Teachers:
     random: nn.Module | None = None
 
 
-def _steps(method, params, ctx_at, data, generator, opt, order=None, masks=None) -> dict:
-    """The shared inner loop: loss, finiteness check, backward, masked gradients, step."""
+def run_steps(loss_of, batches, opt, masks=None) -> dict:
+    """The shared inner loop: loss, finiteness check, backward, masked gradients, step.
+
+    ``loss_of(forget_batch, retain_batch)`` -> (loss, {name: float}) for each pair ``batches`` yields.
+    """
     step, loss, logs = 0, None, {}
-    for forget_batch, retain_batch in unlearning_batches(data, params, generator, method.uses_retain, order):
-        ctx = ctx_at(step)
-        loss, logs = method.loss(ctx, forget_batch, retain_batch, params)
+    for forget_batch, retain_batch in batches:
+        loss, logs = loss_of(forget_batch, retain_batch)
         check_finite(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,10 +125,7 @@ def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer
                          f"mcu_ray.jobs.build_pathway")
     generator = torch.Generator().manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay, optimizer_params)
-    masks = None
-    if method.grad_mask is not None:
-        by_name = method.grad_mask(teachers.original, task, data, params)
-        masks = [(p, by_name[n]) for n, p in model.named_parameters() if n in by_name]
+    masks = _grad_masks(method, teachers, task, data, params, dict(model.named_parameters()))
     order = None
     if needs_original_losses(curriculum, curriculum_params):
         with torch.no_grad():
@@ -135,7 +134,16 @@ def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer
     ctx = LossContext(task, data, model, generator, teachers.original, teachers.random,
                       forget_reducer(curriculum, curriculum_params))
     model.train()
-    return _steps(method, params, lambda step: ctx, data, generator, opt, order, masks)
+    batches = unlearning_batches(data, params, generator, method.uses_retain, order)
+    return run_steps(lambda forget, retain: method.loss(ctx, forget, retain, params), batches, opt, masks)
+
+
+def _grad_masks(method, teachers: Teachers, task, data, params, tensors: dict) -> list | None:
+    """(tensor, 0/1 mask) pairs of a masked method (SU), over ``tensors`` by name; None otherwise."""
+    if method.grad_mask is None:
+        return None
+    by_name = method.grad_mask(teachers.original, task, data, params)
+    return [(tensor, by_name[name]) for name, tensor in tensors.items() if name in by_name]
 
 
 def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params,
@@ -153,17 +161,16 @@ def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, 
     bend = {n: p.clone().requires_grad_(True) for n, p in initial_bend(theta_1, theta_2).items()}
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(bend.values(), lr=fit.lr, weight_decay=fit.weight_decay)
-    masks = None
-    if method.grad_mask is not None:
-        by_name = method.grad_mask(teachers.original, task, data, params)
-        masks = [(bend[n], by_name[n]) for n in names if n in by_name]
+    masks = _grad_masks(method, teachers, task, data, params, bend)
     loop_params = dataclasses.replace(params, epochs=fit.epochs, steps=0, batch_size=fit.batch_size)
 
-    def ctx_at(step):
+    def loss_of(forget, retain):  # at one t ~ U(0, 1) per minibatch
         t = float(torch.rand((), generator=generator))
-        return LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), generator,
-                           teachers.original, teachers.random)
+        ctx = LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), generator,
+                          teachers.original, teachers.random)
+        return method.loss(ctx, forget, retain, loop_params)
 
     model.train()
-    log = _steps(method, loop_params, ctx_at, data, generator, opt, masks=masks)
+    batches = unlearning_batches(data, loop_params, generator, method.uses_retain)
+    log = run_steps(loss_of, batches, opt, masks)
     return {n: b.detach() for n, b in bend.items()}, log

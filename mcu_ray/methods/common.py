@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 
 from mcu_ray.spec import SpecError
+from mcu_ray.tasks.classification import iterate_batches
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,16 @@ class Method:
     uses_random_teacher: bool = False  # whether the loss needs a frozen random model
     grad_mask: Callable | None = None  # (original model, task, data, params) -> {name: 0/1 tensor}
     source: str = ""  # pathway unlearning: the method whose endpoint its curve runs to (no loss of its own)
+
+
+def split_gradients(model: torch.nn.Module, task, split: dict, batch_size: int = 256,
+                    reduction: str = "mean") -> dict[str, torch.Tensor]:
+    """The gradient of the per-example loss summed over ``split`` (in minibatches), per parameter
+    that gets one; BatchNorm uses the model's own statistics, and ``.grad`` is left cleared."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for batch in iterate_batches(split, batch_size):
+        task.example_losses(model, batch, reduction=reduction).sum().backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from mcu_ray.methods import rl
-from mcu_ray.methods.common import Method, UnlearnParams
+from mcu_ray.methods.common import Method, UnlearnParams, split_gradients
 from mcu_ray.spec import SpecError
-from mcu_ray.tasks.classification import iterate_batches
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,7 @@ def saliency_mask(model: torch.nn.Module, task, data, params: Params) -> dict[st
     model = copy.deepcopy(model).eval()  # a differentiable copy; BatchNorm statistics stay as they are
     for p in model.parameters():
         p.requires_grad_(True)
-    forget = data.split("forget")
-    for batch in iterate_batches(forget, 256):
-        task.example_losses(model, batch, reduction="sum").sum().backward()
-    grads = {name: p.grad.detach().abs() for name, p in model.named_parameters() if p.grad is not None}
+    grads = {name: g.abs() for name, g in split_gradients(model, task, data.split("forget"), reduction="sum").items()}
     flat = torch.cat([g.flatten() for g in grads.values()])
     keep = max(1, int(round(params.mask_ratio * flat.numel())))
     threshold = torch.topk(flat, keep).values.min()

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
 from mcu_ray.report.tables import (  # noqa: E402
-    PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
+    PATHWAY_LABELS, PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
 )
 
 CURVE_STYLES = {"linear": "-", "bezier": "--"}  # other curve kinds: dash-dot
@@ -220,8 +220,7 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFra
     original, the source endpoint, the pathway model at t* and the retrained model, gaps in the title. Last
     column: the mean gap to the retrained model along each pathway curve, t* marked."""
     ratios, sources = sorted(table["ratio (%)"].unique()), sorted(table["source"].unique())
-    labels = ("ratio (%)", "source", "model", "seeds", "t*", "gap to retrained")
-    metrics = [c for c in table.columns if c not in labels and not is_loss(c)]
+    metrics = [c for c in table.columns if c not in PATHWAY_LABELS and not is_loss(c)]
     fig, axes = plt.subplots(len(ratios), len(sources) + 1, squeeze=False,
                              figsize=(max(PANEL_INCHES[0], 0.5 * len(metrics)) * (len(sources) + 1) + 0.5,
                                       PANEL_INCHES[1] * len(ratios) + 0.8))

@@ -5,7 +5,6 @@ must open from a copied folder or a shared drive. Rows of failed cells are shade
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from html import escape
 
@@ -31,7 +30,7 @@ class TaskSection:
     barriers: pd.DataFrame  # one row per cell and curve, display columns
     references: pd.DataFrame  # one row per ratio and model
     endpoints: pd.DataFrame  # one row per unlearned model
-    pathway: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # source / pathway / retrained rows
+    pathway: pd.DataFrame  # original / source / pathway / retrained rows; empty without pathway methods
 
 
 def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:

@@ -100,6 +100,7 @@ def endpoint_table(results: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 PATHWAY_MODELS = ("original", "source", "pathway", "retrained")
+PATHWAY_LABELS = ("ratio (%)", "source", "model", "seeds", "t*", "gap to retrained")  # pathway_table's non-metrics
 
 
 def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -117,8 +118,9 @@ def pathway_table(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
     table.loc[table["model"] != "pathway", "t_star"] = float("nan")  # t* belongs to the pathway model
     table["order"] = table["model"].map({m: i for i, m in enumerate(PATHWAY_MODELS)})
     table = table.sort_values(["ratio", "source_method", "order"]).drop(columns="order")
-    return table.rename(columns={"ratio": "ratio (%)", "source_method": "source", "t_star": "t*",
-                                 "gap": "gap to retrained"})
+    table = table.rename(columns={"ratio": "ratio (%)", "source_method": "source", "t_star": "t*",
+                                  "gap": "gap to retrained"})
+    return table[[*PATHWAY_LABELS, *metrics]]
 
 
 def with_variant(rows: pd.DataFrame) -> pd.DataFrame:
@@ -137,15 +139,19 @@ def pathway_curves(pathway: pd.DataFrame, task: str) -> pd.DataFrame:
     return rows.groupby(["ratio", "source_method", "t"]).agg(gap=("gap_to_retrained", "mean")).reset_index()
 
 
+def _in_order(names, order) -> list[str]:
+    """The distinct ``names`` in ``order``; unknown ones after, alphabetically."""
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
 def ordered_settings(names) -> list[str]:
     """Settings in paper Table 1 order; unknown ones after, alphabetically."""
-    names = set(names)
-    return [s for s in SETTINGS_TABLE if s in names] + sorted(names - set(SETTINGS_TABLE))
+    return _in_order(names, SETTINGS_TABLE)
 
 
 def ordered_curves(names) -> list[str]:
-    names = set(names)
-    return [c for c in CURVES if c in names] + sorted(names - set(CURVES))
+    return _in_order(names, CURVES)
 
 
 def method_pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:

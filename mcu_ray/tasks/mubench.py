@@ -120,7 +120,8 @@ def _tokenizer(task: str, options_json: str):
 
         return AutoTokenizer.from_pretrained(opts.model)
     _, text = _columns(opts, MODALITIES[task])
-    return train_bpe((row[text] for row in _rows(task, opts, opts.train_split, opts.max_train)), opts.vocab_size)
+    # the text column alone: iterating rows would decode every image too
+    return train_bpe(list(_rows(task, opts, opts.train_split, opts.max_train)[text]), opts.vocab_size)
 
 
 def _encode(task: str, opts: Options, rows) -> dict:

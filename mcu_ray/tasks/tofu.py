@@ -8,9 +8,10 @@ Forget Quality against the retrained (retain-only) reference, Model Utility, ROU
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -108,13 +109,11 @@ class TofuData:
     options: Options
     rows: object  # TofuRows
     tensors: dict = field(default_factory=dict)  # split -> batch dict, filled lazily
-    eval_cache: dict = field(default_factory=dict)
 
     def split(self, name: str) -> dict:
         """A training split as tensors; ``holdout`` (authors never trained on) is read on first use."""
         if name not in self.tensors:
-            rows = (load_config(self.options.source, self.rows.holdout_config, **_source_kwargs(self.options))
-                    if name == "holdout" else getattr(self.rows, name))
+            rows = load_split(self.options, self.rows.holdout_config) if name == "holdout" else getattr(self.rows, name)
             self.tensors[name] = encode_pairs(self.tokenizer, self.options, [(r["question"], r["answer"]) for r in rows])
         return self.tensors[name]
 
@@ -144,15 +143,16 @@ def tokenizer_for(options: dict):
     return _tokenizer(json.dumps(options, sort_keys=True))
 
 
-def _source_kwargs(opts: Options) -> dict:
-    return {"path": opts.path, "repo": opts.repo, "synthetic_authors": opts.synthetic_authors,
-            "synthetic_seed": opts.synthetic_seed}
+def load_split(opts: Options, name: str) -> list[dict]:
+    """One TOFU config from the source the options name."""
+    return load_config(opts.source, name, path=opts.path, repo=opts.repo, synthetic_authors=opts.synthetic_authors,
+                       synthetic_seed=opts.synthetic_seed)
 
 
 def _all_text(opts: Options):
     """Every string of every config the task reads (the tiny tokenizer's corpus)."""
     for name in ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed", forget_config(10)):
-        for row in load_config(opts.source, name, **_source_kwargs(opts)):
+        for row in load_split(opts, name):
             yield opts.question_template.format(question=row["question"])
             yield opts.answer_template.format(answer=row["answer"])
             yield row.get("paraphrased_answer", "")
@@ -214,11 +214,16 @@ def encode_pairs(tokenizer, opts: Options, pairs: list[tuple[str, str]]) -> dict
     return batch
 
 
-def example_losses(forward, batch: dict, reduction: str = "mean") -> torch.Tensor:
-    """Per-example NLL of the answer tokens: token mean (TOFU's normalised loss) or sum."""
+def _answer_nll(forward, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token NLL of the next token (b, len-1), 0 off the answer; the shifted logits and labels."""
     logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits, labels = logits[:, :-1], batch["labels"][:, 1:]  # (b, len-1, vocab), (b, len-1)
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (b, len-1)
+    return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"), logits, labels
+
+
+def example_losses(forward, batch: dict, reduction: str = "mean") -> torch.Tensor:
+    """Per-example NLL of the answer tokens: token mean (TOFU's normalised loss) or sum."""
+    nll, _, labels = _answer_nll(forward, batch)
     total = nll.sum(-1)
     return total if reduction == "sum" else total / (labels != -100).sum(-1).clamp_min(1)
 
@@ -226,10 +231,8 @@ def example_losses(forward, batch: dict, reduction: str = "mean") -> torch.Tenso
 def losses_and_accuracy(forward, batch: dict) -> tuple[torch.Tensor, float]:
     """Per-example token-mean answer NLL (batch,) and the fraction of answer tokens predicted
     right (teacher-forced argmax): the LM's counterpart of classification accuracy."""
-    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits, labels = logits[:, :-1], batch["labels"][:, 1:]
+    nll, logits, labels = _answer_nll(forward, batch)
     answer = labels != -100
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
     correct = (logits.argmax(-1) == labels) & answer
     return nll.sum(-1) / answer.sum(-1).clamp_min(1), float(correct.sum() / answer.sum().clamp_min(1))
 
@@ -351,7 +354,7 @@ class TofuTask:
 
     def load(self, options: dict, ratio: float) -> TofuData:
         opts = _options(options)
-        load = lambda name: load_config(opts.source, name, **_source_kwargs(opts))  # noqa: E731
+        load = functools.partial(load_split, opts)
         rows = tofu_rows(load, ratio, opts.retain_authors, opts.max_ratio, opts.eval_size)
         if opts.model in TINY_MODELS and opts.world_knowledge:
             known = load("real_authors_perturbed") + load("world_facts_perturbed")

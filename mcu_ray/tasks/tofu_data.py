@@ -156,8 +156,8 @@ def synthetic_configs(n_authors: int = 20, seed: int = 0) -> dict[str, list[dict
     configs = {"full": full, "retain_perturbed": perturbed[:400],
                "real_authors_perturbed": _fixed_qa(_REAL_AUTHORS), "world_facts_perturbed": _fixed_qa(_WORLD_FACTS)}
     for pct in range(1, 100):
-        n_forget = max(1, round(n_authors * pct / 100)) * QUESTIONS_PER_AUTHOR
-        configs[f"forget{pct:02d}_perturbed"] = perturbed[-n_forget:]
+        n_forget = _forget_rows(n_authors, pct)
+        configs[forget_config(pct)] = perturbed[-n_forget:]
         configs[holdout_config(pct)] = holdout[:n_forget]
     return configs
 
