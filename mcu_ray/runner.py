@@ -282,7 +282,9 @@ def run_cell(config: dict, grid: Grid) -> dict:
         ensure(grid, cell.key, {e.key: train("endpoint", e) for e in sources})
         ensure(grid, cell.key, {e.key: train("endpoint", e) for e in (e1, e2)})
     curves = [plan.curves[key] for _, key in cell.curves]
-    healthy = [c for c in curves if not jobs.failure(store, original.key, c.endpoint_1, c.endpoint_2)]
+    # endpoints exist only when the original and the retrained model do (a failed retrained model
+    # used to send its cells' bends to train from endpoints that were never built)
+    healthy = [c for c in curves if inputs_ok and not jobs.failure(store, c.endpoint_1, c.endpoint_2)]
     ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in healthy if c.trained})
     ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c)) for c in healthy
                             if not (c.trained and jobs.failure(store, jobs.bend_key(c)))})
