@@ -2,15 +2,16 @@
 
 Metrics may be relative to a reference model (TOFU's Forget Quality compares with the
 retrained model); the reference's statistics are computed once per process and split.
+Everything runs on the ``Placement`` the caller decides (the GPU Ray gave an evaluation
+task, a training worker's device, or an explicit one in tests).
 """
 from __future__ import annotations
 
 import json
 from functools import lru_cache
 
-import torch
-
-from mcu_ray.curves import load_state, state_at
+from mcu_ray.curves import load_state
+from mcu_ray.placement import Placement
 from mcu_ray.tasks import TASKS
 
 
@@ -26,36 +27,42 @@ def task_data(task_name: str, options: dict, ratio: float):
 
 
 @lru_cache(maxsize=8)
-def _eval_context(task_name: str, options_json: str, ratio: float, storage: str, reference_key: str):
+def _eval_context(task_name: str, options_json: str, ratio: float, storage: str, reference_key: str,
+                  placement: Placement):
     from mcu_ray.store import Store
 
     task, options, data = _task_data(task_name, options_json, ratio)
-    return task.eval_context(options, data, Store(storage).load_weights(reference_key))
+    return task.eval_context(options, data, Store(storage).load_weights(reference_key), placement)
 
 
-def eval_context(task_name: str, options: dict, ratio: float, reference: tuple[str, str]):
-    """The task's evaluation context for reference = (storage, retrained model key), cached."""
-    return _eval_context(task_name, json.dumps(options, sort_keys=True), ratio, *reference)
+def eval_context(task_name: str, options: dict, ratio: float, reference: tuple[str, str], placement: Placement):
+    """The task's evaluation context for reference = (storage, retrained model key), cached per placement."""
+    return _eval_context(task_name, json.dumps(options, sort_keys=True), ratio, *reference, placement)
 
 
-def evaluate_model(model, task_name: str, options: dict, ratio: float, context) -> dict:
+def evaluate_model(model, task_name: str, options: dict, ratio: float, context, placement: Placement) -> dict:
     task, options, data = task_data(task_name, options, ratio)
-    return task.evaluate(model, options, data, context)
+    return task.evaluate(model, options, data, context, placement)
 
 
-def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, reference: tuple[str, str]) -> dict:
+def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, reference: tuple[str, str],
+                   placement: Placement) -> dict:
     """Every metric of the model with weights ``state``."""
-    task = TASKS[task_name]
-    model = task.new_model(options, seed=0)
+    model = TASKS[task_name].new_model(options, seed=0, placement=placement)
     load_state(model, state)
-    return evaluate_model(model, task_name, options, ratio, eval_context(task_name, options, ratio, reference))
+    return evaluate_model(model, task_name, options, ratio, eval_context(task_name, options, ratio, reference, placement),
+                          placement)
 
 
-def evaluate_curve_point(task_name: str, options: dict, ratio: float, control_points: list, t: float,
-                         reference: tuple[str, str]) -> dict:
-    """Metrics of phi(t) for the curve through ``control_points`` (parameter dicts)."""
-    model = TASKS[task_name].new_model(options, seed=0)  # built once: phi(t) is loaded into it
-    with torch.no_grad():
-        load_state(model, state_at(model, control_points, t))
-    context = eval_context(task_name, options, ratio, reference)
-    return {"t": t, **evaluate_model(model, task_name, options, ratio, context)}
+def evaluate_curve_points(task_name: str, options: dict, ratio: float, control_points: list, ts: list[float],
+                          reference: tuple[str, str], placement: Placement) -> list[dict]:
+    """Metrics of phi(t) for each t, the curve through ``control_points`` (parameter dicts).
+
+    One model is built on the device, the control points moved there once; the task
+    evaluates the points one by one or several per pass (``Task.evaluate_curve``).
+    """
+    task, options, data = task_data(task_name, options, ratio)
+    model = task.new_model(options, seed=0, placement=placement)
+    control_points = [placement.tensors(cp) for cp in control_points]
+    context = eval_context(task_name, options, ratio, reference, placement)
+    return task.evaluate_curve(model, options, data, context, placement, control_points, list(ts))

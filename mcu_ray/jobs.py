@@ -3,6 +3,10 @@
 These are what Ray Train jobs and Ray tasks execute (see ``runner``), but they use no
 Ray themselves, so tests can call them directly. Each builder records itself in the
 store's job ledger before it starts, which is how "trained exactly once" is counted.
+
+Every builder takes the ``Placement`` of its process (default: CUDA when present) and
+computes at its artifact's precision. In a data-parallel job every worker runs the
+builder on its shard of each batch; only rank 0 records, evaluates and writes.
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import torch
 
 from mcu_ray import pathway
 from mcu_ray.curves import curve_parameters, load_state, savable_state, state_at
-from mcu_ray.evaluate import eval_context, evaluate_curve_point, evaluate_model, evaluate_state, task_data
+from mcu_ray.evaluate import eval_context, evaluate_curve_points, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
+from mcu_ray.placement import Placement
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
@@ -45,64 +50,86 @@ def t_grid(points: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, points)
 
 
-def _supervised(store: Store, item, split: str, ratio: float) -> dict:
+def placed(placement: Placement | None, item) -> Placement:
+    """The process's placement (default: CUDA when present) at the artifact's precision."""
+    return (placement or Placement()).with_precision(item.precision)
+
+
+def job_meta(kind: str, item, log: dict, started: float, placement: Placement, batch_size: int) -> dict:
+    """What every trained artifact records about how it was computed."""
+    return {"kind": kind, "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
+            "device": placement.device.type, "precision": placement.precision, "workers": placement.world_size,
+            "grad_accum": placement.grad_accum, "effective_batch": batch_size}
+
+
+def _supervised(store: Store, item, split: str, ratio: float, placement: Placement) -> dict | None:
     task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
     started = time.time()
     reference = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
     if reference:  # a published retain-only model: used as it is
-        model = task.new_model({**options, "model": reference}, seed=opts.model_seed)
+        model = task.new_model({**options, "model": reference}, seed=opts.model_seed, placement=placement)
         log = {"steps": 0, "loaded": reference}
     else:
-        model = task.new_model(options, seed=opts.model_seed)
+        model = task.new_model(options, seed=opts.model_seed, placement=placement)
         try:
             log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
-                                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed)
+                                   batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed,
+                                   placement=placement)
         except DivergedError as exc:
-            return _diverged(store, item.key, item, exc)
-    meta = {"kind": type(item).__name__.lower(), "item": asdict(item), "train_log": log,
-            "train_seconds": time.time() - started}
+            return _diverged(store, item.key, item, exc) if placement.writes else None
+    if not placement.writes:
+        return None
+    meta = job_meta(type(item).__name__.lower(), item, log, started, placement, opts.batch_size)
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
-        context = task.eval_context(options, data, savable_state(model))
-        meta["metrics"] = task.evaluate(model, options, data, context)
+        context = task.eval_context(options, data, savable_state(model), placement)
+        meta["metrics"] = task.evaluate(model, options, data, context, placement)
     return store.save_artifact(item.key, meta, weights=savable_state(model))
 
 
-def build_original(store: Store, item: Original) -> dict:
+def build_original(store: Store, item: Original, placement: Placement | None = None) -> dict | None:
     """The model everything unlearns from: trained on all of D (ratio is irrelevant here)."""
-    store.record_job(item.key, "original")
-    return _supervised(store, item, "train", ratio=1.0)  # D does not depend on the forget ratio
+    placement = placed(placement, item)
+    if placement.writes:
+        store.record_job(item.key, "original")
+    return _supervised(store, item, "train", ratio=1.0, placement=placement)  # D does not depend on the ratio
 
 
-def build_retrained(store: Store, item: Retrained) -> dict:
+def build_retrained(store: Store, item: Retrained, placement: Placement | None = None) -> dict | None:
     """The gold standard for one forget ratio: trained from scratch on Dr."""
-    store.record_job(item.key, "retrained")
-    return _supervised(store, item, "retain", ratio=item.ratio)
+    placement = placed(placement, item)
+    if placement.writes:
+        store.record_job(item.key, "retrained")
+    return _supervised(store, item, "retain", ratio=item.ratio, placement=placement)
 
 
-def teachers(task, options: dict, method: str, original_state, curriculum_params: dict | None = None) -> Teachers:
-    """The frozen models ``method`` (and an ordering curriculum) consult; only those it needs.
+def teachers(task, options: dict, method: str, original_state, placement: Placement,
+             curriculum_params: dict | None = None) -> Teachers:
+    """The frozen models ``method`` (and an ordering curriculum) consult, on the device; only those it needs.
 
     ``original_state()`` gives the original's weights: read only when a teacher needs them.
     """
     spec = METHODS[method]
     original = random = None
     if spec.uses_reference or needs_original_losses("cl" if curriculum_params else "none", curriculum_params):
-        original = task.new_model(options, seed=0)
+        original = task.new_model(options, seed=0, placement=placement)
         load_state(original, original_state())
         original = frozen_copy(original)
     if spec.uses_random_teacher:
-        random = frozen_copy(task.new_model(options, seed=task.Options(**options).model_seed + 7919))
+        random = frozen_copy(task.new_model(options, seed=task.Options(**options).model_seed + 7919,
+                                            placement=placement))
     return Teachers(original, random)
 
 
-def build_endpoint(store: Store, item: Endpoint) -> dict:
+def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = None) -> dict | None:
     """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
-    store.record_job(item.key, "endpoint")
+    placement = placed(placement, item)
+    if placement.writes:
+        store.record_job(item.key, "endpoint")
     if item.source:
-        return build_pathway(store, item)
+        return build_pathway(store, item, placement)
     task, options, data = task_data(item.task, item.options, item.ratio)
-    model = task.new_model(options, seed=0)
+    model = task.new_model(options, seed=0, placement=placement)
     original = store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
     load_state(model, original)
     params = METHODS[item.method].Params(**item.hparams)
@@ -110,17 +137,20 @@ def build_endpoint(store: Store, item: Endpoint) -> dict:
     try:
         log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
                       optimizer_params=item.optimizer_params, curriculum=item.curriculum,
-                      curriculum_params=item.curriculum_params, seed=item.seed,
-                      teachers=teachers(task, options, item.method, lambda: original, item.curriculum_params))
+                      curriculum_params=item.curriculum_params, seed=item.seed, placement=placement,
+                      teachers=teachers(task, options, item.method, lambda: original, placement,
+                                        item.curriculum_params))
     except DivergedError as exc:
-        return _diverged(store, item.key, item, exc)
-    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
-    meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
-            "metrics": evaluate_model(model, item.task, options, item.ratio, context)}
+        return _diverged(store, item.key, item, exc) if placement.writes else None
+    if not placement.writes:
+        return None
+    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
+    meta = {**job_meta("endpoint", item, log, started, placement, params.batch_size),
+            "metrics": evaluate_model(model, item.task, options, item.ratio, context, placement)}
     return store.save_artifact(item.key, meta, weights=savable_state(model))
 
 
-def build_pathway(store: Store, item: Endpoint) -> dict:
+def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | None:
     """Pathway unlearning: the point t* of a trained curve original -> source endpoint.
 
     The curve is evaluated at ``select_points`` values of t; t* minimises the mean gap to
@@ -130,26 +160,28 @@ def build_pathway(store: Store, item: Endpoint) -> dict:
     """
     problem = failure(store, item.source)
     if problem:
-        return _diverged(store, item.key, item, DivergedError(f"source endpoint {problem}"))
+        return _diverged(store, item.key, item, DivergedError(f"source endpoint {problem}")) if placement.writes else None
     task, options, data = task_data(item.task, item.options, item.ratio)
-    model = task.new_model(options, seed=0)
+    model = task.new_model(options, seed=0, placement=placement)
     original, source = store.load_weights(item.original), store.load_weights(item.source)
     load_state(model, original)
     params = METHODS[item.method].Params(**item.hparams)
     started = time.time()
     try:
-        bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed)
+        bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed, placement=placement)
     except DivergedError as exc:
-        return _diverged(store, item.key, item, exc)
+        return _diverged(store, item.key, item, exc) if placement.writes else None
+    if not placement.writes:
+        return None
     curve = curve_parameters(model)
-    cps = [{n: original[n] for n in curve}, bend, {n: source[n] for n in curve}]
-    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference))
+    cps = [placement.tensors({n: cp[n] for n in curve}) for cp in (original, bend, source)]
+    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
 
     def evaluate_at(t: float) -> dict:
         """phi(t) loaded into ``model`` (BatchNorm re-estimated on Dr, as it is then saved) and its metrics."""
         with torch.no_grad():
             load_state(model, state_at(model, cps, t))
-        return evaluate_model(model, item.task, options, item.ratio, context)
+        return evaluate_model(model, item.task, options, item.ratio, context, placement)
 
     rows = [{"t": float(t), **evaluate_at(float(t))} for t in t_grid(params.select_points)]
     targets, names = store.read_meta(item.reference)["metrics"], task.selection_metrics
@@ -164,7 +196,7 @@ def build_pathway(store: Store, item: Endpoint) -> dict:
     if not mean_gap(metrics, targets, names) <= grid_gaps[best]:  # interpolation misled: take the evaluated best
         t_star, metrics = rows[best]["t"], evaluate_at(rows[best]["t"])  # again: the saved BatchNorm is its own
     gap = mean_gap(metrics, targets, names)
-    meta = {"kind": "endpoint", "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
+    meta = {**job_meta("endpoint", item, log, started, placement, params.batch_size),
             "metrics": metrics, "pathway": {"t_star": t_star, "t_interpolated": t_interpolated,
                                             "predicted_gap": predicted_gap, "gap": gap, "selection_metrics": list(names)}}
     return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
@@ -199,28 +231,33 @@ def bend_key(curve: Curve) -> str:
     return curve.key.replace("curve-", "bend-", 1)
 
 
-def build_bend(store: Store, curve: Curve) -> dict:
+def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -> dict | None:
     """Fit the quadratic Bezier bend with the first endpoint's method objective."""
-    store.record_job(bend_key(curve), "curve")
+    placement = placed(placement, curve)
+    if placement.writes:
+        store.record_job(bend_key(curve), "curve")
     task, options, data = task_data(curve.task, curve.options, curve.ratio)
-    model = task.new_model(options, seed=0)
+    model = task.new_model(options, seed=0, placement=placement)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
     params = METHODS[curve.objective].Params(**curve.hparams)
+    fit = CurveFitSpec(**curve.fit)
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
     started = time.time()
     try:
-        bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params,
-                                    CurveFitSpec(**curve.fit), seed=curve.seed,
+        bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params, fit,
+                                    seed=curve.seed, placement=placement,
                                     teachers=teachers(task, options, curve.objective,
-                                                      lambda: store.load_weights(original_key)))
+                                                      lambda: store.load_weights(original_key), placement))
     except DivergedError as exc:
-        return _diverged(store, bend_key(curve), curve, exc)
-    meta = {"kind": "bend", "item": asdict(curve), "train_log": log, "train_seconds": time.time() - started}
-    return store.save_artifact(bend_key(curve), meta, weights=bend)
+        return _diverged(store, bend_key(curve), curve, exc) if placement.writes else None
+    if not placement.writes:
+        return None
+    return store.save_artifact(bend_key(curve), job_meta("bend", curve, log, started, placement, fit.batch_size),
+                               weights=bend)
 
 
 def control_points(store: Store, curve: Curve) -> list[dict]:
-    """[theta_1, (bend,) theta_2] over the curve's parameter names."""
+    """[theta_1, (bend,) theta_2] over the curve's parameter names (CPU tensors, as stored)."""
     names = curve_parameters(TASKS[curve.task].new_model(curve.options, seed=0))
     ends = [store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)]
     bends = [store.load_weights(bend_key(curve))] if curve.trained else []
@@ -231,12 +268,13 @@ def interior_ts(curve: Curve) -> list[float]:
     return [float(t) for t in t_grid(curve.points)[1:-1]]
 
 
-def evaluate_curve_serially(store: Store, curve: Curve, ts: list[float] | None = None) -> list[dict]:
-    """Points ``ts`` (default: the interior ones), one after another in this process (the naive way; tests)."""
-    cps = control_points(store, curve)
-    reference = (store.uri, curve.reference)
-    return [evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, t, reference)
-            for t in (interior_ts(curve) if ts is None else ts)]
+def evaluate_curve_serially(store: Store, curve: Curve, ts: list[float] | None = None,
+                            placement: Placement | None = None, cps: list[dict] | None = None) -> list[dict]:
+    """Points ``ts`` (default: the interior ones) of a curve in this process, at the curve's
+    precision; ``cps``: its control points when the caller has them already."""
+    return evaluate_curve_points(curve.task, curve.options, curve.ratio, cps or control_points(store, curve),
+                                 interior_ts(curve) if ts is None else ts, (store.uri, curve.reference),
+                                 placed(placement, curve))
 
 
 def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:
@@ -244,10 +282,11 @@ def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:
     return store.save_artifact(curve.key, {"kind": "curve_points", "item": asdict(curve)}, points=table)
 
 
-def original_metrics(store: Store, original: Original, reference: Retrained) -> dict:
+def original_metrics(store: Store, original: Original, reference: Retrained,
+                     placement: Placement | None = None) -> dict:
     """The original model evaluated on one ratio's splits (a reference line in figures)."""
     return evaluate_state(original.task, original.options, reference.ratio, store.load_weights(original.key),
-                          (store.uri, reference.key))
+                          (store.uri, reference.key), placed(placement, original))
 
 
 def curve_rows(store: Store, curve: Curve, first_endpoint: str) -> list[dict]:

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
 from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods.common import split_gradients
-from mcu_ray.tasks.classification import batch_length, iterate_batches
-from mcu_ray.train import run_steps, unlearning_batches
+from mcu_ray.placement import Placement
+from mcu_ray.train import generators, run_steps, unlearning_batches
 
 
 def select_tensors(retain_scores: dict, forget_scores: dict, sizes: dict, k: float, k_r: float) -> list[str]:
@@ -85,23 +86,24 @@ def select_t(ts, metrics: dict, targets: dict, resolution: int = 1001) -> tuple[
     return float(fine[best]), float(gaps[best])
 
 
-def tensor_scores(model: nn.Module, task, split: dict, batch_size: int = 256) -> dict[str, float]:
+def tensor_scores(model: nn.Module, task, split: dict, placement: Placement, batch_size: int = 256) -> dict[str, float]:
     """||grad of the summed loss over ``split``||_2 / numel, per trainable tensor, at ``model``'s weights.
 
     The norm is the same for L and -L, so this is both score_r (on Dr) and score_f (on Df).
     """
-    grads = split_gradients(model, task, split, batch_size)
+    grads = split_gradients(model, task, split, placement, batch_size)
     return {name: float(grads[name].norm() / p.numel()) if name in grads else 0.0
             for name, p in model.named_parameters() if p.requires_grad}
 
 
 @torch.no_grad()
-def accuracy(forward, task, split: dict, batch_size: int = 256) -> float:
+def accuracy(forward, task, split: dict, placement: Placement, batch_size: int = 256) -> float:
     """The task's accuracy on a split (classes; answer tokens for an LM), example-weighted over batches."""
     total = correct = 0.0
     for batch in iterate_batches(split, batch_size):
         n = batch_length(batch)
-        correct += task.losses_and_accuracy(forward, batch)[1] * n
+        with placement.autocast():
+            correct += task.losses_and_accuracy(forward, placement.batch(trim_padding(batch)))[1] * n
         total += n
     return correct / max(total, 1)
 
@@ -109,8 +111,7 @@ def accuracy(forward, task, split: dict, batch_size: int = 256) -> float:
 def subset(split: dict, fraction: float, generator: torch.Generator) -> dict:
     """A seeded random ``fraction`` of a split (at least one example)."""
     n = batch_length(split)
-    keep = torch.randperm(n, generator=generator)[: max(1, round(fraction * n))]
-    return {k: v[keep] for k, v in split.items()}
+    return select(split, torch.randperm(n, generator=generator)[: max(1, round(fraction * n))])
 
 
 @dataclass
@@ -124,26 +125,31 @@ class MixedData:
         return self.retain if name == "retain" else self.data.split(name)
 
 
-def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, seed: int) -> tuple[dict, dict]:
+def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, seed: int,
+                     placement: Placement | None = None) -> tuple[dict, dict]:
     """Train the midpoint of the curve original -> ``theta_u`` (``model`` holds the original).
 
     Each step: one t ~ U(0, 1), a batch mixing Df and the retain subset in proportion,
     loss L(Dr) - beta * L(Df) at phi(t), beta from ``BetaRule`` on this batch's forget and
     retain accuracy against the original's baselines: its accuracy on data it never saw
     (the task's holdout split) and on the retain subset. Only the masked tensors of the
-    midpoint require gradients; the rest stay on the chord. Returns the midpoint and a log.
+    midpoint require gradients; the rest stay on the chord. With several workers, beta
+    is decided on each worker's shard. Returns the midpoint (on the device) and a log.
     """
+    placement = placement or Placement()
     names = curve_parameters(model)
     weights = dict(model.named_parameters())
     theta_o = {n: weights[n].detach().clone() for n in names}
-    theta_u = {n: theta_u[n].detach() for n in names}
-    generator = torch.Generator().manual_seed(seed)
+    theta_u = placement.tensors({n: theta_u[n].detach().to(placement.dtype) for n in names})
+    generator, _ = generators(seed, placement)
     forget, retain = data.split("forget"), subset(data.split("retain"), params.retain_ratio, generator)
 
     model.eval()
-    baselines = accuracy(model, task, data.split(task.holdout_split)), accuracy(model, task, retain)
+    baselines = (accuracy(model, task, data.split(task.holdout_split), placement),
+                 accuracy(model, task, retain, placement))
     sizes = {n: weights[n].numel() for n in names}
-    scores = [tensor_scores(model, task, split, params.batch_size) for split in (data.split("retain"), forget)]
+    scores = [tensor_scores(model, task, split, placement, params.batch_size)
+              for split in (data.split("retain"), forget)]
     selected = select_tensors(*scores, sizes, params.k, params.k_r)
     bend = {n: b.requires_grad_(n in selected) for n, b in initial_bend(theta_o, theta_u).items()}
     opt = torch.optim.AdamW([bend[n] for n in selected], lr=params.lr, weight_decay=params.weight_decay)
@@ -154,8 +160,8 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
                                retain_batch_size=max(1, params.batch_size - forget_size))
     rule, betas = BetaRule(params.beta_low, params.beta_high), []
 
-    def loss_of(forget_batch, retain_batch):  # at one t ~ U(0, 1) per step
-        forward = curve_forward(model, [theta_o, bend, theta_u], float(torch.rand((), generator=generator)))
+    def loss_of(forget_batch, retain_batch, t):
+        forward = curve_forward(model, [theta_o, bend, theta_u], t)
         forget_losses, forget_acc = task.losses_and_accuracy(forward, forget_batch)
         retain_losses, retain_acc = task.losses_and_accuracy(forward, retain_batch)
         betas.append(rule(forget_acc, retain_acc, *baselines))
@@ -163,7 +169,8 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
 
     model.train()
     batches = unlearning_batches(MixedData(data, retain), loop, generator, uses_retain=True)
-    log = {**run_steps(loss_of, batches, opt),
+    # one t ~ U(0, 1) per step, the same on every worker
+    log = {**run_steps(loss_of, batches, opt, placement, draw=lambda: float(torch.rand((), generator=generator))),
            "forget_baseline": baselines[0], "retain_baseline": baselines[1],
            "selected_tensors": selected, "trained_fraction": sum(sizes[n] for n in selected) / sum(sizes.values()),
            "mean_beta": float(np.mean(betas)) if betas else 0.0,

@@ -64,6 +64,7 @@ class Original:
     key: str
     task: str
     options: dict
+    precision: str  # fp32 | bf16-mixed | bf16: how it is computed, so part of its key
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Retrained:
     key: str
     task: str
     options: dict
+    precision: str
     ratio: float
 
 
@@ -81,6 +83,7 @@ class Endpoint:
     key: str
     task: str
     options: dict
+    precision: str
     ratio: float
     method: str
     hparams: dict  # the method's knobs
@@ -100,6 +103,7 @@ class Curve:
     kind: str  # "linear" | "bezier"
     task: str
     options: dict
+    precision: str
     ratio: float
     endpoint_1: str
     endpoint_2: str
@@ -168,7 +172,7 @@ def make_plan(spec: SweepSpec) -> Plan:
         return item.key
 
     for task in spec.tasks:
-        base = {"task": task.name, "options": task.options}
+        base = {"task": task.name, "options": task.options, "precision": task.precision}
         original = add(originals, Original(content_key("orig", base), **base))
         fit = asdict(task.curve_fit)
         for ratio in task.ratios:

@@ -26,6 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcu_ray import __version__, jobs
 from mcu_ray.barriers import curve_verdict
+from mcu_ray.placement import Placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, Store
@@ -120,17 +121,27 @@ def spec_hash(spec: SweepSpec) -> str:
 def _train_loop(config: dict):
     """Per-worker loop of every training job: build one artifact, return its metadata.
 
-    Jobs run on one worker (the spec allows num_workers 0 or 1): the grid's parallelism
-    comes from cells and evaluation tasks, not from splitting one small model.
+    The worker's device comes from Ray Train (its GPU, or the CPU); with several workers
+    each takes its shard of every batch, gradients are summed over them (gloo on CPUs,
+    NCCL on GPUs), and rank 0 alone evaluates and writes (its return value is the job's).
     """
+    import ray.train
+    import ray.train.torch
+
     from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 
     jobs.use_threads(config["threads"])
+    if config["local"]:  # Train's local mode, in the trial's process: Ray Train's context is Tune's there
+        placement = Placement(grad_accum=config["grad_accum"])
+    else:
+        context = ray.train.get_context()
+        placement = Placement(device=ray.train.torch.get_device(), rank=context.get_world_rank(),
+                              world_size=context.get_world_size(), grad_accum=config["grad_accum"])
     store = Store(config["storage"])
     kind, item = config["kind"], config["item"]
     build = {"original": (jobs.build_original, Original), "retrained": (jobs.build_retrained, Retrained),
              "endpoint": (jobs.build_endpoint, Endpoint), "bend": (jobs.build_bend, Curve)}[kind]
-    return build[0](store, build[1](**item))
+    return build[0](store, build[1](**item), placement)
 
 
 def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
@@ -141,7 +152,8 @@ def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
     scaling = grid.spec.resources.train
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"kind": kind, "item": asdict(item), "storage": grid.storage,
+        train_loop_config={"kind": kind, "item": asdict(item), "storage": grid.storage, "grad_accum": scaling.grad_accum,
+                           "local": scaling.num_workers == 0,
                            "threads": max(1.0, grid.spec.resources.trial_cpus if scaling.num_workers == 0
                                           else scaling.resources_per_worker.get("CPU", 1))},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
@@ -232,13 +244,22 @@ def renewing_lease(store: Store, key: str):
 
 
 @ray.remote
-def evaluate_points_task(task: str, options: dict, ratio: float, control_points: list, ts: list,
-                         reference: tuple, threads: float) -> list[dict]:
-    """Evaluate phi(t) for each t in ``ts`` (one or a few points per task)."""
+def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: str, threads: float) -> list[dict]:
+    """Evaluate phi(t) for each t in ``ts`` (one or a few points per task), on the GPU Ray
+    gave this task if it asked for one (``eval_gpus``), else on the CPU."""
     jobs.use_threads(threads)
-    from mcu_ray.evaluate import evaluate_curve_point
+    from mcu_ray.plan import Curve
 
-    return [evaluate_curve_point(task, options, ratio, control_points, t, reference) for t in ts]
+    placement = Placement(device="cuda" if ray.get_gpu_ids() else "cpu")
+    return jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, placement, control_points)
+
+
+@ray.remote
+def evaluate_original_task(storage: str, original, reference, threads: float) -> dict:
+    """The original model on one ratio's splits (the figures' reference line), on this task's device."""
+    jobs.use_threads(threads)
+    return jobs.original_metrics(Store(storage), original, reference,
+                                 Placement(device="cuda" if ray.get_gpu_ids() else "cpu"))
 
 
 def evaluate_curve(grid: Grid, curve) -> None:
@@ -254,8 +275,8 @@ def evaluate_curve(grid: Grid, curve) -> None:
     # Outside the trial's placement group: the trial holds only what it runs itself.
     task = evaluate_points_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
     ts, size = jobs.interior_ts(curve), res.eval_points_per_task
-    refs = [task.remote(curve.task, curve.options, curve.ratio, cps_ref, ts[i:i + size],
-                        (store.uri, curve.reference), res.eval_cpus) for i in range(0, len(ts), size)]
+    refs = [task.remote(asdict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus)
+            for i in range(0, len(ts), size)]
     jobs.save_points(store, curve, [row for rows in ray.get(refs) for row in rows])
 
 
@@ -319,8 +340,12 @@ def reference_rows(grid: Grid, original, reference) -> list[dict]:
     store = grid.store
     ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash, "code_version": __version__,
              "task": reference.task, "ratio": reference.ratio}
-    return [{**ident, "model": "original", "key": original.key,
-             **jobs.original_metrics(store, original, reference)},
+    res = grid.spec.resources
+    # on an evaluation worker (its GPU, when eval_gpus asks for one), outside the trial's placement group
+    metrics = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
+                                             num_gpus=res.eval_gpus).remote(store.uri, original, reference,
+                                                                            res.eval_cpus)
+    return [{**ident, "model": "original", "key": original.key, **ray.get(metrics)},
             {**ident, "model": "retrained", "key": reference.key, **store.read_meta(reference.key)["metrics"]}]
 
 

@@ -33,13 +33,17 @@ class SpecError(ValueError):
         super().__init__(f"{path or '<top level>'}: {found}; {allowed}")
 
 
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # see mcu_ray.placement
+
+
 @dataclass(frozen=True)
 class ScalingSpec:
-    """Ray Train ScalingConfig for every training job (original, endpoints, curves)."""
+    """Ray Train ScalingConfig for every training job (original, retrained, endpoints, bends, pathway)."""
 
-    num_workers: int = 0  # 0 = Train's local mode: the loop runs in the trial's own process
+    num_workers: int = 0  # 0 = Train's local mode: the loop runs in the trial's own process; >1: data parallel
     use_gpu: bool = False
     resources_per_worker: dict = field(default_factory=dict)  # e.g. {CPU: 4, GPU: 1}
+    grad_accum: int = 1  # micro-batches per worker per step: a step's batch is still the method's batch_size
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class TaskSpec:
     hparams: dict = field(default_factory=dict)  # method -> {params: {...}, so: {...}, cl: {...}}
     curve_fit: CurveFitSpec = field(default_factory=CurveFitSpec)
     settings: tuple = ()  # this task's settings; the sweep's when left out
+    precision: str = "auto"  # fp32 | bf16-mixed | bf16; auto: the sweep's (resolved when parsed)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class SweepSpec:
     points: int = 16  # evaluated t values, equally spaced in [0, 1] (paper: 16)
     tolerance: float = 0.01  # a chord deviation above this is a barrier (absorbs evaluation noise)
     storage: str = "./mcu_runs"
+    # fp32 | bf16-mixed | bf16 | auto (bf16-mixed when training or evaluation asks for GPUs, else fp32);
+    # a task's own `precision` overrides it. Part of every artifact's key.
+    precision: str = "auto"
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
 
 
@@ -224,18 +232,44 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
     if tolerance < 0:
         raise SpecError("tolerance", tolerance, "expected a non-negative number")
     storage = check_value(top.get("storage", SweepSpec.storage), str, "storage")
+    resources = _parse_resources(raw.get("resources"), "resources")
+    precision = _precision(top.get("precision", "auto"), "precision", resources)
 
     raw_tasks = _list(raw.get("tasks"), "tasks") if "tasks" in raw else None
     if raw_tasks is None:
         raise SpecError("tasks", None, "this field is required: a list of tasks, e.g. [{name: digits, ratios: [2], methods: [ga, rl]}]")
     tasks = []
     for i, raw_task in enumerate(raw_tasks):
-        tasks.append(_parse_task(raw_task, f"tasks[{i}]", settings, task_registry, method_registry, base_dir))
+        task = _parse_task(raw_task, f"tasks[{i}]", settings, task_registry, method_registry, base_dir)
+        task_precision = raw_task.get("precision", "auto")
+        tasks.append(dataclasses.replace(task, precision=precision if task_precision == "auto" else _precision(
+            task_precision, f"tasks[{i}].precision", resources)))
+        _check_shards(tasks[-1], resources, f"tasks[{i}]")
     _unique([t.name for t in tasks], "tasks")
-
-    resources = _parse_resources(raw.get("resources"), "resources")
     return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=tuple(seeds), curves=curves,
-                     points=points, tolerance=tolerance, storage=storage, resources=resources)
+                     points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources)
+
+
+def _precision(value, path: str, resources: ResourcesSpec) -> str:
+    """A precision by name; ``auto`` is bf16-mixed when the sweep asks for GPUs, else fp32."""
+    if value == "auto":
+        return "bf16-mixed" if resources.train.use_gpu or resources.eval_gpus > 0 else "fp32"
+    if value not in PRECISIONS:
+        raise SpecError(path, value, f"unknown precision{did_you_mean(value, PRECISIONS)}; allowed: auto, "
+                                     f"{', '.join(PRECISIONS)}")
+    return value
+
+
+def _check_shards(task: TaskSpec, resources: ResourcesSpec, path: str) -> None:
+    """Every global batch must give each worker's micro-batch at least one example."""
+    shards = max(1, resources.train.num_workers) * resources.train.grad_accum
+    sizes = {f"{path}.curve_fit.batch_size": task.curve_fit.batch_size}
+    sizes |= {f"{path}.hparams.{m}.batch_size": h["params"]["batch_size"] for m, h in task.hparams.items()}
+    sizes |= {f"{path}.options.batch_size": task.options["batch_size"]} if "batch_size" in task.options else {}
+    for field_path, size in sizes.items():
+        if size < shards:
+            raise SpecError(field_path, size, f"a batch is split over num_workers x grad_accum = {shards} "
+                                              f"micro-batches: expected at least {shards}")
 
 
 def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -> TaskSpec:
@@ -301,9 +335,12 @@ def _parse_resources(raw, path) -> ResourcesSpec:
     if not isinstance(raw, dict):
         raise SpecError(path, raw, "expected a mapping")
     train = build_dataclass(ScalingSpec, raw.pop("train", None), _join(path, "train"))
-    if train.num_workers not in (0, 1):
+    if train.num_workers < 0:
         raise SpecError(_join(path, "train.num_workers"), train.num_workers,
-                        "expected 0 (Train's local mode, in the trial's process) or 1 (a worker of its own, e.g. on a GPU)")
+                        "expected 0 (Train's local mode, in the trial's process), 1 (a worker of its own, e.g. "
+                        "on a GPU) or more (data parallel: each worker its shard of every batch)")
+    if train.grad_accum < 1:
+        raise SpecError(_join(path, "train.grad_accum"), train.grad_accum, "expected an integer >= 1")
     if not isinstance(train.resources_per_worker, dict) or not all(
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
             for k, v in train.resources_per_worker.items()):

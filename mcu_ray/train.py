@@ -18,62 +18,105 @@ from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
 from mcu_ray.methods.optimizers import make_optimizer
-from mcu_ray.tasks.classification import batch_length, iterate_batches
+from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
+from mcu_ray.placement import Placement
 
 
 class DivergedError(RuntimeError):
     """The loss became NaN or infinite; the artifact is recorded as diverged."""
 
 
-def check_finite(loss: torch.Tensor, step: int) -> None:
-    if not math.isfinite(loss.item()):
-        raise DivergedError(f"loss is {loss.item()} at step {step}")
+def check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise DivergedError(f"loss is {loss} at step {step}")
+
+
+def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=None, draw=None) -> dict:
+    """The one training-step loop: unlearning, Bezier and pathway bends, supervised training.
+
+    ``batches`` yields global (forget, retain) batches, the same on every worker of a job.
+    Each worker takes its ``grad_accum`` micro-batches of each (``Placement.micro_batches``),
+    weights each micro-batch's loss by its share of the global forget batch, and the
+    gradients are summed over workers before the step: the step is the one a single
+    process would take on the whole batch (exactly so for per-example losses; BatchNorm
+    statistics and SuperLoss's running mean are per micro-batch). ``draw()``, if given,
+    is called once per step on every worker (the curve's t) and passed to
+    ``loss_of(forget, retain, drawn)`` -> (loss, {name: float}).
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    step, total, logs = 0, float("nan"), {}
+    tokens = torch.zeros(2, dtype=torch.long, device=placement.device)  # text: padded and real tokens seen
+    for forget, retain in batches:
+        drawn = draw() if draw is not None else None
+        n = batch_length(forget)
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=placement.device)
+        for forget_part, retain_part in zip(placement.micro_batches(forget), placement.micro_batches(retain)):
+            if batch_length(forget_part) == 0:
+                continue  # a global batch smaller than the job's shards: this one adds nothing
+            with placement.autocast():
+                loss, logs = loss_of(forget_part, retain_part, drawn)
+            weighted = loss.float() * (batch_length(forget_part) / n)
+            weighted.backward()
+            total += weighted.detach()
+            for part in (forget_part, retain_part):
+                if part is not None and "attention_mask" in part:
+                    tokens += torch.stack([torch.tensor(part["attention_mask"].numel(), device=tokens.device),
+                                           part["attention_mask"].sum()])
+        placement.sync_gradients(params)
+        total = placement.sum_over_workers(total)
+        check_finite(total.item(), step)
+        for tensor, mask in masks or ():
+            if tensor.grad is not None:
+                tensor.grad.mul_(mask)
+        opt.step()
+        if schedule is not None:
+            schedule.step()
+        step += 1
+    padding = {"padding_ratio": float(tokens[0] / tokens[1])} if int(tokens[1]) else {}
+    return {"steps": step, "final_loss": float(total) if step else float("nan"), **padding, **logs}
 
 
 def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: float, batch_size: int,
-                     weight_decay: float, seed: int) -> dict:
+                     weight_decay: float, seed: int, placement: Placement | None = None) -> dict:
     """Ordinary training on ``batch`` (the original model on D, the retrained one on Dr).
 
     ``epochs`` 0 keeps the model as it is (e.g. a checkpoint already fine-tuned on D).
     """
     if epochs == 0:
         return {"steps": 0, "final_loss": float("nan")}
-    generator = torch.Generator().manual_seed(seed)
+    placement = placement or Placement()
+    order = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=epochs * math.ceil(batch_length(batch) / batch_size))
+    batches = ((minibatch, None) for _ in range(epochs)
+               for minibatch in iterate_batches(batch, batch_size, order, group_by_length=True))
     model.train()
-    step = 0
-    for _ in range(epochs):
-        for minibatch in iterate_batches(batch, batch_size, generator):
-            loss = task.example_losses(model, minibatch).mean()
-            check_finite(loss, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-    return {"steps": step, "final_loss": loss.item()}
+    return run_steps(lambda minibatch, _, __: (task.example_losses(model, minibatch).mean(), {}), batches,
+                     optimizer, placement, schedule=schedule)
 
 
 def _forever(batch: dict, batch_size: int, generator: torch.Generator):
     """Endless shuffled minibatches, reshuffled at every pass."""
     while True:
-        yield from iterate_batches(batch, batch_size, generator)
+        yield from iterate_batches(batch, batch_size, generator, group_by_length=True)
 
 
 def unlearning_batches(data, params, generator: torch.Generator, uses_retain: bool, order=None):
     """Each step: a forget minibatch, and (if the method uses it) a retain minibatch.
 
-    ``order`` (a curriculum) fixes the forget set's visiting order; else it is shuffled.
+    ``order`` (a curriculum) fixes the forget set's visiting order; else it is shuffled
+    (text grouped by length). ``generator`` must be the same on every worker of a job.
     """
     forget, retain = data.split("forget"), data.split("retain")
     if order is not None:
-        forget = {k: v[order] for k, v in forget.items()}
+        forget = select(forget, order)
     retain_stream = _forever(retain, params.retain_batch_size, generator) if uses_retain else None
     step = 0
     for _ in range(params.epochs) if not params.steps else iter(int, 1):  # steps: as many passes as needed
-        for forget_batch in iterate_batches(forget, params.batch_size, None if order is not None else generator):
+        for forget_batch in iterate_batches(forget, params.batch_size, None if order is not None else generator,
+                                            group_by_length=order is None):
             if params.steps and step == params.steps:
                 return
             step += 1
@@ -96,81 +139,83 @@ class Teachers:
     random: nn.Module | None = None
 
 
-def run_steps(loss_of, batches, opt, masks=None) -> dict:
-    """The shared inner loop: loss, finiteness check, backward, masked gradients, step.
-
-    ``loss_of(forget_batch, retain_batch)`` -> (loss, {name: float}) for each pair ``batches`` yields.
-    """
-    step, loss, logs = 0, None, {}
-    for forget_batch, retain_batch in batches:
-        loss, logs = loss_of(forget_batch, retain_batch)
-        check_finite(loss, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for tensor, mask in masks or ():
-            if tensor.grad is not None:
-                tensor.grad.mul_(mask)
-        opt.step()
-        step += 1
-    return {"steps": step, "final_loss": loss.item() if loss is not None else float("nan"), **logs}
+def generators(seed: int, placement: Placement) -> tuple[torch.Generator, torch.Generator]:
+    """(data order, method draws): the order is the same on every worker, a method's own
+    randomness (RL's replacement targets) differs by rank, so shards get independent draws."""
+    return (torch.Generator().manual_seed(seed),
+            torch.Generator().manual_seed(seed + 7_919 * (placement.rank + 1)))
 
 
 def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str = "fo",
             optimizer_params: dict | None = None, curriculum: str = "none", curriculum_params: dict | None = None,
-            seed: int, teachers: Teachers | None = None) -> dict:
-    """Turn the original model (loaded into ``model``) into an unlearned endpoint, in place."""
-    method, teachers = METHODS[method_name], teachers or Teachers()
+            seed: int, teachers: Teachers | None = None, placement: Placement | None = None) -> dict:
+    """Turn the original model (loaded into ``model``, on ``placement.device``) into an unlearned endpoint, in place."""
+    method, teachers, placement = METHODS[method_name], teachers or Teachers(), placement or Placement()
     if method.loss is None:
         raise ValueError(f"{method_name} has no loss of its own: it is built from its source's endpoint by "
                          f"mcu_ray.jobs.build_pathway")
-    generator = torch.Generator().manual_seed(seed)
+    order_generator, method_generator = generators(seed, placement)
     opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay, optimizer_params)
-    masks = _grad_masks(method, teachers, task, data, params, dict(model.named_parameters()))
+    masks = _grad_masks(method, teachers, task, data, params, dict(model.named_parameters()), placement)
     order = None
     if needs_original_losses(curriculum, curriculum_params):
-        with torch.no_grad():
-            order = forget_order(curriculum, curriculum_params,
-                                 task.example_losses(teachers.original, data.split("forget")))
-    ctx = LossContext(task, data, model, generator, teachers.original, teachers.random,
+        order = forget_order(curriculum, curriculum_params,
+                             split_losses(teachers.original, task, data.split("forget"), placement))
+    ctx = LossContext(task, data, model, method_generator, teachers.original, teachers.random,
                       forget_reducer(curriculum, curriculum_params))
     model.train()
-    batches = unlearning_batches(data, params, generator, method.uses_retain, order)
-    return run_steps(lambda forget, retain: method.loss(ctx, forget, retain, params), batches, opt, masks)
+    batches = unlearning_batches(data, params, order_generator, method.uses_retain, order)
+    return run_steps(lambda forget, retain, _: method.loss(ctx, forget, retain, params), batches, opt, placement,
+                     masks)
 
 
-def _grad_masks(method, teachers: Teachers, task, data, params, tensors: dict) -> list | None:
+@torch.no_grad()
+def split_losses(forward, task, split: dict, placement: Placement, batch_size: int = 256) -> torch.Tensor:
+    """Per-example loss of ``forward`` over a whole split, in minibatches on the device; shape (n,), CPU."""
+    out = []
+    for batch in iterate_batches(split, batch_size):
+        with placement.autocast():
+            out.append(task.example_losses(forward, placement.batch(trim_padding(batch))).float().cpu())
+    return torch.cat(out)
+
+
+def _grad_masks(method, teachers: Teachers, task, data, params, tensors: dict, placement: Placement) -> list | None:
     """(tensor, 0/1 mask) pairs of a masked method (SU), over ``tensors`` by name; None otherwise."""
     if method.grad_mask is None:
         return None
-    by_name = method.grad_mask(teachers.original, task, data, params)
-    return [(tensor, by_name[name]) for name, tensor in tensors.items() if name in by_name]
+    by_name = method.grad_mask(teachers.original, task, data, params, placement)
+    return [(tensor, by_name[name].to(tensor.device)) for name, tensor in tensors.items() if name in by_name]
 
 
 def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params,
-                    fit, *, seed: int, teachers: Teachers | None = None) -> tuple[dict, dict]:
+                    fit, *, seed: int, teachers: Teachers | None = None,
+                    placement: Placement | None = None) -> tuple[dict, dict]:
     """Train the quadratic Bezier bend theta_12 with the first endpoint's objective.
 
     The bend starts on the chord; every minibatch draws one t ~ U(0, 1) and steps on
     L_U(phi(t)) (Garipov et al. 2018) with AdamW, whatever optimiser or curriculum made
-    the endpoints. ``fit`` gives epochs/lr/batch size of the fit. Returns the bend and a log.
+    the endpoints. ``fit`` gives epochs/lr/batch size of the fit. The control points and
+    the bend live on ``placement.device`` (the bend in float32 unless precision is bf16).
+    Returns the bend (on the device) and a log.
     """
-    method, teachers = METHODS[method_name], teachers or Teachers()
+    method, teachers, placement = METHODS[method_name], teachers or Teachers(), placement or Placement()
     names = curve_parameters(model)
-    theta_1 = {n: theta_1[n].detach() for n in names}
-    theta_2 = {n: theta_2[n].detach() for n in names}
+    theta_1 = placement.tensors({n: theta_1[n].detach().to(placement.dtype) for n in names})
+    theta_2 = placement.tensors({n: theta_2[n].detach().to(placement.dtype) for n in names})
     bend = {n: p.clone().requires_grad_(True) for n, p in initial_bend(theta_1, theta_2).items()}
-    generator = torch.Generator().manual_seed(seed)
+    order_generator, method_generator = generators(seed, placement)
     opt = torch.optim.AdamW(bend.values(), lr=fit.lr, weight_decay=fit.weight_decay)
-    masks = _grad_masks(method, teachers, task, data, params, bend)
+    masks = _grad_masks(method, teachers, task, data, params, bend, placement)
     loop_params = dataclasses.replace(params, epochs=fit.epochs, steps=0, batch_size=fit.batch_size)
 
-    def loss_of(forget, retain):  # at one t ~ U(0, 1) per minibatch
-        t = float(torch.rand((), generator=generator))
-        ctx = LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), generator,
+    def loss_of(forget, retain, t):
+        ctx = LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), method_generator,
                           teachers.original, teachers.random)
         return method.loss(ctx, forget, retain, loop_params)
 
     model.train()
-    batches = unlearning_batches(data, loop_params, generator, method.uses_retain)
-    log = run_steps(loss_of, batches, opt, masks)
+    batches = unlearning_batches(data, loop_params, order_generator, method.uses_retain)
+    # one t ~ U(0, 1) per step, drawn from the order generator: the same t on every worker
+    log = run_steps(loss_of, batches, opt, placement, masks,
+                    draw=lambda: float(torch.rand((), generator=order_generator)))
     return {n: b.detach() for n, b in bend.items()}, log

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from mcu_ray.placement import Placement
+
 from mcu_ray import jobs
 from mcu_ray.curves import load_state
 from mcu_ray.evaluate import evaluate_state, task_data
@@ -87,7 +89,7 @@ def test_tensor_scores_are_gradient_norms_per_parameter():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     batch = {"x": torch.randn(10, 3), "y": torch.randn(10, 2)}
-    scores = tensor_scores(model, SquaredError, batch, batch_size=4)  # three minibatches, accumulated
+    scores = tensor_scores(model, SquaredError, batch, Placement("cpu"), batch_size=4)  # three minibatches, accumulated
     ((model(batch["x"]) - batch["y"]) ** 2).sum().backward()
     for name, p in model.named_parameters():
         assert scores[name] == pytest.approx(float(p.grad.norm() / p.numel()), rel=1e-5)
@@ -120,7 +122,7 @@ def test_only_the_selected_tensors_of_the_midpoint_move(digits_models):
     params = METHODS["pathway_ga"].Params(epochs=2, k=0.05, k_r=0.1)
     with pytest.raises(ValueError, match="build_pathway"):  # not an ordinary unlearning loss
         unlearn(task.new_model(options, seed=0), task, data, "pathway_ga", params, seed=0)
-    test_accuracy = accuracy(model.eval(), task, data.split("test"))  # the forget baseline: data never trained on
+    test_accuracy = accuracy(model.eval(), task, data.split("test"), Placement("cpu"))  # the forget baseline: data never trained on
     bend, log = fit_pathway_bend(model, theta_u, task, data, params, seed=0)
     selected = set(log["selected_tensors"])
     sizes = {n: p.numel() for n, p in model.named_parameters()}
@@ -160,7 +162,7 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
     assert meta["pathway"]["gap"] == pytest.approx(jobs.mean_gap(meta["metrics"], targets, names))
     # safetensors weights that load into a fresh model and give the stored metrics: phi(t*) itself
     again = evaluate_state(pathway_ep.task, pathway_ep.options, pathway_ep.ratio, store.load_weights(pathway_ep.key),
-                           (store.uri, pathway_ep.reference))
+                           (store.uri, pathway_ep.reference), Placement("cpu"))
     assert again == pytest.approx(meta["metrics"], abs=1e-6)
     assert store.verify(pathway_ep.key) and meta["kind"] == "endpoint"
     rows = jobs.pathway_rows(store, pathway_ep, "ga")

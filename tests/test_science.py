@@ -15,7 +15,7 @@ def built(tmp_path_factory):
     """Original, retrained, GA/RL endpoints and one Bezier curve on digits at 10 %."""
     torch.set_num_threads(1)
     task = tiny_digits_task(ratios=[10], options={"epochs": 8, "width": 8},
-                            hparams={"ga": {"epochs": 3, "lr": 3e-4}, "rl": {"epochs": 5, "lr": 1e-3}})
+                            hparams={"ga": {"epochs": 3, "lr": 3e-4}, "rl": {"epochs": 5, "lr": 3e-3}})
     spec = parse_spec({"name": "s", "settings": ["Met"], "points": 5, "tasks": [task]})
     plan = make_plan(spec)
     store = Store(str(tmp_path_factory.mktemp("store")))
@@ -82,9 +82,7 @@ def test_t_zero_of_a_curve_matches_the_endpoint(built):
     plan, store = built
     curve = next(c for c in plan.curves.values() if not c.trained)
     cps = jobs.control_points(store, curve)
-    from mcu_ray.evaluate import evaluate_curve_point
-
-    at_zero = evaluate_curve_point(curve.task, curve.options, curve.ratio, cps, 0.0, (store.uri, curve.reference))
+    at_zero = jobs.evaluate_curve_serially(store, curve, [0.0], cps=cps)[0]
     stored = store.read_meta(curve.endpoint_1)["metrics"]
     for name, value in stored.items():
         assert at_zero[name] == pytest.approx(value, abs=1e-5)

@@ -68,7 +68,12 @@ BAD_INPUTS = [
     ((["tasks", 0, "hparams"], {"ga": {"step": 3}}), "tasks[0].hparams.ga.step", "allowed keys"),
     ((["tasks", 0, "hparams"], {"npo": {}}), "tasks[0].hparams.npo", "not in this task's methods"),
     ((["tasks", 0, "curve_fit"], {"epochs": 0}), "tasks[0].curve_fit.epochs", ">= 1"),
-    ((["resources"], {"train": {"num_workers": 4}}), "resources.train.num_workers", "expected 0"),
+    ((["resources"], {"train": {"num_workers": -1}}), "resources.train.num_workers", "data parallel"),
+    ((["resources"], {"train": {"grad_accum": 0}}), "resources.train.grad_accum", ">= 1"),
+    ((["resources"], {"train": {"num_workers": 4, "grad_accum": 8}}), "tasks[0].hparams.ga.batch_size",
+     "at least 32"),
+    ((["precision"], "bf15"), "precision", "did you mean 'bf16'"),
+    ((["tasks", 0, "precision"], "fp16"), "tasks[0].precision", "allowed: auto, fp32, bf16-mixed, bf16"),
     ((["resources"], {"max_concurrent_trials": 0}), "resources.max_concurrent_trials", ">= 1"),
     ((["resources"], {"train": {"use_gpu": "yes"}}), "resources.train.use_gpu", "true or false"),
 ]

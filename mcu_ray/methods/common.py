@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import torch
 
+from mcu_ray.batches import iterate_batches, to_device, trim_padding
 from mcu_ray.spec import SpecError
-from mcu_ray.tasks.classification import iterate_batches
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class LossContext:
         return self.task.logits(forward, batch)
 
     def relabel(self, batch: dict) -> dict:
-        """The batch with wrong targets (a random other class; a random retain answer)."""
-        return self.task.relabel(batch, self.data, self.generator)
+        """The batch with wrong targets (a random other class; a random retain answer), on the batch's device."""
+        return to_device(self.task.relabel(batch, self.data, self.generator), next(iter(batch.values())).device)
 
 
 @dataclass(frozen=True)
@@ -79,18 +79,21 @@ class Method:
     uses_retain: bool = False  # whether the loop must draw a retain batch each step
     uses_reference: bool = False  # whether the loss needs the frozen original model
     uses_random_teacher: bool = False  # whether the loss needs a frozen random model
-    grad_mask: Callable | None = None  # (original model, task, data, params) -> {name: 0/1 tensor}
+    grad_mask: Callable | None = None  # (original model, task, data, params, placement) -> {name: 0/1 tensor}
     source: str = ""  # pathway unlearning: the method whose endpoint its curve runs to (no loss of its own)
 
 
-def split_gradients(model: torch.nn.Module, task, split: dict, batch_size: int = 256,
+def split_gradients(model: torch.nn.Module, task, split: dict, placement, batch_size: int = 256,
                     reduction: str = "mean") -> dict[str, torch.Tensor]:
-    """The gradient of the per-example loss summed over ``split`` (in minibatches), per parameter
-    that gets one; BatchNorm uses the model's own statistics, and ``.grad`` is left cleared."""
+    """The gradient of the per-example loss summed over ``split`` (in minibatches on the
+    placement's device), per parameter that gets one; BatchNorm uses the model's own
+    statistics, and ``.grad`` is left cleared."""
     model.eval()
     model.zero_grad(set_to_none=True)
     for batch in iterate_batches(split, batch_size):
-        task.example_losses(model, batch, reduction=reduction).sum().backward()
+        with placement.autocast():
+            losses = task.example_losses(model, placement.batch(trim_padding(batch)), reduction=reduction)
+        losses.float().sum().backward()
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return grads

@@ -26,12 +26,13 @@ class Params(UnlearnParams):
             raise SpecError(f"{path}.mask_ratio", self.mask_ratio, "expected a fraction in (0, 1]")
 
 
-def saliency_mask(model: torch.nn.Module, task, data, params: Params) -> dict[str, torch.Tensor]:
+def saliency_mask(model: torch.nn.Module, task, data, params: Params, placement) -> dict[str, torch.Tensor]:
     """{parameter name: 1.0 where salient, else 0.0}, from the forget-loss gradient of ``model``."""
     model = copy.deepcopy(model).eval()  # a differentiable copy; BatchNorm statistics stay as they are
     for p in model.parameters():
         p.requires_grad_(True)
-    grads = {name: g.abs() for name, g in split_gradients(model, task, data.split("forget"), reduction="sum").items()}
+    grads = {name: g.abs() for name, g in split_gradients(model, task, data.split("forget"), placement,
+                                                                     reduction="sum").items()}
     flat = torch.cat([g.flatten() for g in grads.values()])
     keep = max(1, int(round(params.mask_ratio * flat.numel())))
     threshold = torch.topk(flat, keep).values.min()

@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcu_ray.batches import grouped_order, select, trim_padding
 from mcu_ray.curves import load_state
+from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
+from mcu_ray.tasks.base import evaluate_one_by_one
 from mcu_ray.tasks.tokenizers import train_bpe
 from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, load_config, local_dir, tofu_rows
 
@@ -109,6 +112,26 @@ class TofuData:
     options: Options
     rows: object  # TofuRows
     tensors: dict = field(default_factory=dict)  # split -> batch dict, filled lazily
+    encoded: dict = field(default_factory=dict)  # evaluation inputs, tokenised once: name -> batch dict
+    eval_tokens: list = field(default_factory=lambda: [0, 0])  # padded and real tokens of evaluation batches
+
+    def encode_once(self, name: str, pairs) -> dict:
+        """(question, answer) pairs of one evaluation set, tokenised on first use only."""
+        if name not in self.encoded:
+            self.encoded[name] = encode_pairs(self.tokenizer, self.options, pairs())
+        return self.encoded[name]
+
+    def prompts_once(self, name: str, questions) -> list[list[int]]:
+        """Token ids of each question's prompt, tokenised on first use only."""
+        key = f"prompts:{name}"
+        if key not in self.encoded:
+            self.encoded[key] = [self.tokenizer(self.options.question_template.format(question=q),
+                                                add_special_tokens=False)["input_ids"] for q in questions()]
+        return self.encoded[key]
+
+    def eval_padding_ratio(self) -> float:
+        """Padded / real tokens over the evaluation batches run so far (1.0 = no padding)."""
+        return self.eval_tokens[0] / max(self.eval_tokens[1], 1)
 
     def split(self, name: str) -> dict:
         """A training split as tensors; ``holdout`` (authors never trained on) is read on first use."""
@@ -248,26 +271,47 @@ def relabel(batch: dict, data: TofuData, generator: torch.Generator) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
+EVAL_ROWS = {"forget": "forget_eval", "retain": "retain_eval", "real_authors": "real_authors",
+             "world_facts": "world_facts"}  # evaluation set -> its rows in TofuRows
+PARAPHRASED = ("forget", "retain")  # sets with a paraphrased answer (TOFU's truth ratio uses it there)
+
+
+def eval_rows(data: TofuData, name: str) -> list[dict]:
+    return getattr(data.rows, EVAL_ROWS[name])
+
+
 @torch.no_grad()
-def answer_losses(model: nn.Module, data: TofuData, pairs: list[tuple[str, str]]) -> np.ndarray:
-    """Token-mean answer loss of each (question, answer) pair, batched."""
+def answer_losses(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> np.ndarray:
+    """Token-mean answer loss of every row of a tokenised batch, in length-grouped minibatches
+    on the device, each trimmed to its own longest row; returned in the rows' order."""
     model.eval()
-    out = []
     size = data.options.eval_batch_size
-    for start in range(0, len(pairs), size):
-        batch = encode_pairs(data.tokenizer, data.options, pairs[start:start + size])
-        out.append(example_losses(model, batch).float().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    lengths = batch["attention_mask"].sum(-1)
+    order = grouped_order(lengths, size, None)  # longest first; no shuffle
+    out = torch.empty(len(lengths))
+    for start in range(0, len(order), size):
+        index = order[start:start + size]
+        minibatch = trim_padding(select(batch, index))
+        data.eval_tokens[0] += minibatch["attention_mask"].numel()
+        data.eval_tokens[1] += int(minibatch["attention_mask"].sum())
+        with placement.autocast():
+            out[index] = example_losses(model, placement.batch(minibatch)).float().cpu()
+    return out.numpy()
 
 
-def split_losses(model: nn.Module, data: TofuData, rows: list[dict], paraphrased: bool) -> dict:
+def split_losses(model: nn.Module, data: TofuData, name: str, placement: Placement) -> dict:
     """Losses of the true answer, the paraphrase (forget/retain) and every perturbed answer."""
+    rows = eval_rows(data, name)
     k = len(rows[0]["perturbed_answer"])
-    pairs = [(r["question"], r["answer"]) for r in rows]
-    if paraphrased:
-        pairs += [(r["question"], r["paraphrased_answer"]) for r in rows]
-    pairs += [(r["question"], p) for r in rows for p in r["perturbed_answer"][:k]]
-    losses = answer_losses(model, data, pairs)
+    paraphrased = name in PARAPHRASED
+
+    def pairs():
+        out = [(r["question"], r["answer"]) for r in rows]
+        if paraphrased:
+            out += [(r["question"], r["paraphrased_answer"]) for r in rows]
+        return out + [(r["question"], p) for r in rows for p in r["perturbed_answer"][:k]]
+
+    losses = answer_losses(model, data, data.encode_once(name, pairs), placement)
     n = len(rows)
     result = {"answer": losses[:n]}
     rest = losses[n:]
@@ -278,31 +322,39 @@ def split_losses(model: nn.Module, data: TofuData, rows: list[dict], paraphrased
 
 
 @torch.no_grad()
-def generate_answers(model: nn.Module, data: TofuData, questions: list[str]) -> list[str]:
-    """Greedy answers, batched with left padding and the KV cache; stop at EOS or max_new_tokens."""
+def generate_answers(model: nn.Module, data: TofuData, name: str, placement: Placement) -> list[str]:
+    """Greedy answers to one evaluation set's questions, on the device with the KV cache.
+
+    Prompts are tokenised once, batched by length (left padding to each batch's own longest
+    prompt), and the answers returned in the rows' order; stop at EOS or max_new_tokens.
+    """
     model.eval()
     tok, opts = data.tokenizer, data.options
-    answers = []
-    for start in range(0, len(questions), opts.eval_batch_size):
-        prompts = [tok(opts.question_template.format(question=q), add_special_tokens=False)["input_ids"]
-                   for q in questions[start:start + opts.eval_batch_size]]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=opts.max_new_tokens,
-                             do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
-        answers += tok.batch_decode(out[:, width:], skip_special_tokens=True)
-    return [a.strip() for a in answers]
+    prompts = data.prompts_once(name, lambda: [r["question"] for r in eval_rows(data, name)])
+    order = grouped_order(torch.tensor([len(p) for p in prompts]), opts.eval_batch_size, None)
+    answers = [""] * len(prompts)
+    for start in range(0, len(order), opts.eval_batch_size):
+        index = order[start:start + opts.eval_batch_size].tolist()
+        batch = [prompts[i] for i in index]
+        width = max(len(p) for p in batch)
+        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        with placement.autocast():
+            out = model.generate(input_ids=input_ids.to(placement.device), attention_mask=mask.to(placement.device),
+                                 max_new_tokens=opts.max_new_tokens, do_sample=False, use_cache=True,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        for i, text in zip(index, tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)):
+            answers[i] = text.strip()
+    return answers
 
 
-def rouge_recall(model: nn.Module, data: TofuData, rows: list[dict]) -> float:
-    generated = generate_answers(model, data, [r["question"] for r in rows])
-    return float(np.mean(tm.rouge_l_recall(generated, [r["answer"] for r in rows])))
+def rouge_recall(model: nn.Module, data: TofuData, name: str, placement: Placement) -> float:
+    generated = generate_answers(model, data, name, placement)
+    return float(np.mean(tm.rouge_l_recall(generated, [r["answer"] for r in eval_rows(data, name)])))
 
 
-def forget_truth_ratios(model: nn.Module, data: TofuData) -> np.ndarray:
-    losses = split_losses(model, data, data.rows.forget_eval, paraphrased=True)
+def forget_truth_ratios(model: nn.Module, data: TofuData, placement: Placement) -> np.ndarray:
+    losses = split_losses(model, data, "forget", placement)
     return tm.truth_ratios(losses["paraphrased"], losses["perturbed"])
 
 
@@ -361,42 +413,49 @@ class TofuTask:
             rows.train, rows.retain = known + rows.train, known + rows.retain
         return TofuData(tokenizer_for(options), opts, rows)
 
-    def new_model(self, options: dict, seed: int) -> nn.Module:
+    def new_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+        """Built on the CPU (a seed gives the same weights on any device), then placed."""
         opts = _options(options)
         if not opts.lora_rank:
             torch.manual_seed(seed)
-            return build_model(opts, tokenizer_for(options))
-        # the frozen base must be the same tensor values in every process: seed it from the options
-        torch.manual_seed(opts.model_seed)
-        base = build_model(opts, tokenizer_for(options))
-        torch.manual_seed(seed)
-        return with_lora(base, opts)
+            model = build_model(opts, tokenizer_for(options))
+        else:
+            # the frozen base must be the same tensor values in every process: seed it from the options
+            torch.manual_seed(opts.model_seed)
+            base = build_model(opts, tokenizer_for(options))
+            torch.manual_seed(seed)
+            model = with_lora(base, opts)
+        return placement.model(model) if placement is not None else model
 
-    def eval_context(self, options: dict, data: TofuData, reference_state: dict) -> dict:
+    def eval_context(self, options: dict, data: TofuData, reference_state: dict, placement: Placement) -> dict:
         """The reference (retrained) model's forget truth ratios, for Forget Quality."""
-        reference = self.new_model(options, seed=0)
+        reference = self.new_model(options, seed=0, placement=placement)
         load_state(reference, reference_state)
-        return {"forget_truth_ratios": forget_truth_ratios(reference, data)}
+        return {"forget_truth_ratios": forget_truth_ratios(reference, data, placement)}
 
-    def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict) -> dict:
+    def evaluate_curve(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement,
+                       control_points: list[dict], ts: list[float]) -> list[dict]:
+        """One point at a time: a language model is evaluated in batches of questions instead."""
+        return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts)
+
+    def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement) -> dict:
         rows = data.rows
         metrics = {}
-        forget = split_losses(model, data, rows.forget_eval, paraphrased=True)
+        forget = split_losses(model, data, "forget", placement)
         forget_tr = tm.truth_ratios(forget["paraphrased"], forget["perturbed"])
         metrics["forget_quality"] = tm.forget_quality(forget_tr, context["forget_truth_ratios"])
         metrics["prob_forget"] = tm.probability(forget["answer"])
         metrics["truth_ratio_forget"] = tm.truth_ratio_stat(forget_tr, forget=True)
         metrics["loss_forget"] = float(np.mean(forget["answer"]))
-        metrics["rouge_forget"] = rouge_recall(model, data, rows.forget_eval)
+        metrics["rouge_forget"] = rouge_recall(model, data, "forget", placement)
         utility = []
-        for name, split_rows, paraphrased in (("retain", rows.retain_eval, True), ("real_authors", rows.real_authors, False),
-                                              ("world_facts", rows.world_facts, False)):
-            losses = split_losses(model, data, split_rows, paraphrased)
+        for name, paraphrased in (("retain", True), ("real_authors", False), ("world_facts", False)):
+            losses = split_losses(model, data, name, placement)
             true_loss = losses["paraphrased"] if paraphrased else losses["answer"]
             prob = (tm.probability(losses["answer"]) if paraphrased
                     else tm.normalised_probability(losses["answer"], losses["perturbed"]))
             truth = tm.truth_ratio_stat(tm.truth_ratios(true_loss, losses["perturbed"]), forget=False)
-            rouge = rouge_recall(model, data, split_rows)
+            rouge = rouge_recall(model, data, name, placement)
             metrics |= {f"prob_{name}": prob, f"truth_ratio_{name}": truth, f"rouge_{name}": rouge}
             if name == "retain":
                 metrics["loss_retain"] = float(np.mean(losses["answer"]))

@@ -1,6 +1,8 @@
 import torch
 from torch import nn
 
+from mcu_ray.placement import Placement
+
 from mcu_ray.methods import su
 from mcu_ray.methods.bt import kl_to_teacher
 from mcu_ray.methods.npo import npo_forget_losses
@@ -42,8 +44,8 @@ def test_saliency_mask_keeps_the_largest_gradients():
     model = nn.Linear(2, 2, bias=False)
     with torch.no_grad():
         model.weight.zero_()  # softmax (1/2, 1/2): dL/dW = (p - onehot) x^T = [[-.5, -1], [.5, 1]]
-    mask = su.saliency_mask(model, Task(), Data(), su.Params(mask_ratio=0.5))
+    mask = su.saliency_mask(model, Task(), Data(), su.Params(mask_ratio=0.5), Placement("cpu"))
     assert mask["weight"].tolist() == [[0.0, 1.0], [0.0, 1.0]]  # the |1| entries, not the |.5| ones
     assert model.weight.grad is None  # the model itself is untouched
-    full = su.saliency_mask(model, Task(), Data(), su.Params(mask_ratio=1.0))
+    full = su.saliency_mask(model, Task(), Data(), su.Params(mask_ratio=1.0), Placement("cpu"))
     assert full["weight"].sum() == 4

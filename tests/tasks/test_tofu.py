@@ -1,17 +1,22 @@
 """TOFU data sources, tiny-model training and the metric invariants (no Ray)."""
+import dataclasses
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mcu_ray import jobs
+from mcu_ray.methods import METHODS
+from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import SpecError, parse_spec
 from mcu_ray.store import Store
-from mcu_ray.tasks.tofu import TASK, generate_answers, rouge_recall
+from mcu_ray.tasks.tofu import TASK, encode_pairs, generate_answers, rouge_recall, split_losses
 from mcu_ray.tasks.tofu_data import load_config, synthetic_configs, tofu_rows
+from mcu_ray.train import train_supervised, unlearn
 
 SHARED_TOFU = Path(os.environ.get("MCU_TOFU_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/tofu"))
 NEEDED = ("full", "forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
@@ -124,8 +129,10 @@ def test_perfect_memorisation_gives_forget_rouge_one(tofu_store):
         opt.step()
         if loss.item() < 1e-3:
             break
-    assert generate_answers(model, data, [r["question"] for r in rows]) == [r["answer"] for r in rows]
-    assert rouge_recall(model, data, rows) == pytest.approx(1.0)
+    # the four memorised rows as the evaluated forget set (a copy: the cached splits stay as they are)
+    data = dataclasses.replace(data, rows=dataclasses.replace(data.rows, forget_eval=rows), encoded={})
+    assert generate_answers(model, data, "forget", Placement("cpu")) == [r["answer"] for r in rows]
+    assert rouge_recall(model, data, "forget", Placement("cpu")) == pytest.approx(1.0)
 
 
 def test_lora_endpoints_are_adapters_over_a_frozen_base(tmp_path):
@@ -170,3 +177,34 @@ def test_so_and_cl_endpoints_on_tofu(tmp_path):
         assert meta["train_log"]["steps"] > 0 and 0 <= meta["metrics"]["forget_quality"] <= 1
         variants.add((endpoint.method, endpoint.optimizer, endpoint.curriculum))
     assert variants == {(m, o, c) for m in ("npo", "rl") for o, c in (("fo", "none"), ("so", "none"), ("fo", "cl"))}
+
+
+def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
+    """Real TOFU (forget01, 10 retain authors): training and evaluation batches are grouped by
+    length and trimmed, so padded tokens are at most 1.25x the real ones; every answer loss and
+    every greedy answer equals the one computed for that row alone, with no padding at all."""
+    torch.set_num_threads(2)
+    options = dataclasses.asdict(TASK.Options(source="local", path=str(tofu_dir), retain_authors=10, max_ratio=1,
+                                              eval_size=40, n_layer=1, n_embd=64, vocab_size=1000,
+                                              max_new_tokens=8, eval_batch_size=16))
+    data, placement = TASK.load(options, 1), Placement("cpu")
+    model = TASK.new_model(options, seed=0)
+    log = train_supervised(model, TASK, data.split("train"), epochs=1, lr=1e-3, batch_size=16, weight_decay=0,
+                           seed=0, placement=placement)
+    assert log["padding_ratio"] <= 1.25
+    forget = unlearn(model, TASK, data, "gd", METHODS["gd"].Params(steps=5, batch_size=8, retain_batch_size=8),
+                     seed=0, placement=placement)
+    assert forget["padding_ratio"] <= 1.25
+
+    batched = split_losses(model, data, "retain", placement)
+    rows = data.rows.retain_eval
+    with torch.no_grad():
+        alone = [float(TASK.example_losses(model.eval(), encode_pairs(data.tokenizer, data.options,
+                                                                        [(r["question"], a)])))
+                 for r in rows[:10] for a in (r["answer"], r["paraphrased_answer"])]
+    assert np.allclose(np.stack([batched["answer"][:10], batched["paraphrased"][:10]], 1).ravel(), alone, atol=1e-5)
+    answers = generate_answers(model, data, "forget", placement)
+    one_row = dataclasses.replace(data, options=dataclasses.replace(data.options, eval_batch_size=1), encoded={})
+    assert answers == generate_answers(model, one_row, "forget", placement)
+    TASK.evaluate(model, options, data, TASK.eval_context(options, data, model.state_dict(), placement), placement)
+    assert data.eval_padding_ratio() <= 1.25

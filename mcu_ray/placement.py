@@ -1,0 +1,125 @@
+"""Where a process computes: its device, its numeric precision and its share of a data-parallel job.
+
+One ``Placement`` is decided per process at the Ray edge (``runner``: Ray Train's device
+in a training worker, the GPU Ray gave an evaluation task) or by the caller (tests,
+benchmarks: an explicit device, default CUDA when present), and handed to every loop.
+Models, teachers, control points and batches go to ``placement.device``; stored
+artifacts stay CPU safetensors and load onto any device.
+
+Precision (part of every artifact's key, since it changes the numbers):
+- ``fp32``: plain float32;
+- ``bf16-mixed``: float32 master weights and optimiser state, forward and loss under
+  bfloat16 autocast (the usual way to train on a GPU);
+- ``bf16``: weights, gradients and optimiser state in bfloat16 (half the memory).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mcu_ray.batches import shard, to_device, trim_padding
+
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")
+
+
+def default_device() -> torch.device:
+    """CUDA when this process sees a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device = field(default_factory=default_device)
+    precision: str = "fp32"
+    rank: int = 0  # this worker's rank in a data-parallel job
+    world_size: int = 1  # workers in the job; each takes its shard of every global batch
+    grad_accum: int = 1  # micro-batches per worker per optimiser step
+
+    def __post_init__(self):
+        object.__setattr__(self, "device", torch.device(self.device))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
+
+    def with_precision(self, precision: str) -> "Placement":
+        """This placement computing at an artifact's precision."""
+        return dataclasses.replace(self, precision=precision)
+
+    @property
+    def writes(self) -> bool:
+        """Only rank 0 writes artifacts and ledger records."""
+        return self.rank == 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of weights (and so of the optimiser state)."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def model(self, module: nn.Module) -> nn.Module:
+        """``module`` on this device, its floating tensors in this precision's weight dtype."""
+        return module.to(device=self.device, dtype=self.dtype)
+
+    def tensors(self, params: dict) -> dict:
+        """A parameter dict (control points, teachers' weights) on this device, float32 kept as stored."""
+        return {k: v.to(self.device, non_blocking=True) for k, v in params.items()}
+
+    def batch(self, batch: dict | None) -> dict | None:
+        """A batch on this device; with precision bf16 its float inputs (pixels) in bfloat16 too."""
+        batch = to_device(batch, self.device)
+        if batch is None or self.precision != "bf16":
+            return batch
+        return {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in batch.items()}
+
+    def autocast(self):
+        """The context the forward pass and loss run in."""
+        if self.precision != "bf16-mixed":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    @property
+    def shards(self) -> int:
+        """How many micro-batches one global batch is split into across the job."""
+        return self.world_size * self.grad_accum
+
+    def micro_batches(self, batch: dict | None) -> list:
+        """This worker's ``grad_accum`` slices of a global batch, on the device."""
+        if batch is None:
+            return [None] * self.grad_accum
+        return [self.batch(trim_padding(shard(batch, self.rank * self.grad_accum + i, self.shards)))
+                for i in range(self.grad_accum)]
+
+    def sum_over_workers(self, value: torch.Tensor) -> torch.Tensor:
+        """A scalar summed over the job's workers (the step's loss: every worker sees the
+        same value, so a NaN on one shard stops all of them together)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(value)
+        return value
+
+    def sync_gradients(self, tensors) -> None:
+        """Sum the gradients of ``tensors`` over the job's workers (no-op on one worker).
+
+        Flattened into one buffer per dtype, so a step costs one all-reduce whatever the
+        number of tensors (gloo on CPU workers, NCCL on GPUs).
+        """
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        grads = []
+        for tensor in tensors:
+            if tensor.grad is None:
+                tensor.grad = torch.zeros_like(tensor)
+            grads.append(tensor.grad)
+        for dtype in {g.dtype for g in grads}:
+            group = [g for g in grads if g.dtype == dtype]
+            flat = torch.cat([g.reshape(-1) for g in group])
+            dist.all_reduce(flat)
+            offset = 0
+            for g in group:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()

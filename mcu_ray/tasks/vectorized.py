@@ -1,0 +1,92 @@
+"""Several curve points of a classifier in one pass: ``torch.func.vmap`` over stacked parameters.
+
+A small model (digits, ResNet-18, BERT-base) fills a device many times over, and a curve
+point costs two passes over data (BatchNorm re-estimation on Dr, then predictions on test,
+retain and forget). Evaluating a group of K points as one vectorised model turns K small
+passes into one K-times wider pass. BatchNorm is re-estimated per point exactly as
+``recompute_batchnorm`` does it (a cumulative average over minibatches): each point's
+running statistics are a row of the stacked buffers, updated in place under vmap.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from mcu_ray.batches import iterate_batches
+from mcu_ray.curves import point_on_curve
+from mcu_ray.placement import Placement
+
+STEP_COUNTERS = "num_batches_tracked"  # BatchNorm's batch counter: shared by the group, not stacked
+
+
+def points_per_pass(model: nn.Module, one_point_peak: int, placement: Placement) -> int:
+    """How many points fit in one vectorised pass on a GPU: half its free memory over one
+    point's measured peak (activations) plus its stacked weights."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    free, _ = torch.cuda.mem_get_info(placement.device)
+    return max(1, int(0.5 * free // max(one_point_peak + 2 * weights, 1)))
+
+
+def in_groups(evaluate: Callable, model: nn.Module, ts: list, placement: Placement) -> list:
+    """``evaluate(ts_group)`` over groups of ``ts``: all at once on the CPU; on a GPU the first
+    point alone, its memory peak measured, then groups as large as ``points_per_pass`` allows."""
+    if placement.device.type != "cuda" or len(ts) < 2:
+        return evaluate(ts)
+    torch.cuda.reset_peak_memory_stats(placement.device)
+    before = torch.cuda.memory_allocated(placement.device)
+    rows = evaluate(ts[:1])
+    size = points_per_pass(model, torch.cuda.max_memory_allocated(placement.device) - before, placement)
+    for start in range(1, len(ts), size):
+        rows += evaluate(ts[start:start + size])
+    return rows
+
+
+def stacked_forward(model: nn.Module, logits_fn: Callable):
+    """(stacked params, stacked buffers, batch) -> logits (K, batch, classes)."""
+    def one(params, buffers, batch):
+        return logits_fn(lambda *args, **kwargs: functional_call(model, {**params, **buffers}, args, kwargs), batch)
+
+    return vmap(one, in_dims=(0, 0, None))
+
+
+@torch.no_grad()
+def curve_probabilities(model: nn.Module, control_points: list[dict], ts: list[float], splits: dict,
+                        bn_data: dict, placement: Placement, logits_fn: Callable,
+                        batch_size: int = 256) -> list[dict]:
+    """Softmax outputs of phi(t) on each of ``splits`` for every t: one dict split -> (n, classes) per t.
+
+    ``bn_data`` is what BatchNorm statistics are re-estimated on (Dr), at every t separately.
+    """
+    points = [point_on_curve(control_points, t) for t in ts]
+    params = {name: torch.stack([point[name] for point in points]) for name in control_points[0]}  # (K, ...) each
+    del points
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+    buffers = {name: torch.stack([b] * len(ts)).clone() for name, b in model.named_buffers()
+               if not name.endswith(STEP_COUNTERS)}  # (K, ...) per buffer
+    forward = stacked_forward(model, logits_fn)
+    if norms:
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.momentum = None  # cumulative average over all minibatches, as recompute_batchnorm
+        model.train()
+        for minibatch in iterate_batches(bn_data, batch_size):
+            with placement.autocast():
+                forward(params, buffers, placement.batch(minibatch))
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+    model.eval()
+    proba = {}
+    for name, split in splits.items():
+        parts = []
+        for minibatch in iterate_batches(split, batch_size):
+            with placement.autocast():
+                logits = forward(params, buffers, placement.batch(minibatch))  # (K, b, classes)
+            parts.append(F.softmax(logits.float(), dim=-1).cpu())
+        proba[name] = torch.cat(parts, dim=1)  # (K, n, classes)
+    return [{name: p[k] for name, p in proba.items()} for k in range(len(ts))]
