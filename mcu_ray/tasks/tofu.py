@@ -28,7 +28,7 @@ from mcu_ray.tasks.base import evaluate_one_by_one
 from mcu_ray.tasks.tokenizers import train_bpe
 from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, load_config, local_dir, tofu_rows
 
-TINY_MODELS = ("tiny-gpt2", "tiny-llama")
+TINY_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-phi")  # built from a config at n_layer x n_embd (random init)
 SOURCES = ("synthetic", "local", "hub")
 
 METRIC_DIRECTIONS = {
@@ -61,7 +61,9 @@ class Options:
     retain_authors: int = 0  # a subset: the first N authors + the forget set of max_ratio (0 = all of full)
     max_ratio: float = 10.0  # with a subset: the largest forget ratio any run of this original may use
     eval_size: int = 300  # rows per evaluation split (TOFU: 300 max)
-    model: str = "tiny-gpt2"  # tiny-gpt2 | tiny-llama | a Hugging Face causal LM name or path
+    # tiny-gpt2 | tiny-llama | tiny-phi (built from a config at the sizes below; tiny-phi at n_layer 24,
+    # n_embd 2048, n_head 32 is phi-1.5's architecture) | a Hugging Face causal LM name or path
+    model: str = "tiny-gpt2"
     reference_model: str = ""  # a retain-only model name or path; "" = fine-tune one on Dr here
     world_knowledge: bool = True  # tiny models: also fine-tune on the real-author / world-fact QA,
     # standing in for what a pretrained LM already knows (else Model Utility is 0 by construction)
@@ -183,7 +185,8 @@ def _all_text(opts: Options):
 
 
 def build_model(opts: Options, tokenizer) -> nn.Module:
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                              PhiConfig, PhiForCausalLM)
 
     if opts.model == "tiny-gpt2":
         config = GPT2Config(vocab_size=len(tokenizer), n_positions=opts.max_length + opts.max_new_tokens,
@@ -191,6 +194,13 @@ def build_model(opts: Options, tokenizer) -> nn.Module:
                             embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         return GPT2LMHeadModel(config)
+    if opts.model == "tiny-phi":  # phi-1.5's block (partial rotary, parallel attention/MLP), any size
+        return PhiForCausalLM(PhiConfig(vocab_size=len(tokenizer), hidden_size=opts.n_embd,
+                                        intermediate_size=4 * opts.n_embd, num_hidden_layers=opts.n_layer,
+                                        num_attention_heads=opts.n_head, num_key_value_heads=opts.n_head,
+                                        max_position_embeddings=opts.max_length + opts.max_new_tokens,
+                                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.pad_token_id))
     if opts.model == "tiny-llama":
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=opts.n_embd, intermediate_size=4 * opts.n_embd,
                              num_hidden_layers=opts.n_layer, num_attention_heads=opts.n_head,
