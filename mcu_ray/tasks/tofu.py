@@ -71,7 +71,7 @@ class Options:
     answer_template: str = " {answer}"
     max_length: int = 128  # tokens per question + answer
     max_new_tokens: int = 48  # greedy generation for ROUGE
-    eval_batch_size: int = 32
+    eval_batch_size: int = 0  # questions per evaluation batch; 0 = auto: 256 on a GPU (fills it), 32 on a CPU
     vocab_size: int = 2000  # tiny models: the tokenizer trained on the task text
     n_layer: int = 4
     n_embd: int = 128
@@ -97,7 +97,9 @@ class Options:
                 raise SpecError(f"{path}.path", folder, "no full.jsonl there: expected a folder of TOFU's JSONL files")
         if self.epochs < 0 or (self.epochs == 0 and self.model in TINY_MODELS):
             raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
-        for key in ("eval_size", "max_length", "max_new_tokens", "eval_batch_size", "batch_size",
+        if self.eval_batch_size < 0:
+            raise SpecError(f"{path}.eval_batch_size", self.eval_batch_size, "expected 0 (auto) or a batch size >= 1")
+        for key in ("eval_size", "max_length", "max_new_tokens", "batch_size",
                     "n_layer", "n_embd", "n_head", "synthetic_authors"):
             if getattr(self, key) < 1:
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
@@ -290,12 +292,18 @@ def eval_rows(data: TofuData, name: str) -> list[dict]:
     return getattr(data.rows, EVAL_ROWS[name])
 
 
+def eval_batch_size(opts: Options, placement: Placement) -> int:
+    """The options' evaluation batch, or (0, auto) one that fills the device: on an H200, greedy
+    generation of 256 prompts x 64 tokens took 3.4 s at batch 256 and 9.5 s at batch 64."""
+    return opts.eval_batch_size or (256 if placement.device.type == "cuda" else 32)
+
+
 @torch.no_grad()
 def answer_losses(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> np.ndarray:
     """Token-mean answer loss of every row of a tokenised batch, in length-grouped minibatches
     on the device, each trimmed to its own longest row; returned in the rows' order."""
     model.eval()
-    size = data.options.eval_batch_size
+    size = eval_batch_size(data.options, placement)
     lengths = batch["attention_mask"].sum(-1)
     order = grouped_order(lengths, size, None)  # longest first; no shuffle
     out = torch.empty(len(lengths))
@@ -341,10 +349,11 @@ def generate_answers(model: nn.Module, data: TofuData, name: str, placement: Pla
     model.eval()
     tok, opts = data.tokenizer, data.options
     prompts = data.prompts_once(name, lambda: [r["question"] for r in eval_rows(data, name)])
-    order = grouped_order(torch.tensor([len(p) for p in prompts]), opts.eval_batch_size, None)
+    size = eval_batch_size(opts, placement)
+    order = grouped_order(torch.tensor([len(p) for p in prompts]), size, None)
     answers = [""] * len(prompts)
-    for start in range(0, len(order), opts.eval_batch_size):
-        index = order[start:start + opts.eval_batch_size].tolist()
+    for start in range(0, len(order), size):
+        index = order[start:start + size].tolist()
         batch = [prompts[i] for i in index]
         width = max(len(p) for p in batch)
         input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])
