@@ -73,16 +73,15 @@ def curve_forward(model: nn.Module, control_points: list[Params], t: float | tor
     return forward
 
 
-def state_at(model: nn.Module, control_points: list[Params], t: float) -> dict:
-    """A full state dict for phi(t): the curve's parameters, ``model``'s own buffers.
+@torch.no_grad()
+def load_point(model: nn.Module, control_points: list[Params], t: float) -> nn.Module:
+    """Set ``model``'s curve parameters to phi(t), in place and one tensor at a time (a large
+    model is never copied whole); tied weights follow their canonical parameter.
 
-    The buffers (BatchNorm statistics) are placeholders: evaluation re-estimates them.
+    Buffers (BatchNorm statistics) are left as they are: evaluation re-estimates them.
     """
-    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    params_t = point_on_curve(control_points, t)
-    canonical = {id(p): name for name, p in model.named_parameters()}
-    # tied weights (e.g. GPT-2's lm_head = wte) appear under every alias in a state dict
-    for alias, p in model.named_parameters(remove_duplicate=False):
-        if canonical[id(p)] in params_t:  # frozen (LoRA base) parameters stay as the model has them
-            state[alias] = params_t[canonical[id(p)]].detach()
-    return state
+    coeffs = bezier_coefficients(t, len(control_points) - 1)
+    params = dict(model.named_parameters())
+    for name in control_points[0]:
+        params[name].copy_(sum(c * cp[name] for c, cp in zip(coeffs, control_points)))
+    return model

@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from mcu_ray import pathway
-from mcu_ray.curves import curve_parameters, load_state, savable_state, state_at
+from mcu_ray.curves import curve_parameters, load_point, load_state, savable_state
 from mcu_ray.evaluate import eval_context, evaluate_curve_points, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
 from mcu_ray.placement import Placement
@@ -179,8 +179,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
 
     def evaluate_at(t: float) -> dict:
         """phi(t) loaded into ``model`` (BatchNorm re-estimated on Dr, as it is then saved) and its metrics."""
-        with torch.no_grad():
-            load_state(model, state_at(model, cps, t))
+        load_point(model, cps, t)
         return evaluate_model(model, item.task, options, item.ratio, context, placement)
 
     rows = [{"t": float(t), **evaluate_at(float(t))} for t in t_grid(params.select_points)]

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from mcu_ray.curves import (bezier_coefficients, curve_forward, curve_parameters, initial_bend, point_on_curve,
-                            state_at)
+from mcu_ray.curves import (bezier_coefficients, curve_forward, curve_parameters, initial_bend, load_point,
+                            point_on_curve)
 
 
 def params(seed):
@@ -44,8 +44,10 @@ def test_forward_at_t_equals_model_loaded_with_phi_t():
     ends = [{n: torch.randn_like(p) for n, p in model.named_parameters()} for _ in range(3)]
     x = torch.randn(7, 4)
     out = curve_forward(model, ends, 0.3)(x)
+    by_hand = {n: 0.7 ** 2 * ends[0][n] + 2 * 0.3 * 0.7 * ends[1][n] + 0.3 ** 2 * ends[2][n] for n in names}
     reference = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
-    reference.load_state_dict(state_at(model, ends, 0.3))
+    load_point(reference, ends, 0.3)
+    assert all(torch.allclose(dict(reference.named_parameters())[n], by_hand[n], atol=1e-6) for n in names)
     assert torch.allclose(out, reference(x), atol=1e-6)
     assert names == ["0.weight", "0.bias", "2.weight", "2.bias"]
 

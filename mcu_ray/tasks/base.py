@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from mcu_ray.curves import load_state, state_at
+from mcu_ray.curves import load_point
 from mcu_ray.placement import Placement
 
 
@@ -103,7 +103,6 @@ def evaluate_one_by_one(task: Task, model: nn.Module, options: dict, data: Split
     """Each phi(t) loaded into ``model`` in turn and evaluated (large models: one copy in memory)."""
     rows = []
     for t in ts:
-        with torch.no_grad():
-            load_state(model, state_at(model, control_points, t))
+        load_point(model, control_points, t)
         rows.append({"t": t, **task.evaluate(model, options, data, context, placement)})
     return rows
