@@ -57,9 +57,9 @@ def placed(placement: Placement | None, item) -> Placement:
     return (placement or Placement()).with_precision(item.precision)
 
 
-def job_meta(kind: str, item, log: dict, started: float, placement: Placement, batch_size: int) -> dict:
+def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, batch_size: int) -> dict:
     """What every trained artifact records about how it was computed."""
-    return {"kind": kind, "item": asdict(item), "train_log": log, "train_seconds": time.time() - started,
+    return {"kind": kind, "item": asdict(item), "train_log": log, "train_seconds": seconds,
             "device": placement.device.type, "precision": placement.precision, "workers": placement.world_size,
             "grad_accum": placement.grad_accum, "effective_batch": batch_size}
 
@@ -67,22 +67,23 @@ def job_meta(kind: str, item, log: dict, started: float, placement: Placement, b
 def _supervised(store: Store, item, split: str, ratio: float, placement: Placement) -> dict | None:
     task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
-    started = time.time()
     reference = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
     if reference:  # a published retain-only model: used as it is
         model = task.new_model({**options, "model": reference}, seed=opts.model_seed, placement=placement)
-        log = {"steps": 0, "loaded": reference}
+        started, log = time.time(), {"steps": 0, "loaded": reference}
     else:
         model = task.new_model(options, seed=opts.model_seed, placement=placement)
+        started = time.time()
         try:
             log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
                                    batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed,
                                    placement=placement)
         except DivergedError as exc:
             return _diverged(store, item.key, item, exc) if placement.writes else None
+    seconds = time.time() - started
     if not placement.writes:
         return None
-    meta = job_meta(type(item).__name__.lower(), item, log, started, placement, opts.batch_size)
+    meta = job_meta(type(item).__name__.lower(), item, log, seconds, placement, opts.batch_size)
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
         context = task.eval_context(options, data, savable_state(model), placement)
         meta["metrics"] = task.evaluate(model, options, data, context, placement)
@@ -135,19 +136,19 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
     original = store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
     load_state(model, original)
     params = METHODS[item.method].Params(**item.hparams)
-    started = time.time()
+    frozen = teachers(task, options, item.method, lambda: original, placement, item.curriculum_params)
+    started = time.time()  # train_seconds: the loop alone, not model building or evaluation
     try:
         log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
                       optimizer_params=item.optimizer_params, curriculum=item.curriculum,
-                      curriculum_params=item.curriculum_params, seed=item.seed, placement=placement,
-                      teachers=teachers(task, options, item.method, lambda: original, placement,
-                                        item.curriculum_params))
+                      curriculum_params=item.curriculum_params, seed=item.seed, placement=placement, teachers=frozen)
     except DivergedError as exc:
         return _diverged(store, item.key, item, exc) if placement.writes else None
+    seconds = time.time() - started
     if not placement.writes:
         return None
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
-    meta = {**job_meta("endpoint", item, log, started, placement, params.batch_size),
+    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size),
             "metrics": evaluate_model(model, item.task, options, item.ratio, context, placement)}
     return store.save_artifact(item.key, meta, weights=savable_state(model))
 
@@ -173,6 +174,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
         bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed, placement=placement)
     except DivergedError as exc:
         return _diverged(store, item.key, item, exc) if placement.writes else None
+    seconds = time.time() - started  # the curve's fit; its evaluation and the choice of t* follow
     if not placement.writes:
         return None
     curve = curve_parameters(model)
@@ -197,7 +199,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     if not mean_gap(metrics, targets, names) <= grid_gaps[best]:  # interpolation misled: take the evaluated best
         t_star, metrics = rows[best]["t"], evaluate_at(rows[best]["t"])  # again: the saved BatchNorm is its own
     gap = mean_gap(metrics, targets, names)
-    meta = {**job_meta("endpoint", item, log, started, placement, params.batch_size),
+    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size),
             "metrics": metrics, "pathway": {"t_star": t_star, "t_interpolated": t_interpolated,
                                             "predicted_gap": predicted_gap, "gap": gap, "selection_metrics": list(names)}}
     return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
@@ -243,17 +245,17 @@ def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -
     params = METHODS[curve.objective].Params(**curve.hparams)
     fit = CurveFitSpec(**curve.fit)
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
+    frozen = teachers(task, options, curve.objective, lambda: store.load_weights(original_key), placement)
     started = time.time()
     try:
         bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params, fit,
-                                    seed=curve.seed, placement=placement,
-                                    teachers=teachers(task, options, curve.objective,
-                                                      lambda: store.load_weights(original_key), placement))
+                                    seed=curve.seed, placement=placement, teachers=frozen)
     except DivergedError as exc:
         return _diverged(store, bend_key(curve), curve, exc) if placement.writes else None
+    seconds = time.time() - started
     if not placement.writes:
         return None
-    return store.save_artifact(bend_key(curve), job_meta("bend", curve, log, started, placement, fit.batch_size),
+    return store.save_artifact(bend_key(curve), job_meta("bend", curve, log, seconds, placement, fit.batch_size),
                                weights=bend)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
 from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods.common import split_gradients
+from mcu_ray.methods.optimizers import adamw
 from mcu_ray.placement import Placement
 from mcu_ray.train import generators, run_steps, unlearning_batches
 
@@ -152,7 +153,7 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
               for split in (data.split("retain"), forget)]
     selected = select_tensors(*scores, sizes, params.k, params.k_r)
     bend = {n: b.requires_grad_(n in selected) for n, b in initial_bend(theta_o, theta_u).items()}
-    opt = torch.optim.AdamW([bend[n] for n in selected], lr=params.lr, weight_decay=params.weight_decay)
+    opt = adamw([bend[n] for n in selected], params.lr, params.weight_decay)
 
     n_forget, n_retain = batch_length(forget), batch_length(retain)
     forget_size = max(1, round(params.batch_size * n_forget / (n_forget + n_retain)))

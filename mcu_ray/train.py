@@ -17,7 +17,7 @@ from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
-from mcu_ray.methods.optimizers import make_optimizer
+from mcu_ray.methods.optimizers import adamw, make_optimizer
 from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
 from mcu_ray.placement import Placement
 
@@ -26,9 +26,15 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite; the artifact is recorded as diverged."""
 
 
-def check_finite(loss: float, step: int) -> None:
-    if not math.isfinite(loss):
-        raise DivergedError(f"loss is {loss} at step {step}")
+def check_finite(losses: torch.Tensor, step: int) -> None:
+    """Raise DivergedError if any of the last steps' losses (up to ``step``) is NaN or infinite."""
+    values = losses.tolist()
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise DivergedError(f"loss is {values[bad[0]]} at step {step - len(values) + bad[0]}")
+
+
+FINITE_CHECK_EVERY = 10  # steps between loss checks: each check waits for the device (a GPU sync)
 
 
 def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=None, draw=None) -> dict:
@@ -41,11 +47,13 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
     process would take on the whole batch (exactly so for per-example losses; BatchNorm
     statistics and SuperLoss's running mean are per micro-batch). ``draw()``, if given,
     is called once per step on every worker (the curve's t) and passed to
-    ``loss_of(forget, retain, drawn)`` -> (loss, {name: float}).
+    ``loss_of(forget, retain, drawn)`` -> (loss, {name: scalar tensor to log}). A NaN or infinite loss
+    stops the job at the next check (every ``FINITE_CHECK_EVERY`` steps and at the end).
     """
     params = [p for group in opt.param_groups for p in group["params"]]
-    step, total, logs = 0, float("nan"), {}
-    tokens = torch.zeros(2, dtype=torch.long, device=placement.device)  # text: padded and real tokens seen
+    step, logs, padded = 0, {}, 0
+    losses = torch.zeros(0, device=placement.device)  # this check window's step losses, summed over workers
+    real = torch.zeros((), dtype=torch.long, device=placement.device)  # text: real tokens seen (no sync to count)
     for forget, retain in batches:
         drawn = draw() if draw is not None else None
         n = batch_length(forget)
@@ -61,11 +69,10 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
             total += weighted.detach()
             for part in (forget_part, retain_part):
                 if part is not None and "attention_mask" in part:
-                    tokens += torch.stack([torch.tensor(part["attention_mask"].numel(), device=tokens.device),
-                                           part["attention_mask"].sum()])
+                    padded += part["attention_mask"].numel()
+                    real += part["attention_mask"].sum()
         placement.sync_gradients(params)
-        total = placement.sum_over_workers(total)
-        check_finite(total.item(), step)
+        losses = torch.cat([losses, placement.sum_over_workers(total)[None]])
         for tensor, mask in masks or ():
             if tensor.grad is not None:
                 tensor.grad.mul_(mask)
@@ -73,8 +80,14 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
         if schedule is not None:
             schedule.step()
         step += 1
-    padding = {"padding_ratio": float(tokens[0] / tokens[1])} if int(tokens[1]) else {}
-    return {"steps": step, "final_loss": float(total) if step else float("nan"), **padding, **logs}
+        if step % FINITE_CHECK_EVERY == 0:
+            check_finite(losses, step)
+            losses = losses[-1:]
+    if step:
+        check_finite(losses, step)
+    padding = {"padding_ratio": padded / int(real)} if padded else {}
+    logged = {name: float(value) for name, value in logs.items()}  # the last step's, read once (no sync per step)
+    return {"steps": step, "final_loss": float(losses[-1]) if step else float("nan"), **padding, **logged}
 
 
 def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: float, batch_size: int,
@@ -87,7 +100,7 @@ def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: fl
         return {"steps": 0, "final_loss": float("nan")}
     placement = placement or Placement()
     order = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = adamw(model.parameters(), lr, weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=epochs * math.ceil(batch_length(batch) / batch_size))
     batches = ((minibatch, None) for _ in range(epochs)
@@ -204,7 +217,7 @@ def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, 
     theta_2 = placement.tensors({n: theta_2[n].detach().to(placement.dtype) for n in names})
     bend = {n: p.clone().requires_grad_(True) for n, p in initial_bend(theta_1, theta_2).items()}
     order_generator, method_generator = generators(seed, placement)
-    opt = torch.optim.AdamW(bend.values(), lr=fit.lr, weight_decay=fit.weight_decay)
+    opt = adamw(bend.values(), fit.lr, fit.weight_decay)
     masks = _grad_masks(method, teachers, task, data, params, bend, placement)
     loop_params = dataclasses.replace(params, epochs=fit.epochs, steps=0, batch_size=fit.batch_size)
 

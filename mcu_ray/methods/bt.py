@@ -34,7 +34,7 @@ def loss(ctx, forget, retain, params: Params):
     retain_kl = kl_to_teacher(ctx.logits(ctx.forward, retain), good, params.temperature)  # (b_r,)
     n_f, n_r = len(forget_kl), len(retain_kl)
     total = (n_f * ctx.reduce_forget(forget_kl) + retain_kl.sum()) / (n_f + n_r)
-    return total, {"forget_kl": forget_kl.mean().item(), "retain_kl": retain_kl.mean().item()}
+    return total, {"forget_kl": forget_kl.mean().detach(), "retain_kl": retain_kl.mean().detach()}
 
 
 METHOD = Method(name="bt", Params=Params, loss=loss, uses_retain=True, uses_reference=True, uses_random_teacher=True)

@@ -74,7 +74,7 @@ class LossContext:
 class Method:
     name: str
     Params: type  # a dataclass extending UnlearnParams
-    loss: Callable | None  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: float})
+    loss: Callable | None  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: scalar tensor})
     families: tuple = ("classification",)  # task families it applies to
     uses_retain: bool = False  # whether the loop must draw a retain batch each step
     uses_reference: bool = False  # whether the loss needs the frozen original model

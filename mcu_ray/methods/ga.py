@@ -13,7 +13,7 @@ class Params(UnlearnParams):
 
 def loss(ctx, forget, retain, params: Params):
     forget_loss = ctx.losses(forget)  # (b,)
-    return ctx.reduce_forget(-forget_loss), {"forget_loss": forget_loss.mean().item()}
+    return ctx.reduce_forget(-forget_loss), {"forget_loss": forget_loss.mean().detach()}
 
 
 METHOD = Method(name="ga", Params=Params, loss=loss, families=("classification", "tofu"))

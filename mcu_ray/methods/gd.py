@@ -15,7 +15,7 @@ class Params(UnlearnParams):
 def loss(ctx, forget, retain, params: Params):
     forget_loss, retain_loss = ctx.losses(forget), ctx.losses(retain).mean()
     total = ctx.reduce_forget(-params.gamma * forget_loss) + params.alpha * retain_loss
-    return total, {"forget_loss": forget_loss.mean().item(), "retain_loss": retain_loss.item()}
+    return total, {"forget_loss": forget_loss.mean().detach(), "retain_loss": retain_loss.detach()}
 
 
 METHOD = Method(name="gd", Params=Params, loss=loss, families=("classification", "tofu"), uses_retain=True)

@@ -28,11 +28,11 @@ def npo_forget_losses(nll, nll_reference, beta: float):
 def loss(ctx, forget, retain, params: Params):
     forget_losses = npo_forget_losses(ctx.sequence_nll(forget), ctx.sequence_nll(forget, reference=True), params.beta)
     total = ctx.reduce_forget(params.gamma * forget_losses)
-    logs = {"npo_loss": forget_losses.mean().item()}
+    logs = {"npo_loss": forget_losses.mean().detach()}
     if params.alpha:
         retain_loss = ctx.losses(retain).mean()
         total = total + params.alpha * retain_loss
-        logs["retain_loss"] = retain_loss.item()
+        logs["retain_loss"] = retain_loss.detach()
     return total, logs
 
 

@@ -70,10 +70,17 @@ class Sophia(torch.optim.Optimizer):
                 p.addcmul_(m.sign(), ratio, value=-group["lr"])
 
 
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; on a GPU its fused kernel (one launch for every tensor: the same update, faster)."""
+    params = list(params)
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def make_optimizer(kind: str, params, lr: float, weight_decay: float, sophia: dict | None = None):
     """AdamW for FO; Sophia for SO, with ``sophia`` (a SophiaParams dict; lr 0 = ``lr``)."""
     if kind == "fo":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return adamw(params, lr, weight_decay)
     if kind == "so":
         knobs = SophiaParams(**(sophia or {}))
         return Sophia(params, lr=knobs.lr or lr, beta1=knobs.beta1, beta2=knobs.beta2, rho=knobs.rho,

@@ -21,7 +21,7 @@ def loss(ctx, forget, retain, params: Params):
     # the mean over forget and retain examples together; CL weighs the forget part
     n_f, n_r = len(relabelled), len(retained)
     total = (n_f * ctx.reduce_forget(relabelled) + retained.sum()) / (n_f + n_r)
-    return total, {"relabelled_loss": relabelled.mean().item(), "retain_loss": retained.mean().item()}
+    return total, {"relabelled_loss": relabelled.mean().detach(), "retain_loss": retained.mean().detach()}
 
 
 METHOD = Method(name="rl", Params=Params, loss=loss, families=("classification", "tofu"), uses_retain=True)
