@@ -394,27 +394,56 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
 
 
 class Progress(tune.Callback):
-    """One line per finished cell for the person at the terminal; frees a failed trial's claims."""
+    """One line per finished cell for the person at the terminal (cells done / running / failed and
+    an ETA); frees a failed trial's claims.
+
+    ETA = mean seconds of the cells this run finished x cells left / cells in flight (the most
+    seen running at once): simple, and it settles as cells finish (the first cells also train
+    the shared original and retrained models, so early ETAs run high).
+    """
 
     def __init__(self, total: int, done_before: int, storage: str):
         self.total, self.done, self.storage, self.started = total, done_before, storage, time.time()
+        self.failed, self.cell_seconds, self.in_flight = 0, [], 1
+
+    def status(self, trials, finished) -> str:
+        """``[done/total done, running, failed, ETA]``, ``finished`` (a trial ending now) not counted as running."""
+        running = sum(1 for t in trials if t is not finished and t.status == "RUNNING")
+        self.in_flight = max(self.in_flight, running + 1)
+        left = self.total - self.done - self.failed
+        eta = "?"
+        if self.cell_seconds:
+            eta = self.duration(sum(self.cell_seconds) / len(self.cell_seconds) * left / self.in_flight)
+        return f"[{self.done}/{self.total} done, {running} running, {self.failed} failed, ETA {eta}]"
+
+    @staticmethod
+    def duration(seconds: float) -> str:
+        """Seconds as 42s, 3m05s or 2h10m."""
+        minutes, hours = int(seconds // 60), int(seconds // 3600)
+        if hours:
+            return f"{hours}h{minutes % 60:02d}m"
+        return f"{minutes}m{int(seconds % 60):02d}s" if minutes else f"{seconds:.0f}s"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         cfg, res = trial.config["cell"], trial.last_result or {}
+        if "cell_seconds" in res:
+            self.cell_seconds.append(res["cell_seconds"])
         verdicts = " ".join(f"{k[4:]}={'failed' if v is None else 'MCU' if v else 'barrier'}"
                             for k, v in res.items() if k.startswith("mcu_"))
-        print(f"[{self.done}/{self.total}] {cfg['task']} {cfg['setting']:<13} {cfg['methods']:<9} "
+        print(f"{self.status(trials, trial)} {cfg['task']} {cfg['setting']:<13} {cfg['methods']:<9} "
               f"ratio={cfg['ratio']:g}% seed={cfg['seed']}  {verdicts}  "
               f"({res.get('cell_seconds', 0):.1f}s, elapsed {time.time() - self.started:.0f}s)", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.failed += 1
         try:
             actor = ray.get_actor(coordinator_name(self.storage), namespace=NAMESPACE)
             ray.get(actor.release_owner.remote(trial.config["cell"]["key"]))
         except ValueError:
             pass
-        print(f"[error] cell {trial.config['cell']['key']} failed; see {trial.local_path}", flush=True)
+        print(f"{self.status(trials, trial)} [error] cell {trial.config['cell']['key']} failed; "
+              f"see {trial.local_path}", flush=True)
 
 
 def interleave_tasks(cells: list) -> list:

@@ -2,6 +2,7 @@
 
     python -m mcu_ray.sweep sweeps/quickstart.yaml
     python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --json
+    python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --estimate
 
 Rerunning the same command resumes: cells with results are skipped and every
 artifact already in the store is reused.
@@ -24,6 +25,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--storage", help="storage root, a path or pyarrow.fs URI (default: the spec's, ./mcu_runs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's counts and exit; starts no Ray")
     parser.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    parser.add_argument("--estimate", action="store_true",
+                        help="with --dry-run: also print the expected device-hours per job kind (original, "
+                             "retrained, endpoint, bend, evaluation) and in total, priced by a short calibration on "
+                             "this machine's default device (CUDA if present, else the CPU); artifacts already in "
+                             "the storage count as done; never downloads (hub models: a FLOP model, assumptions "
+                             "listed)")
     parser.add_argument("--report-dir", help="where figures go (default: reports/<sweep name>)")
     parser.add_argument("--no-report", action="store_true", help="skip drawing figures at the end")
     parser.add_argument("--restart", action="store_true",
@@ -76,6 +83,19 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+def estimate_or_fail(spec_file: str, spec, plan, storage: str) -> dict:
+    """The sweep's estimated device-hours (``mcu_ray.estimate``); a task it cannot price exits 2."""
+    # a guard, not a switch: the estimate reads only local files, and must never wait on a download
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from mcu_ray.estimate import estimate
+
+    try:
+        return estimate(spec, plan, storage)
+    except SpecError as exc:
+        fail(f"{spec_file}: {exc}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -84,14 +104,21 @@ def main(argv=None) -> int:
         fail(f"{args.spec}: {exc}")
     from mcu_ray.plan import make_plan
 
+    if args.estimate and not args.dry_run:
+        fail("--estimate: works with --dry-run only (it prices the sweep before anything runs); add --dry-run")
     storage = args.storage or spec.storage
     plan = make_plan(spec)
     counts = plan.counts()
     if args.dry_run:
+        cost = estimate_or_fail(args.spec, spec, plan, storage) if args.estimate else None
         if args.json:
-            print(json.dumps({"sweep": spec.name, **counts}))
+            print(json.dumps({"sweep": spec.name, **counts, **({"estimate": cost} if cost else {})}))
         else:
             print(f"sweep {spec.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+            if cost:
+                from mcu_ray.estimate import format_estimate
+
+                print(format_estimate(spec.name, cost))
         return 0
     try:
         check_storage(storage)
