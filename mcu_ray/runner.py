@@ -339,7 +339,7 @@ def reference_rows(grid: Grid, original, reference) -> list[dict]:
     """The original and the retrained model at one ratio: the figures' reference lines."""
     store = grid.store
     ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash, "code_version": __version__,
-             "task": reference.task, "ratio": reference.ratio}
+             "task": reference.task, "ratio": reference.ratio, "precision": reference.precision}
     res = grid.spec.resources
     # on an evaluation worker (its GPU, when eval_gpus asks for one), outside the trial's placement group
     metrics = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
@@ -358,7 +358,8 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
              "task": cell.task, "setting": cell.setting, "method_1": e1.method, "method_2": e2.method,
              "optimizer_1": e1.optimizer, "optimizer_2": e2.optimizer, "curriculum_1": e1.curriculum,
              "curriculum_2": e2.curriculum, "ratio": cell.ratio, "seed": cell.seed,
-             "endpoint_1": e1.key, "endpoint_2": e2.key, "seed_1": e1.seed, "seed_2": e2.seed}
+             "endpoint_1": e1.key, "endpoint_2": e2.key, "seed_1": e1.seed, "seed_2": e2.seed,
+             "precision": e1.precision}
     rows, barrier_rows, summary = [], [], {}
     for kind, key in cell.curves:
         curve = plan.curves[key]
