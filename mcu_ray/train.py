@@ -1,7 +1,8 @@
 """Plain PyTorch training loops: the original model, an unlearned endpoint, a curve bend.
 
 No Ray and no I/O here: each loop takes tensors and returns tensors, so it runs the
-same inside a Ray Train worker, a Tune trial or a unit test.
+same inside a Ray Train worker, a Tune trial or a unit test. Each takes the process's
+``Placement``: the device, the precision, and its share of a data-parallel job.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
 from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
 from mcu_ray.methods.optimizers import adamw, make_optimizer
-from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
 from mcu_ray.placement import Placement
 
 

@@ -2,7 +2,8 @@
 
 The one-by-one path (``evaluate_one_by_one``: load phi(t), re-estimate BatchNorm on Dr,
 evaluate) is the reference; the vmapped path must agree on every metric, on the digits
-conv net and on a ResNet-18-sized Hugging Face ResNet (11M parameters, BatchNorm everywhere).
+conv net, on a ResNet-18-sized Hugging Face ResNet (11M parameters, BatchNorm everywhere) and
+on a small BERT with padded rows (DDI's model family).
 """
 import dataclasses
 
@@ -77,3 +78,30 @@ def test_vmapped_points_match_one_by_one_on_a_resnet18():
     task = resnet18_task()
     assert sum(p.numel() for p in task.new_model({}, seed=0).parameters()) > 11_000_000
     compare(task, {}, task.load({}, 10), 1e-4)
+
+
+def bert_task() -> ClassificationTask:
+    """A small BERT sequence classifier (DDI's model family) on random padded token rows."""
+    def load_arrays(opts):
+        g = torch.Generator().manual_seed(0)
+        ids, lengths = torch.randint(1, 100, (48, 16), generator=g), torch.randint(4, 17, (48,), generator=g)
+        mask = (torch.arange(16)[None, :] < lengths[:, None]).long()
+        y = torch.randint(0, 5, (48,), generator=g)
+        batch = {"input_ids": ids * mask, "attention_mask": mask, "y": y}
+        return {k: v[:32] for k, v in batch.items()}, {k: v[32:] for k, v in batch.items()}, 5
+
+    def build_model(opts):
+        from transformers import BertConfig, BertForSequenceClassification
+
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=16, num_labels=5))
+
+    return ClassificationTask(name="bert", Options=ResNetOptions, load_arrays=load_arrays, build_model=build_model,
+                              default_ratios=(10,), default_hparams={}, logits=hf_logits)
+
+
+def test_vmapped_points_match_one_by_one_on_a_bert_classifier():
+    torch.set_num_threads(1)
+    task = bert_task()
+    compare(task, {}, task.load({}, 10), 1e-5)

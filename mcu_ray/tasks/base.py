@@ -43,7 +43,6 @@ class Task(Protocol):
     forget_loss: str  # the metric that is L(Df) in the MCU forget condition
     holdout_split: str  # data the model never saw: what Df should look like after unlearning (pathway)
     selection_metrics: tuple  # metrics whose mean gap to the retrained model picks pathway's t*
-    batch_vectorizable: bool  # whether evaluate_many may vmap a group of t-points in one pass
 
     # ------------------------------------------------------------------ options
     def normalize_options(self, options: Any) -> Any:

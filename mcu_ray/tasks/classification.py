@@ -197,6 +197,9 @@ class ClassificationTask:
     # and the metrics whose mean gap to the retrained model picks t*
     holdout_split: str = "test"
     selection_metrics: tuple = ("acc_forget", "acc_retain", "acc_test")
+    # whether several t-points may share one vmapped pass (a model that draws random numbers in its
+    # forward, like ViLT's patch sampling, cannot: vmap refuses random operations)
+    vectorizable: bool = True
 
     def normalize_options(self, options):
         """Options as workers on any node read them (e.g. local paths made absolute)."""
@@ -260,7 +263,7 @@ class ClassificationTask:
         vectorised pass (``tasks.vectorized``), BatchNorm re-estimated on Dr for each point: the
         same numbers as ``evaluate`` per point. On a CPU one point at a time is as fast or faster
         (digits, 1 thread: 0.082 s/point one by one, 0.100 vmapped), so that is the default there."""
-        if not (placement.device.type == "cuda" if vectorize is None else vectorize):
+        if not self.vectorizable or not (placement.device.type == "cuda" if vectorize is None else vectorize):
             return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts)
         splits = {name: data.split(name) for name in ("test", "retain", "forget")}
 

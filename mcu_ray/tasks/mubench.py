@@ -185,6 +185,7 @@ def _task(name: str) -> ClassificationTask:
     return ClassificationTask(
         name=name, Options=Options, load_arrays=loader(name), build_model=builder(name),
         check_extra=needs_dataset(name),
+        vectorizable=name != "nlvr2",  # ViLT samples image patches with random ops in its forward: no vmap
         default_ratios=(2, 4, 6, 8, 10),  # MU-Bench's ratios
         # MU-Bench's unlearning settings (lr 1e-5 .. 5e-5 for fine-tuned checkpoints) need
         # per-model tuning; these suit the tiny models and are the sweep file's to override.
