@@ -250,10 +250,16 @@ def encode_pairs(tokenizer, opts: Options, pairs: list[tuple[str, str]]) -> dict
 
 
 def _answer_nll(forward, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token NLL of the next token (b, len-1), 0 off the answer; the shifted logits and labels."""
-    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits, labels = logits[:, :-1], batch["labels"][:, 1:]  # (b, len-1, vocab), (b, len-1)
-    return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"), logits, labels
+    """Per-position NLL of the next token (b, len), 0 off the answer; the logits and next-token labels.
+
+    The labels are shifted left (position i predicts token i+1; nothing after the last), so
+    the logits are used as the model returns them: a contiguous (b*len, vocab) view, where
+    slicing off the last position would copy them (~1/3 of the loss's time on a CPU).
+    """
+    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (b, len, vocab)
+    labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)  # (b, len)
+    nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
+    return nll.view_as(labels), logits, labels
 
 
 def example_losses(forward, batch: dict, reduction: str = "mean") -> torch.Tensor:
