@@ -29,9 +29,10 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+from cli import run_sweep_cli  # bench/, the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
 TRAINING_KINDS = ("original", "retrained", "endpoint", "curve")  # ledger kinds that train a model
-PROGRESS_PREFIXES = ("sweep ", "[", "grid done", "error", "Traceback")  # CLI lines worth echoing
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -119,21 +120,8 @@ def run_mcu(spec_path: str, storage: str, sweep_name: str, points: int, code: st
     print("mcu_ray: " + " ".join(cmd), flush=True)
     log_path = os.path.join(storage, "bench_cli.log")
     os.makedirs(storage, exist_ok=True)
-    launched, started = time.time(), time.perf_counter()
-    with open(log_path, "w") as log:
-        # cwd = the snapshot: Ray puts the driver's directory on its workers' sys.path
-        proc = subprocess.Popen(cmd, cwd=code, env=code_env(code), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        for line in proc.stdout:  # Ray's own chatter goes to the log only
-            log.write(line)
-            if line.startswith(PROGRESS_PREFIXES):
-                print("  | " + line, end="", flush=True)
-        returncode = proc.wait()
-    wall = time.perf_counter() - started
-    if returncode != 0:
-        with open(log_path) as log:
-            tail = log.readlines()[-30:]
-        print(f"mcu_ray: the CLI exited with {returncode}; the end of its output:\n" + "".join(tail), flush=True)
+    # cwd = the snapshot: Ray puts the driver's directory on its workers' sys.path
+    returncode, launched, wall = run_sweep_cli(cmd, code, code_env(code), log_path, "mcu_ray")
 
     store = Store(storage)
     results = store.read_tables(sweep_name, "results")

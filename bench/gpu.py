@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: import this checkout's mcu_ray
 
+from cli import run_sweep_cli  # noqa: E402  (bench/, the script's own folder)
 from mcu_ray.batches import grouped_order, row_lengths, select  # noqa: E402
 from mcu_ray.methods import METHODS  # noqa: E402
 from mcu_ray.placement import Placement  # noqa: E402
@@ -74,7 +74,6 @@ TINY = {"n_layer": 1, "n_embd": 64, "n_head": 4, "vocab_size": 2000,
         "batch_size": 8, "eval_size": 8, "eval_batch_size": 32, "max_new_tokens": 16,
         "steps": 3, "warmup_steps": 1, "eval_points": 1}
 TRAINING_KINDS = ("original", "retrained", "endpoint", "curve")  # ledger kinds that train a model
-PROGRESS_PREFIXES = ("sweep ", "[", "grid done", "error", "Traceback")  # CLI lines worth echoing
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -477,20 +476,7 @@ def bench_grid(args, folder: str) -> dict:
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         log_path = os.path.join(tmp, "cli.log")
-        launched, started = time.time(), time.perf_counter()
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True)
-            for line in proc.stdout:  # Ray's own chatter goes to the log only
-                log.write(line)
-                if line.startswith(PROGRESS_PREFIXES):
-                    print("  | " + line, end="", flush=True)
-            returncode = proc.wait()
-        wall = time.perf_counter() - started
-        if returncode != 0:
-            with open(log_path) as f:
-                print(f"  the CLI exited with {returncode}; the end of its output:\n" + "".join(f.readlines()[-30:]),
-                      flush=True)
+        returncode, launched, wall = run_sweep_cli(cmd, REPO, env, log_path, "  grid")
         result = {"spec": args.spec, "tiny": args.tiny, "command": cmd, "returncode": returncode,
                   **ledger_accounting(storage, launched, wall)}
     finally:
