@@ -6,6 +6,7 @@ conv net, on a ResNet-18-sized Hugging Face ResNet (11M parameters, BatchNorm ev
 on a small BERT with padded rows (DDI's model family).
 """
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -105,3 +106,26 @@ def test_vmapped_points_match_one_by_one_on_a_bert_classifier():
     torch.set_num_threads(1)
     task = bert_task()
     compare(task, {}, task.load({}, 10), 1e-5)
+
+
+def test_the_faster_way_is_measured_once_and_kept():
+    """First call: one point one by one, two vmapped, the faster kept; later calls use it alone."""
+    from mcu_ray.tasks import vectorized
+
+    calls = []
+
+    def slow(ts):
+        calls.append(("one", list(ts)))
+        time.sleep(0.02 * len(ts))
+        return [{"t": t} for t in ts]
+
+    def fast(ts):
+        calls.append(("vmap", list(ts)))
+        return [{"t": t} for t in ts]
+
+    key = ("test", object())
+    assert [r["t"] for r in vectorized.faster_of(slow, fast, [0.1, 0.2, 0.3, 0.4], key)] == [0.1, 0.2, 0.3, 0.4]
+    assert calls == [("one", [0.1]), ("vmap", [0.2, 0.3]), ("vmap", [0.4])]
+    calls.clear()
+    vectorized.faster_of(slow, fast, [0.5, 0.6], key)
+    assert calls == [("vmap", [0.5, 0.6])]

@@ -18,7 +18,7 @@ from torch import nn
 from mcu_ray.batches import iterate_batches, select
 from mcu_ray.placement import Placement
 from mcu_ray.tasks.base import evaluate_one_by_one
-from mcu_ray.tasks.vectorized import curve_probabilities, in_groups
+from mcu_ray.tasks.vectorized import curve_probabilities, faster_of, in_groups
 
 # Metrics of one evaluated model; +1 = higher is better for an unlearned model.
 METRIC_DIRECTIONS = {
@@ -259,20 +259,25 @@ class ClassificationTask:
     def evaluate_curve(self, model: nn.Module, options: dict, data: ClassificationData, context,
                        placement: Placement, control_points: list[dict], ts: list[float],
                        vectorize: bool | None = None) -> list[dict]:
-        """Every metric at each t; on a GPU (or with ``vectorize``) groups of t-points in one
-        vectorised pass (``tasks.vectorized``), BatchNorm re-estimated on Dr for each point: the
-        same numbers as ``evaluate`` per point. On a CPU one point at a time is as fast or faster
-        (digits, 1 thread: 0.082 s/point one by one, 0.100 vmapped), so that is the default there."""
-        if not self.vectorizable or not (placement.device.type == "cuda" if vectorize is None else vectorize):
-            return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts)
+        """Every metric at each t; groups of t-points in one vectorised pass (``tasks.vectorized``)
+        where that is faster, BatchNorm re-estimated on Dr for each point: the same numbers as
+        ``evaluate`` point by point. ``vectorize`` None: always on a GPU; on a CPU, measured on
+        the process's first curve (digits' conv net is faster one point at a time, a BERT vmapped)."""
+        def one_by_one(ts_group: list[float]) -> list[dict]:
+            return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts_group)
+
+        if not self.vectorizable or vectorize is False:
+            return one_by_one(ts)
         splits = {name: data.split(name) for name in ("test", "retain", "forget")}
 
-        def group(ts_group: list[float]) -> list[dict]:
+        def vmapped(ts_group: list[float]) -> list[dict]:
             outputs = curve_probabilities(model, control_points, ts_group, splits, data.split("retain"), placement,
                                           self.logits)
             return [{"t": t, **finite(metrics_from_proba(proba, data, context))} for t, proba in zip(ts_group, outputs)]
 
-        return in_groups(group, model, list(ts), placement)
+        if vectorize or placement.device.type == "cuda":
+            return in_groups(vmapped, model, list(ts), placement)
+        return faster_of(one_by_one, vmapped, list(ts), key=(self.name, placement))
 
     def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, context,
                  placement: Placement) -> dict:

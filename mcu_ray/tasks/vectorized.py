@@ -9,6 +9,7 @@ running statistics are a row of the stacked buffers, updated in place under vmap
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -43,6 +44,26 @@ def in_groups(evaluate: Callable, model: nn.Module, ts: list, placement: Placeme
     for start in range(1, len(ts), size):
         rows += evaluate(ts[start:start + size])
     return rows
+
+
+_VMAP_FASTER: dict = {}  # (task, placement) -> whether this process measured vmapped points faster
+
+
+def faster_of(one_by_one: Callable, vmapped: Callable, ts: list, key) -> list:
+    """Rows of ``ts`` by whichever way is faster here: the first time for ``key``, one point is
+    evaluated one by one and the next two vmapped, each timed, and the choice is kept for the
+    process (both give the same numbers; on a CPU which is faster depends on the model)."""
+    if key in _VMAP_FASTER:
+        return (vmapped if _VMAP_FASTER[key] else one_by_one)(ts)
+    if len(ts) < 3:
+        return one_by_one(ts)
+    started = time.perf_counter()
+    rows = one_by_one(ts[:1])
+    single = time.perf_counter() - started
+    started = time.perf_counter()
+    rows += vmapped(ts[1:3])
+    _VMAP_FASTER[key] = (time.perf_counter() - started) / 2 < single
+    return rows + ((vmapped if _VMAP_FASTER[key] else one_by_one)(ts[3:]) if ts[3:] else [])
 
 
 def stacked_forward(model: nn.Module, logits_fn: Callable):
