@@ -1,8 +1,9 @@
 """Where a process computes: its device, its numeric precision and its share of a data-parallel job.
 
-One ``Placement`` is decided per process at the Ray edge (``runner``: Ray Train's device
-in a training worker, the GPU Ray gave an evaluation task) or by the caller (tests,
-benchmarks: an explicit device, default CUDA when present), and handed to every loop.
+One ``Placement`` is decided per process, here: ``ray_placement`` for Ray's processes (Ray
+Train's device in a training worker, the GPU Ray gave an evaluation task), ``Placement()``
+(default CUDA when present) or an explicit device for plain calls (tests, benchmarks); it is
+handed to every loop.
 Models, teachers, control points and batches go to ``placement.device``; stored
 artifacts stay CPU safetensors and load onto any device.
 
@@ -29,6 +30,30 @@ PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 def default_device() -> torch.device:
     """CUDA when this process sees a GPU, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def ray_placement(role: str, grad_accum: int = 1) -> "Placement":
+    """The placement of a Ray process, decided here and nowhere else (Ray imported on use only).
+
+    ``role``: "train" (a Ray Train worker: the device Ray Train assigned, the worker's rank and
+    the job's size), "local" (a training job in Train's local mode, inside a Tune trial, where
+    Ray Train's context is Tune's: this process's default device, one worker) or "task" (an
+    evaluation task: the GPU Ray gave it, which CUDA_VISIBLE_DEVICES makes cuda:0, else the CPU).
+    """
+    import ray
+
+    if role == "train":
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        return Placement(device=ray.train.torch.get_device(), rank=context.get_world_rank(),
+                         world_size=context.get_world_size(), grad_accum=grad_accum)
+    if role == "local":
+        return Placement(grad_accum=grad_accum)
+    if role == "task":
+        return Placement(device="cuda" if ray.get_gpu_ids() else "cpu")
+    raise ValueError(f"role {role!r} is not one of train, local, task")
 
 
 @dataclass(frozen=True)

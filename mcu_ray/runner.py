@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcu_ray import __version__, jobs
 from mcu_ray.barriers import curve_verdict
-from mcu_ray.placement import Placement
+from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, Store
@@ -125,18 +125,10 @@ def _train_loop(config: dict):
     each takes its shard of every batch, gradients are summed over them (gloo on CPUs,
     NCCL on GPUs), and rank 0 alone evaluates and writes (its return value is the job's).
     """
-    import ray.train
-    import ray.train.torch
-
     from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 
     jobs.use_threads(config["threads"])
-    if config["local"]:  # Train's local mode, in the trial's process: Ray Train's context is Tune's there
-        placement = Placement(grad_accum=config["grad_accum"])
-    else:
-        context = ray.train.get_context()
-        placement = Placement(device=ray.train.torch.get_device(), rank=context.get_world_rank(),
-                              world_size=context.get_world_size(), grad_accum=config["grad_accum"])
+    placement = ray_placement("local" if config["local"] else "train", config["grad_accum"])
     store = Store(config["storage"])
     kind, item = config["kind"], config["item"]
     build = {"original": (jobs.build_original, Original), "retrained": (jobs.build_retrained, Retrained),
@@ -250,16 +242,14 @@ def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: s
     jobs.use_threads(threads)
     from mcu_ray.plan import Curve
 
-    placement = Placement(device="cuda" if ray.get_gpu_ids() else "cpu")
-    return jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, placement, control_points)
+    return jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, ray_placement("task"), control_points)
 
 
 @ray.remote
 def evaluate_original_task(storage: str, original, reference, threads: float) -> dict:
     """The original model on one ratio's splits (the figures' reference line), on this task's device."""
     jobs.use_threads(threads)
-    return jobs.original_metrics(Store(storage), original, reference,
-                                 Placement(device="cuda" if ray.get_gpu_ids() else "cpu"))
+    return jobs.original_metrics(Store(storage), original, reference, ray_placement("task"))
 
 
 def evaluate_curve(grid: Grid, curve) -> None:
