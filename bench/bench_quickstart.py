@@ -29,10 +29,9 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from cli import run_sweep_cli  # bench/, the script's own folder
+from cli import TRAINING_KINDS, run_sweep_cli  # bench/, the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINING_KINDS = ("original", "retrained", "endpoint", "curve")  # ledger kinds that train a model
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,10 +1,12 @@
-"""Run the real CLI (`python -m mcu_ray.sweep ...`) from a benchmark: its progress echoed, the rest logged."""
+"""What both benchmarks share: running the real CLI (`python -m mcu_ray.sweep ...`, its progress
+echoed, the rest logged) and the job-ledger kinds that count as training."""
 from __future__ import annotations
 
 import subprocess
 import time
 
 PROGRESS_PREFIXES = ("sweep ", "[", "grid done", "error", "Traceback")  # CLI lines worth echoing
+TRAINING_KINDS = ("original", "retrained", "endpoint", "curve")  # job-ledger kinds that train a model
 
 
 def run_sweep_cli(cmd: list[str], cwd, env: dict, log_path: str, label: str) -> tuple[int, float, float]:

@@ -40,10 +40,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: import this checkout's mcu_ray
 
-from cli import run_sweep_cli  # noqa: E402  (bench/, the script's own folder)
+from cli import TRAINING_KINDS, run_sweep_cli  # noqa: E402  (bench/, the script's own folder)
 from mcu_ray.batches import grouped_order, row_lengths, select  # noqa: E402
 from mcu_ray.methods import METHODS  # noqa: E402
-from mcu_ray.placement import Placement  # noqa: E402
+from mcu_ray.pathway import ReplacedSplits  # noqa: E402
+from mcu_ray.placement import Placement, default_device  # noqa: E402
 from mcu_ray.spec import CurveFitSpec  # noqa: E402
 from mcu_ray.store import Store  # noqa: E402
 from mcu_ray.tasks.tofu import TASK  # noqa: E402
@@ -73,7 +74,6 @@ FULL = {"n_layer": 24, "n_embd": 2048, "n_head": 32, "vocab_size": 8000,  # phi-
 TINY = {"n_layer": 1, "n_embd": 64, "n_head": 4, "vocab_size": 2000,
         "batch_size": 8, "eval_size": 8, "eval_batch_size": 32, "max_new_tokens": 16,
         "steps": 3, "warmup_steps": 1, "eval_points": 1}
-TRAINING_KINDS = ("original", "retrained", "endpoint", "curve")  # ledger kinds that train a model
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -133,7 +133,7 @@ def tofu_dir(path: str) -> str:
 
 def make_placement(args):
     """The one device and precision every loop and evaluation below runs on."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device) if args.device else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda, but torch sees no GPU here (a CPU build of torch, or no driver)")
     precision = args.precision or ("bf16-mixed" if device.type == "cuda" else "fp32")
@@ -178,44 +178,6 @@ def timed(device, fn):
     return time.perf_counter() - started, result
 
 
-class CountingTask:
-    """The TOFU task, counting the tokens of every forward pass that trains (grad enabled).
-
-    The loops log only the padded/real ratio; tokens/s needs the real count, and a
-    proxy counts exactly the batches the loop's losses ran on (forget and retain, after
-    sharding and trimming), without changing mcu_ray. Counts stay on the device (no sync).
-    """
-
-    def __init__(self, task):
-        self._task, self.padded, self._real = task, 0, 0
-
-    def __getattr__(self, name):
-        return getattr(self._task, name)
-
-    def example_losses(self, forward, batch: dict, reduction: str = "mean"):
-        if torch.is_grad_enabled():
-            self.padded += batch["attention_mask"].numel()
-            self._real = self._real + batch["attention_mask"].sum()
-        return self._task.example_losses(forward, batch, reduction)
-
-    @property
-    def real(self) -> int:
-        return int(self._real)
-
-
-class SplitView:
-    """The task's data with some splits replaced (a slice of the forget set for a timed bend)."""
-
-    def __init__(self, data, **splits):
-        self._data, self._splits = data, splits
-
-    def __getattr__(self, name):
-        return getattr(self._data, name)
-
-    def split(self, name: str) -> dict:
-        return self._splits[name] if name in self._splits else self._data.split(name)
-
-
 def loop_rows(split: dict, start_batch: int, batches: int, batch_size: int, seed: int) -> dict:
     """The rows of batches ``start_batch`` .. ``start_batch + batches`` of ``split`` in length-grouped order.
 
@@ -229,14 +191,14 @@ def loop_rows(split: dict, start_batch: int, batches: int, batch_size: int, seed
     return select(split, order[start_batch * batch_size:needed])
 
 
-def training_row(loop: str, function: str, batch: str, seconds: float, log: dict, counter: CountingTask,
-                 params: int, peak: float | None, device) -> dict:
-    """One row of the training table from a timed run of ``log['steps']`` steps."""
-    real = counter.real
+def training_row(loop: str, function: str, batch: str, seconds: float, log: dict, params: int,
+                 peak: float | None, device) -> dict:
+    """One row of the training table from a timed run of ``log['steps']`` steps (tokens from the loop's log)."""
+    real = log["real_tokens"]
     tokens_per_second = real / seconds
     mfu = 6 * params * tokens_per_second / peak if peak else None
     return {"loop": loop, "function": function, "batch": batch, "steps": log["steps"], "seconds": seconds,
-            "seconds_per_step": seconds / log["steps"], "real_tokens": real, "padded_tokens": counter.padded,
+            "seconds_per_step": seconds / log["steps"], "real_tokens": real, "padded_tokens": log["padded_tokens"],
             "real_tokens_per_second": tokens_per_second, "padding_ratio": log.get("padding_ratio"),
             "trainable_params": params, "mfu": mfu, "final_loss": log["final_loss"],
             "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
@@ -259,16 +221,14 @@ def bench_finetune(model, data, args, placement, peak) -> dict:
     train = data.split("train")
 
     def run(rows: dict):
-        counter = CountingTask(TASK)
-        log = train_supervised(model, counter, rows, epochs=1, lr=1e-4, batch_size=args.batch_size,
-                               weight_decay=0.0, seed=0, placement=placement)
-        return log, counter
+        return train_supervised(model, TASK, rows, epochs=1, lr=1e-4, batch_size=args.batch_size,
+                                weight_decay=0.0, seed=0, placement=placement)
 
     run(loop_rows(train, 0, args.warmup_steps, args.batch_size, seed=0))
     rows = loop_rows(train, args.warmup_steps, args.steps, args.batch_size, seed=0)
     reset_memory_peak(placement.device)
-    seconds, (log, counter) = timed(placement.device, lambda: run(rows))
-    return training_row("fine-tune", "train_supervised", f"{args.batch_size} rows of D", seconds, log, counter,
+    seconds, log = timed(placement.device, lambda: run(rows))
+    return training_row("fine-tune", "train_supervised", f"{args.batch_size} rows of D", seconds, log,
                         trainable(model.parameters()), peak, placement.device)
 
 
@@ -281,15 +241,13 @@ def gd_params(args, steps: int):
 def bench_unlearn(model, data, args, placement, peak) -> dict:
     """unlearn(..., "gd") at forget10: each step a forget and a retain batch, forward and backward."""
     def run(steps: int):
-        counter = CountingTask(TASK)
-        log = unlearn(model, counter, data, "gd", gd_params(args, steps), seed=0, placement=placement)
-        return log, counter
+        return unlearn(model, TASK, data, "gd", gd_params(args, steps), seed=0, placement=placement)
 
     run(args.warmup_steps)
     reset_memory_peak(placement.device)
-    seconds, (log, counter) = timed(placement.device, lambda: run(args.steps))
+    seconds, log = timed(placement.device, lambda: run(args.steps))
     return training_row("GD unlearning", "unlearn(gd)", f"{args.batch_size} forget + {args.batch_size} retain",
-                        seconds, log, counter, trainable(model.parameters()), peak, placement.device)
+                        seconds, log, trainable(model.parameters()), peak, placement.device)
 
 
 def bench_bend(model, theta_1: dict, data, args, placement, peak) -> dict:
@@ -303,18 +261,17 @@ def bench_bend(model, theta_1: dict, data, args, placement, peak) -> dict:
     theta_2 = {name: p.detach() for name, p in model.named_parameters()}
     fit = CurveFitSpec(epochs=1, lr=1e-5, batch_size=args.batch_size)
 
-    def run(view: SplitView):
-        counter = CountingTask(TASK)
-        bend, log = fit_bezier_bend(model, theta_1, theta_2, counter, view, "gd", gd_params(args, 0), fit,
+    def run(view: ReplacedSplits):
+        bend, log = fit_bezier_bend(model, theta_1, theta_2, TASK, view, "gd", gd_params(args, 0), fit,
                                     seed=0, placement=placement)
-        return log, counter, sum(b.numel() for b in bend.values())
+        return log, sum(b.numel() for b in bend.values())
 
-    run(SplitView(data, forget=loop_rows(forget, 0, args.warmup_steps, args.batch_size, seed=1)))
-    view = SplitView(data, forget=loop_rows(forget, args.warmup_steps, args.steps, args.batch_size, seed=1))
+    run(ReplacedSplits(data, {"forget": loop_rows(forget, 0, args.warmup_steps, args.batch_size, seed=1)}))
+    view = ReplacedSplits(data, {"forget": loop_rows(forget, args.warmup_steps, args.steps, args.batch_size, seed=1)})
     reset_memory_peak(placement.device)
-    seconds, (log, counter, bend_params) = timed(placement.device, lambda: run(view))
+    seconds, (log, bend_params) = timed(placement.device, lambda: run(view))
     return training_row("Bezier bend (GD)", "fit_bezier_bend", f"{args.batch_size} forget + {args.batch_size} retain",
-                        seconds, log, counter, bend_params, peak, placement.device)
+                        seconds, log, bend_params, peak, placement.device)
 
 
 def bench_training(model, data, args, placement, peak) -> tuple[list[dict], dict]:

@@ -27,6 +27,7 @@ from mcu_ray.batches import batch_length, row_lengths, select, trim_padding
 from mcu_ray.jobs import bend_key
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.curriculum import needs_original_losses
+from mcu_ray.pathway import mixed_batch_sizes, subset_size
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Plan
 from mcu_ray.spec import SpecError, SweepSpec
@@ -137,9 +138,8 @@ def pathway_work(params: dict, sizes: Sizes) -> Work:
     """pathway.fit_pathway_bend: accuracy baselines, tensor scores (a gradient over Dr and Df),
     then ``epochs`` passes over Df in batches mixing Df and the retain subset."""
     n_f, n_r = sizes.forget, sizes.retain
-    subset = max(1, round(params["retain_ratio"] * n_r))
-    forget_size = max(1, round(params["batch_size"] * n_f / (n_f + subset)))
-    retain_size = max(1, params["batch_size"] - forget_size)
+    subset = subset_size(n_r, params["retain_ratio"])
+    forget_size, retain_size = mixed_batch_sizes(params["batch_size"], n_f, subset)
     steps = params["epochs"] * math.ceil(n_f / forget_size)
     baselines = split_pass(sizes.holdout) + split_pass(subset)
     scores = split_pass(n_r, params["batch_size"], backward=True) + split_pass(n_f, params["batch_size"], backward=True)

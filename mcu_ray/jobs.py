@@ -41,8 +41,10 @@ def failure(store: Store, *keys: str) -> str:
     return ""
 
 
-def _diverged(store: Store, key: str, item, exc: DivergedError) -> dict:
-    """Record a diverged training run: no weights, a status and the reason, so the grid goes on."""
+def _diverged(store: Store, key: str, item, exc: DivergedError, placement: Placement) -> dict | None:
+    """Record a diverged training run (rank 0): no weights, a status and the reason, so the grid goes on."""
+    if not placement.writes:
+        return None
     return store.save_artifact(key, {"kind": type(item).__name__.lower(), "item": asdict(item),
                                      "status": "diverged", "reason": str(exc)})
 
@@ -55,6 +57,14 @@ def t_grid(points: int) -> np.ndarray:
 def placed(placement: Placement | None, item) -> Placement:
     """The process's placement (default: CUDA when present) at the artifact's precision."""
     return (placement or Placement()).with_precision(item.precision)
+
+
+def start_job(store: Store, key: str, kind: str, item, placement: Placement | None) -> Placement:
+    """The job's placement at the artifact's precision; rank 0 records the job in the ledger."""
+    placement = placed(placement, item)
+    if placement.writes:
+        store.record_job(key, kind)
+    return placement
 
 
 def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, batch_size: int) -> dict:
@@ -79,7 +89,7 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
                                    batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed,
                                    placement=placement)
         except DivergedError as exc:
-            return _diverged(store, item.key, item, exc) if placement.writes else None
+            return _diverged(store, item.key, item, exc, placement)
     seconds = time.time() - started
     if not placement.writes:
         return None
@@ -92,17 +102,13 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
 
 def build_original(store: Store, item: Original, placement: Placement | None = None) -> dict | None:
     """The model everything unlearns from: trained on all of D (ratio is irrelevant here)."""
-    placement = placed(placement, item)
-    if placement.writes:
-        store.record_job(item.key, "original")
+    placement = start_job(store, item.key, "original", item, placement)
     return _supervised(store, item, "train", ratio=1.0, placement=placement)  # D does not depend on the ratio
 
 
 def build_retrained(store: Store, item: Retrained, placement: Placement | None = None) -> dict | None:
     """The gold standard for one forget ratio: trained from scratch on Dr."""
-    placement = placed(placement, item)
-    if placement.writes:
-        store.record_job(item.key, "retrained")
+    placement = start_job(store, item.key, "retrained", item, placement)
     return _supervised(store, item, "retain", ratio=item.ratio, placement=placement)
 
 
@@ -126,9 +132,7 @@ def teachers(task, options: dict, method: str, original_state, placement: Placem
 
 def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = None) -> dict | None:
     """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
-    placement = placed(placement, item)
-    if placement.writes:
-        store.record_job(item.key, "endpoint")
+    placement = start_job(store, item.key, "endpoint", item, placement)
     if item.source:
         return build_pathway(store, item, placement)
     task, options, data = task_data(item.task, item.options, item.ratio)
@@ -143,7 +147,7 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
                       optimizer_params=item.optimizer_params, curriculum=item.curriculum,
                       curriculum_params=item.curriculum_params, seed=item.seed, placement=placement, teachers=frozen)
     except DivergedError as exc:
-        return _diverged(store, item.key, item, exc) if placement.writes else None
+        return _diverged(store, item.key, item, exc, placement)
     seconds = time.time() - started
     if not placement.writes:
         return None
@@ -163,7 +167,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     """
     problem = failure(store, item.source)
     if problem:
-        return _diverged(store, item.key, item, DivergedError(f"source endpoint {problem}")) if placement.writes else None
+        return _diverged(store, item.key, item, DivergedError(f"source endpoint {problem}"), placement)
     task, options, data = task_data(item.task, item.options, item.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     original, source = store.load_weights(item.original), store.load_weights(item.source)
@@ -173,7 +177,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     try:
         bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed, placement=placement)
     except DivergedError as exc:
-        return _diverged(store, item.key, item, exc) if placement.writes else None
+        return _diverged(store, item.key, item, exc, placement)
     seconds = time.time() - started  # the curve's fit; its evaluation and the choice of t* follow
     if not placement.writes:
         return None
@@ -192,7 +196,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
         t_interpolated, predicted_gap = pathway.select_t([r["t"] for r in rows], {m: [r[m] for r in rows]
                                                                                  for m in names}, targets)
     except ValueError as exc:  # every point NaN: nothing to export
-        return _diverged(store, item.key, item, DivergedError(str(exc)))
+        return _diverged(store, item.key, item, DivergedError(str(exc)), placement)
     t_star, metrics = t_interpolated, evaluate_at(t_interpolated)
     grid_gaps = [mean_gap(r, targets, names) for r in rows]
     best = int(np.nanargmin(grid_gaps))
@@ -236,9 +240,7 @@ def bend_key(curve: Curve) -> str:
 
 def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -> dict | None:
     """Fit the quadratic Bezier bend with the first endpoint's method objective."""
-    placement = placed(placement, curve)
-    if placement.writes:
-        store.record_job(bend_key(curve), "curve")
+    placement = start_job(store, bend_key(curve), "curve", curve, placement)
     task, options, data = task_data(curve.task, curve.options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
@@ -251,7 +253,7 @@ def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -
         bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params, fit,
                                     seed=curve.seed, placement=placement, teachers=frozen)
     except DivergedError as exc:
-        return _diverged(store, bend_key(curve), curve, exc) if placement.writes else None
+        return _diverged(store, bend_key(curve), curve, exc, placement)
     seconds = time.time() - started
     if not placement.writes:
         return None

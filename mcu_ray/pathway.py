@@ -109,21 +109,32 @@ def accuracy(forward, task, split: dict, placement: Placement, batch_size: int =
     return correct / max(total, 1)
 
 
+def subset_size(n: int, fraction: float) -> int:
+    """Examples in a ``fraction`` of ``n`` (at least one)."""
+    return max(1, round(fraction * n))
+
+
 def subset(split: dict, fraction: float, generator: torch.Generator) -> dict:
-    """A seeded random ``fraction`` of a split (at least one example)."""
+    """A seeded random ``fraction`` of a split."""
     n = batch_length(split)
-    return select(split, torch.randperm(n, generator=generator)[: max(1, round(fraction * n))])
+    return select(split, torch.randperm(n, generator=generator)[: subset_size(n, fraction)])
+
+
+def mixed_batch_sizes(batch_size: int, n_forget: int, n_retain: int) -> tuple[int, int]:
+    """(forget, retain) examples of a ``batch_size`` batch mixing Df and the retain subset in proportion."""
+    forget_size = max(1, round(batch_size * n_forget / (n_forget + n_retain)))
+    return forget_size, max(1, batch_size - forget_size)
 
 
 @dataclass
-class MixedData:
-    """The task's splits, with Dr replaced by the retain subset the curve trains on."""
+class ReplacedSplits:
+    """A task's splits with some replaced (pathway: Dr by the retain subset the curve trains on)."""
 
     data: Any
-    retain: dict
+    replaced: dict  # split name -> batch dict
 
     def split(self, name: str) -> dict:
-        return self.retain if name == "retain" else self.data.split(name)
+        return self.replaced[name] if name in self.replaced else self.data.split(name)
 
 
 def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, seed: int,
@@ -155,10 +166,8 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
     bend = {n: b.requires_grad_(n in selected) for n, b in initial_bend(theta_o, theta_u).items()}
     opt = adamw([bend[n] for n in selected], params.lr, params.weight_decay)
 
-    n_forget, n_retain = batch_length(forget), batch_length(retain)
-    forget_size = max(1, round(params.batch_size * n_forget / (n_forget + n_retain)))
-    loop = dataclasses.replace(params, steps=0, batch_size=forget_size,
-                               retain_batch_size=max(1, params.batch_size - forget_size))
+    forget_size, retain_size = mixed_batch_sizes(params.batch_size, batch_length(forget), batch_length(retain))
+    loop = dataclasses.replace(params, steps=0, batch_size=forget_size, retain_batch_size=retain_size)
     rule, betas = BetaRule(params.beta_low, params.beta_high), []
 
     def loss_of(forget_batch, retain_batch, t):
@@ -169,7 +178,7 @@ def fit_pathway_bend(model: nn.Module, theta_u: dict, task, data, params, *, see
         return retain_losses.mean() - betas[-1] * forget_losses.mean(), {}
 
     model.train()
-    batches = unlearning_batches(MixedData(data, retain), loop, generator, uses_retain=True)
+    batches = unlearning_batches(ReplacedSplits(data, {"retain": retain}), loop, generator, uses_retain=True)
     # one t ~ U(0, 1) per step, the same on every worker
     log = {**run_steps(loss_of, batches, opt, placement, draw=lambda: float(torch.rand((), generator=generator))),
            "forget_baseline": baselines[0], "retain_baseline": baselines[1],

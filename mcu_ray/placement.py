@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from mcu_ray.batches import shard, to_device, trim_padding
-
-PRECISIONS = ("fp32", "bf16-mixed", "bf16")
+from mcu_ray.spec import PRECISIONS
 
 
 def default_device() -> torch.device:
@@ -89,7 +88,7 @@ class Placement:
 
     def tensors(self, params: dict) -> dict:
         """A parameter dict (control points, teachers' weights) on this device, float32 kept as stored."""
-        return {k: v.to(self.device, non_blocking=True) for k, v in params.items()}
+        return to_device(params, self.device)
 
     def batch(self, batch: dict | None) -> dict | None:
         """A batch on this device; with precision bf16 its float inputs (pixels) in bfloat16 too."""

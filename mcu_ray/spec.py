@@ -33,7 +33,7 @@ class SpecError(ValueError):
         super().__init__(f"{path or '<top level>'}: {found}; {allowed}")
 
 
-PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # see mcu_ray.placement
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # what each means: mcu_ray.placement
 
 
 @dataclass(frozen=True)

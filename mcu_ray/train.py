@@ -86,7 +86,7 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
             losses = losses[-1:]
     if step:
         check_finite(losses, step)
-    padding = {"padding_ratio": padded / int(real)} if padded else {}
+    padding = {"padding_ratio": padded / int(real), "padded_tokens": padded, "real_tokens": int(real)} if padded else {}
     logged = {name: float(value) for name, value in logs.items()}  # the last step's, read once (no sync per step)
     return {"steps": step, "final_loss": float(losses[-1]) if step else float("nan"), **padding, **logged}
 

@@ -18,6 +18,7 @@ from torch import nn
 from mcu_ray.batches import iterate_batches, select
 from mcu_ray.placement import Placement
 from mcu_ray.tasks.base import evaluate_one_by_one
+from mcu_ray.tasks.batchnorm import recompute_batchnorm
 from mcu_ray.tasks.vectorized import curve_probabilities, faster_of, in_groups
 
 # Metrics of one evaluated model; +1 = higher is better for an unlearned model.
@@ -93,31 +94,6 @@ def hf_logits(forward: Callable, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batch: dict, placement: Placement, logits_fn: Callable = plain_logits,
-                        batch_size: int = 256) -> None:
-    """Re-estimate BatchNorm running statistics on ``batch`` (Garipov et al. 2018).
-
-    A point on a curve is a new network whose activation statistics match neither
-    endpoint, so its stored statistics are replaced by an exact average over data.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-    was_training = model.training
-    model.train()
-    for minibatch in iterate_batches(batch, batch_size):
-        with placement.autocast():
-            logits_fn(model, placement.batch(minibatch))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.train(was_training)
-
-
-@torch.no_grad()
 def predict_proba(model: nn.Module, batch: dict, placement: Placement, logits_fn: Callable = plain_logits,
                   batch_size: int = 256) -> torch.Tensor:
     """Softmax predictions over a batch dict, computed on the placement's device; shape (n, classes), CPU."""
@@ -153,26 +129,26 @@ def zrf_score(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
 def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_proba: torch.Tensor,
                    placement: Placement, logits_fn: Callable = plain_logits) -> dict:
     """Every metric of one model; BatchNorm statistics must already be set."""
-    return metrics_from_proba({split: predict_proba(model, data.split(split), placement, logits_fn)
-                               for split in ("test", "retain", "forget")}, data, random_forget_proba)
+    splits = {name: data.split(name) for name in EVAL_SPLITS}
+    return metrics_from_proba({name: predict_proba(model, split, placement, logits_fn) for name, split in splits.items()},
+                              {name: split["y"] for name, split in splits.items()}, random_forget_proba)
 
 
-def metrics_from_proba(proba_by_split: dict, data: ClassificationData, random_forget_proba: torch.Tensor) -> dict:
-    """MU-Bench's metrics from the model's softmax outputs on test, retain and forget."""
+EVAL_SPLITS = ("test", "retain", "forget")
+
+
+def metrics_from_proba(proba_by_split: dict, labels: dict, random_forget_proba: torch.Tensor) -> dict:
+    """MU-Bench's metrics from the model's softmax outputs and the labels on test, retain and forget;
+    inf (a diverged model's loss) recorded as NaN, like every other failed number."""
     metrics = {}
-    for split in ("test", "retain", "forget"):
-        batch, proba = data.split(split), proba_by_split[split]  # (n, classes)
-        metrics[f"acc_{split}"] = float((proba.argmax(-1) == batch["y"]).float().mean())
+    for split in EVAL_SPLITS:
+        y, proba = labels[split], proba_by_split[split]  # (n,), (n, classes)
+        metrics[f"acc_{split}"] = float((proba.argmax(-1) == y).float().mean())
         if split != "test":
-            nll = -torch.log(proba.gather(1, batch["y"][:, None]).clamp_min(1e-12)).mean()
+            nll = -torch.log(proba.gather(1, y[:, None]).clamp_min(1e-12)).mean()
             metrics[f"loss_{split}"] = float(nll)
         if split == "forget":
             metrics["zrf"] = zrf_score(proba, random_forget_proba)
-    return metrics
-
-
-def finite(metrics: dict) -> dict:
-    """inf (a diverged model's loss) recorded as NaN, like every other failed number."""
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
 
 
@@ -268,19 +244,20 @@ class ClassificationTask:
 
         if not self.vectorizable or vectorize is False:
             return one_by_one(ts)
-        splits = {name: data.split(name) for name in ("test", "retain", "forget")}
+        splits = {name: data.split(name) for name in EVAL_SPLITS}
+        labels = {name: split["y"] for name, split in splits.items()}
 
         def vmapped(ts_group: list[float]) -> list[dict]:
-            outputs = curve_probabilities(model, control_points, ts_group, splits, data.split("retain"), placement,
+            outputs = curve_probabilities(model, control_points, ts_group, splits, splits["retain"], placement,
                                           self.logits)
-            return [{"t": t, **finite(metrics_from_proba(proba, data, context))} for t, proba in zip(ts_group, outputs)]
+            return [{"t": t, **metrics_from_proba(proba, labels, context)} for t, proba in zip(ts_group, outputs)]
 
         if vectorize or placement.device.type == "cuda":
-            return in_groups(vmapped, model, list(ts), placement)
+            return in_groups(vmapped, model, list(ts), placement, key=(self.name, placement))
         return faster_of(one_by_one, vmapped, list(ts), key=(self.name, placement))
 
     def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, context,
                  placement: Placement) -> dict:
         """Re-estimate BatchNorm on Dr, then compute every metric; ``context`` from eval_context."""
         recompute_batchnorm(model, data.split("retain"), placement, self.logits)
-        return finite(evaluate_model(model, data, context, placement, self.logits))
+        return evaluate_model(model, data, context, placement, self.logits)

@@ -464,7 +464,6 @@ class TofuTask:
         return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts)
 
     def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement) -> dict:
-        rows = data.rows
         metrics = {}
         forget = split_losses(model, data, "forget", placement)
         forget_tr = tm.truth_ratios(forget["paraphrased"], forget["perturbed"])
@@ -474,8 +473,8 @@ class TofuTask:
         metrics["loss_forget"] = float(np.mean(forget["answer"]))
         metrics["rouge_forget"] = rouge_recall(model, data, "forget", placement)
         utility = []
-        for name, paraphrased in (("retain", True), ("real_authors", False), ("world_facts", False)):
-            losses = split_losses(model, data, name, placement)
+        for name in ("retain", "real_authors", "world_facts"):
+            losses, paraphrased = split_losses(model, data, name, placement), name in PARAPHRASED
             true_loss = losses["paraphrased"] if paraphrased else losses["answer"]
             prob = (tm.probability(losses["answer"]) if paraphrased
                     else tm.normalised_probability(losses["answer"], losses["perturbed"]))

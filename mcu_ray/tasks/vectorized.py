@@ -18,31 +18,40 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from mcu_ray.batches import iterate_batches
-from mcu_ray.curves import point_on_curve
+from mcu_ray.curves import bezier_coefficients
 from mcu_ray.placement import Placement
+from mcu_ray.tasks.batchnorm import recompute_batchnorm
 
 STEP_COUNTERS = "num_batches_tracked"  # BatchNorm's batch counter: shared by the group, not stacked
 
 
 def points_per_pass(model: nn.Module, one_point_peak: int, placement: Placement) -> int:
     """How many points fit in one vectorised pass on a GPU: half its free memory over one
-    point's measured peak (activations) plus its stacked weights."""
+    point's measured peak (activations) plus its row of the stacked weights."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     free, _ = torch.cuda.mem_get_info(placement.device)
-    return max(1, int(0.5 * free // max(one_point_peak + 2 * weights, 1)))
+    return max(1, int(0.5 * free // max(one_point_peak + weights, 1)))
 
 
-def in_groups(evaluate: Callable, model: nn.Module, ts: list, placement: Placement) -> list:
-    """``evaluate(ts_group)`` over groups of ``ts``: all at once on the CPU; on a GPU the first
-    point alone, its memory peak measured, then groups as large as ``points_per_pass`` allows."""
+_POINTS_PER_PASS: dict = {}  # (task, placement) -> points per vmapped pass, measured once per process
+
+
+def in_groups(evaluate: Callable, model: nn.Module, ts: list, placement: Placement, key) -> list:
+    """``evaluate(ts_group)`` over groups of ``ts``: all at once on the CPU; on a GPU, the first
+    time for ``key``, the first point alone with its memory peak measured, then (always) groups
+    as large as ``points_per_pass`` allows."""
     if placement.device.type != "cuda" or len(ts) < 2:
         return evaluate(ts)
-    torch.cuda.reset_peak_memory_stats(placement.device)
-    before = torch.cuda.memory_allocated(placement.device)
-    rows = evaluate(ts[:1])
-    size = points_per_pass(model, torch.cuda.max_memory_allocated(placement.device) - before, placement)
-    for start in range(1, len(ts), size):
-        rows += evaluate(ts[start:start + size])
+    rows, start = [], 0
+    if key not in _POINTS_PER_PASS:
+        torch.cuda.reset_peak_memory_stats(placement.device)
+        before = torch.cuda.memory_allocated(placement.device)
+        rows, start = evaluate(ts[:1]), 1
+        _POINTS_PER_PASS[key] = points_per_pass(model, torch.cuda.max_memory_allocated(placement.device) - before,
+                                                placement)
+    size = _POINTS_PER_PASS[key]
+    for first in range(start, len(ts), size):
+        rows += evaluate(ts[first:first + size])
     return rows
 
 
@@ -82,25 +91,17 @@ def curve_probabilities(model: nn.Module, control_points: list[dict], ts: list[f
 
     ``bn_data`` is what BatchNorm statistics are re-estimated on (Dr), at every t separately.
     """
-    points = [point_on_curve(control_points, t) for t in ts]
-    params = {name: torch.stack([point[name] for point in points]) for name in control_points[0]}  # (K, ...) each
-    del points
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
+    coefficients = torch.tensor([bezier_coefficients(t, len(control_points) - 1) for t in ts],
+                                device=placement.device)  # (K, control points)
+    params = {name: torch.tensordot(coefficients.to(control_points[0][name].dtype),
+                                    torch.stack([cp[name] for cp in control_points]), dims=1)
+              for name in control_points[0]}  # (K, ...) each: phi(t) for every t, built in place
+    for norm in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         norm.reset_running_stats()
-    buffers = {name: torch.stack([b] * len(ts)).clone() for name, b in model.named_buffers()
+    buffers = {name: torch.stack([b] * len(ts)) for name, b in model.named_buffers()
                if not name.endswith(STEP_COUNTERS)}  # (K, ...) per buffer
     forward = stacked_forward(model, logits_fn)
-    if norms:
-        momenta = [m.momentum for m in norms]
-        for norm in norms:
-            norm.momentum = None  # cumulative average over all minibatches, as recompute_batchnorm
-        model.train()
-        for minibatch in iterate_batches(bn_data, batch_size):
-            with placement.autocast():
-                forward(params, buffers, placement.batch(minibatch))
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
+    recompute_batchnorm(model, bn_data, placement, lambda _, batch: forward(params, buffers, batch), batch_size)
     model.eval()
     proba = {}
     for name, split in splits.items():
