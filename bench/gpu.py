@@ -3,7 +3,7 @@
   training    mcu_ray's own loops on phi-1.5's architecture (TOFU option model "tiny-phi" at 24 layers
               x 2048, 32 heads, a tokenizer trained on TOFU's text) over real TOFU at forget10:
               fine-tuning (train_supervised on D), GD unlearning (unlearn "gd") and a Bezier bend
-              (fit_bezier_bend between the fine-tuned and the unlearned weights, objective "gd").
+              (fit_bends between the fine-tuned and the unlearned weights, objective "gd").
               Each: warm-up steps, then a fixed number of timed steps, CUDA synchronised around them.
               Reported: seconds/step, real (non-padding) tokens/s, padded/real tokens, and
               MFU = 6 x trainable parameters x real tokens/s / the device's bf16 dense peak.
@@ -48,7 +48,7 @@ from mcu_ray.placement import Placement, default_device  # noqa: E402
 from mcu_ray.spec import CurveFitSpec  # noqa: E402
 from mcu_ray.store import Store  # noqa: E402
 from mcu_ray.tasks.tofu import TASK  # noqa: E402
-from mcu_ray.train import fit_bezier_bend, train_supervised, unlearn  # noqa: E402
+from mcu_ray.train import fit_bends, train_supervised, unlearn  # noqa: E402
 
 # bf16 dense tensor-core peak (FLOP/s) by a substring of torch.cuda.get_device_name(); first match wins
 PEAK_BF16_FLOPS = (
@@ -251,7 +251,7 @@ def bench_unlearn(model, data, args, placement, peak) -> dict:
 
 
 def bench_bend(model, theta_1: dict, data, args, placement, peak) -> dict:
-    """fit_bezier_bend from ``theta_1`` (fine-tuned) to ``model``'s weights (unlearned), objective GD.
+    """fit_bends (one bend) from ``theta_1`` (fine-tuned) to ``model``'s weights (unlearned), objective GD.
 
     A bend trains one epoch over the forget set; the timed run is given a forget set of
     exactly ``args.steps`` batches (from the loop's own order), so that one epoch is the
@@ -262,15 +262,15 @@ def bench_bend(model, theta_1: dict, data, args, placement, peak) -> dict:
     fit = CurveFitSpec(epochs=1, lr=1e-5, batch_size=args.batch_size)
 
     def run(view: ReplacedSplits):
-        bend, log = fit_bezier_bend(model, theta_1, theta_2, TASK, view, "gd", gd_params(args, 0), fit,
-                                    seed=0, placement=placement)
-        return log, sum(b.numel() for b in bend.values())
+        bends, log = fit_bends(model, theta_1, theta_2, TASK, view, "gd", gd_params(args, 0), fit,
+                               seed=0, placement=placement)
+        return log, sum(b.numel() for b in bends[0].values())
 
     run(ReplacedSplits(data, {"forget": loop_rows(forget, 0, args.warmup_steps, args.batch_size, seed=1)}))
     view = ReplacedSplits(data, {"forget": loop_rows(forget, args.warmup_steps, args.steps, args.batch_size, seed=1)})
     reset_memory_peak(placement.device)
     seconds, (log, bend_params) = timed(placement.device, lambda: run(view))
-    return training_row("Bezier bend (GD)", "fit_bezier_bend", f"{args.batch_size} forget + {args.batch_size} retain",
+    return training_row("Bezier bend (GD)", "fit_bends", f"{args.batch_size} forget + {args.batch_size} retain",
                         seconds, log, bend_params, peak, placement.device)
 
 

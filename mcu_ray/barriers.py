@@ -23,6 +23,7 @@ class MetricSummary:
     mean: float
     start: float  # v(0)
     end: float  # v(1)
+    integral: float  # int_0^1 v(t) dt by the trapezoid rule (Garipov et al.'s eval_curve.py statistic)
 
 
 def chord_deviation(t: np.ndarray, values: np.ndarray, direction: int) -> np.ndarray:
@@ -39,7 +40,8 @@ def summarise_metric(metric: str, t, values, direction: int) -> MetricSummary:
     dev = chord_deviation(t, values, direction)
     worst = int(np.nanargmax(dev)) if np.isfinite(dev).any() else 0
     return MetricSummary(metric, float(dev[worst]), float(t[worst]), float(np.nanmin(values)),
-                         float(np.nanmax(values)), float(np.nanmean(values)), float(values[0]), float(values[-1]))
+                         float(np.nanmax(values)), float(np.nanmean(values)), float(values[0]), float(values[-1]),
+                         float(np.trapezoid(values, t)))
 
 
 @dataclass(frozen=True)

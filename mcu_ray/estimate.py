@@ -17,7 +17,7 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,9 +30,11 @@ from mcu_ray.methods.curriculum import needs_original_losses
 from mcu_ray.pathway import mixed_batch_sizes, subset_size
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Plan
-from mcu_ray.spec import SpecError, SweepSpec
+from mcu_ray.spec import CurveFitSpec, SpecError, SweepSpec
 from mcu_ray.store import Store
+from mcu_ray.train import bend_budget
 from mcu_ray.tasks import TASKS, tofu
+from mcu_ray.tasks.classification import validation_size
 from mcu_ray.tasks.tofu_data import QUESTIONS_PER_AUTHOR, _forget_rows
 
 KINDS = ("original", "retrained", "endpoint", "bend", "evaluation")
@@ -76,7 +78,7 @@ class Sizes:
     train: int  # |D|
     retain: int  # |Dr|
     forget: int  # |Df|
-    holdout: int  # data never trained on: the pathway's forget baseline (classification: test; TOFU: holdout)
+    validation: int  # the task's validation split, never trained on: the pathway's forget target (TOFU: holdout)
     evaluation: Work  # one call of the task's evaluate()
 
 
@@ -121,7 +123,7 @@ def unlearning_work(method: str, params: dict, sizes: Sizes, curriculum: str = "
     """
     spec = METHODS[method]
     steps, forget = forget_steps(sizes.forget, params["batch_size"], params["epochs"], params["steps"])
-    retain = steps * params["retain_batch_size"] if spec.uses_retain else 0
+    retain = steps * params["retain_batch_size"] if spec.draws_retain(spec.Params(**params)) else 0
     work = Work(train_steps=steps, train_examples=forget + retain)
     if spec.uses_random_teacher:
         work += Work(forward_batches=2 * steps, forward_examples=forget + retain)
@@ -135,15 +137,19 @@ def unlearning_work(method: str, params: dict, sizes: Sizes, curriculum: str = "
 
 
 def pathway_work(params: dict, sizes: Sizes) -> Work:
-    """pathway.fit_pathway_bend: accuracy baselines, tensor scores (a gradient over Dr and Df),
-    then ``epochs`` passes over Df in batches mixing Df and the retain subset."""
+    """jobs.build_pathway but its model evaluations: the original's accuracy on the validation split
+    and Dr (the targets), tensor scores (a gradient over Dr and Df), ``epochs`` passes over Df in
+    batches mixing Df and the retain subset, then the accuracy on Df and Dr at each of the
+    ``select_points`` values of t and at t*, which t* is chosen on."""
     n_f, n_r = sizes.forget, sizes.retain
     subset = subset_size(n_r, params["retain_ratio"])
     forget_size, retain_size = mixed_batch_sizes(params["batch_size"], n_f, subset)
     steps = params["epochs"] * math.ceil(n_f / forget_size)
-    baselines = split_pass(sizes.holdout) + split_pass(subset)
+    baselines = split_pass(sizes.validation) + split_pass(n_r)
     scores = split_pass(n_r, params["batch_size"], backward=True) + split_pass(n_f, params["batch_size"], backward=True)
-    return baselines + scores + Work(train_steps=steps, train_examples=params["epochs"] * n_f + steps * retain_size)
+    selection = (split_pass(n_f) + split_pass(n_r)) * (params["select_points"] + 1)
+    return (baselines + scores + Work(train_steps=steps, train_examples=params["epochs"] * n_f + steps * retain_size)
+            + selection)
 
 
 @dataclass(frozen=True)
@@ -189,9 +195,9 @@ def plan_jobs(plan: Plan, sizes: dict) -> list[Job]:
     for curve in plan.curves.values():
         size = sizes[curve.task, curve.ratio]
         if curve.trained:
-            fit = {**curve.hparams, "epochs": curve.fit["epochs"], "batch_size": curve.fit["batch_size"], "steps": 0}
-            jobs.append(Job("bend", curve.task, unlearning_work(curve.objective, fit, size),
-                            ("artifact", bend_key(curve))))
+            params = bend_budget(METHODS[curve.objective].Params(**curve.hparams), CurveFitSpec(**curve.fit))
+            jobs.append(Job("bend", curve.task, unlearning_work(curve.objective, asdict(params), size, curve.curriculum,
+                                                                curve.curriculum_params), ("artifact", bend_key(curve))))
         interior = max(curve.points - 2, 0)
         jobs.append(Job("evaluation", curve.task, size.evaluation * interior, ("artifact", curve.key), interior))
     return jobs
@@ -378,18 +384,23 @@ class Checkpoint:
 TOFU_TOKENS_PER_ROW = 51  # question + answer of a TOFU row (DESIGN.md 3b)
 RESNET18_POSITIONS = 1.82e9 / 11.7e6  # multiply-adds / parameters at 224x224 (torchvision): ~156
 
+VILT_B32 = Checkpoint(87e6, lambda o: 2 * (o["max_length"] + (o["image_size"] // 32) ** 2 + 1), False,
+                      "vilt-b32: 87e6 parameters, per image pair 2 x (text tokens + (image_size/32)^2 patches + 1)")
+
 # The checkpoints sweeps/full_grid.yaml names.
 CHECKPOINTS = {
     "microsoft/phi-1_5": Checkpoint(1.42e9, lambda o: TOFU_TOKENS_PER_ROW, False,
                                     "phi-1.5: 1.42e9 parameters, TOFU rows ~51 tokens"),
+    "open-unlearning/tofu_Llama-2-7b-chat-hf_full": Checkpoint(
+        6.74e9, lambda o: TOFU_TOKENS_PER_ROW, False,
+        "llama-2-7b: 6.74e9 parameters, TOFU rows ~51 tokens (LoRA counted as full training: an upper bound)"),
     "microsoft/resnet-18": Checkpoint(11.7e6, lambda o: RESNET18_POSITIONS * (o["image_size"] / 224) ** 2, True,
                                       "resnet-18: 11.7e6 parameters, 1.82e9 multiply-adds at 224x224, scaled to "
                                       "image_size^2"),
     "dmis-lab/biobert-base-cased-v1.2": Checkpoint(108e6, lambda o: o["max_length"], False,
                                                    "biobert-base-cased: 108e6 parameters, rows padded to max_length"),
-    "dandelin/vilt-b32-finetuned-nlvr2": Checkpoint(
-        87e6, lambda o: 2 * (o["max_length"] + (o["image_size"] // 32) ** 2 + 1), False,
-        "vilt-b32: 87e6 parameters, per image pair 2 x (text tokens + (image_size/32)^2 patches + 1)"),
+    "dandelin/vilt-b32-finetuned-nlvr2": VILT_B32,
+    "dandelin/vilt-b32-mlm": VILT_B32,
 }
 
 # TOFU's configs (rows; the same in ../shared/data/tofu): full, retain_perturbed, real authors, world facts.
@@ -433,21 +444,25 @@ def assumed_sizes(task_name: str, options: dict, ratio: float, path: str, batchn
         return Sizes(train, train - forget, forget, forget, evaluation)
     index_file = options.get("forget_index_file", "")
     if index_file:
-        listed = sum(1 for line in open(index_file) if line.strip())  # MU-Bench's list covers 10 % of D
+        listed = sum(1 for line in open(index_file) if line.strip())  # MU-Bench's list covers 10 % of the rows
         train, forget = 10 * listed, max(1, round(listed * ratio / 10))
     elif task_name in MUBENCH_TRAIN_ROWS:
-        train = MUBENCH_TRAIN_ROWS[task_name]
-        forget = max(1, round(train * ratio / 100))
+        train, forget = MUBENCH_TRAIN_ROWS[task_name], None
     else:
         raise SpecError(f"{path}.options.forget_index_file", index_file,
                         "the estimate reads |D| from MU-Bench's forget list when the dataset is not on this machine: "
                         "name the list (10 x its lines = |D|)")
     if options.get("max_train"):
         train = min(train, options["max_train"])
+    validation = validation_size(train, options.get("val_fraction", 0.0))  # training rows held out of D
+    train -= validation
+    if forget is None:  # seeded: r % of D (classification.forget_indices)
+        forget = max(1, round(train * ratio / 100))
     test = MUBENCH_TEST_ROWS[task_name]
     if options.get("max_test"):
         test = min(test, options["max_test"])
-    return Sizes(train, train - forget, forget, test, classifier_evaluation(test, train - forget, forget, batchnorm))
+    return Sizes(train, train - forget, forget, validation,
+                 classifier_evaluation(test, train - forget, forget, batchnorm))
 
 
 def measured_sizes(task, options: dict, data, batchnorm: bool, eval_batch: int) -> Sizes:
@@ -459,8 +474,8 @@ def measured_sizes(task, options: dict, data, batchnorm: bool, eval_batch: int) 
         rows = data.rows
         return Sizes(len(rows.train), len(rows.retain), len(rows.forget), len(rows.forget),
                      tofu_evaluation(sets, eval_batch, options["max_new_tokens"]))
-    counts = {name: len(data.split(name)["y"]) for name in ("train", "retain", "forget", "test")}
-    return Sizes(counts["train"], counts["retain"], counts["forget"], counts["test"],
+    counts = {name: len(data.split(name)["y"]) for name in ("train", "retain", "forget", "test", "validation")}
+    return Sizes(counts["train"], counts["retain"], counts["forget"], counts["validation"],
                  classifier_evaluation(counts["test"], counts["retain"], counts["forget"], batchnorm))
 
 

@@ -64,8 +64,8 @@ def scratch_model(task_name: str, options_json: str, placement: Placement):
 
 
 def evaluate_curve_points(task_name: str, options: dict, ratio: float, control_points: list, ts: list[float],
-                          reference: tuple[str, str], placement: Placement) -> list[dict]:
-    """Metrics of phi(t) for each t, the curve through ``control_points`` (parameter dicts).
+                          reference: tuple[str, str], placement: Placement, kind: str = "bezier") -> list[dict]:
+    """Metrics of phi(t) for each t, the curve of ``kind`` through ``control_points`` (parameter dicts).
 
     The process's scratch model is on the device, the control points moved there once; the task
     evaluates the points one by one or several per pass (``Task.evaluate_curve``).
@@ -74,4 +74,4 @@ def evaluate_curve_points(task_name: str, options: dict, ratio: float, control_p
     model = scratch_model(task_name, json.dumps(options, sort_keys=True), placement)
     control_points = [placement.tensors(cp) for cp in control_points]
     context = eval_context(task_name, options, ratio, reference, placement)
-    return task.evaluate_curve(model, options, data, context, placement, control_points, list(ts))
+    return task.evaluate_curve(model, options, data, context, placement, control_points, list(ts), kind)

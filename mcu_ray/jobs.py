@@ -28,8 +28,9 @@ from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
+from mcu_ray.tasks.base import random_network, reference_checkpoint
 from mcu_ray.methods.curriculum import needs_original_losses
-from mcu_ray.train import DivergedError, Teachers, fit_bezier_bend, frozen_copy, train_supervised, unlearn
+from mcu_ray.train import DivergedError, Teachers, bend_budget, fit_bends, frozen_copy, train_supervised, unlearn
 
 
 def failure(store: Store, *keys: str) -> str:
@@ -77,7 +78,8 @@ def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, b
 def _supervised(store: Store, item, split: str, ratio: float, placement: Placement) -> dict | None:
     task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
-    reference = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
+    template = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
+    reference = reference_checkpoint(template, ratio) if template else ""
     if reference:  # a published retain-only model: used as it is
         model = task.new_model({**options, "model": reference}, seed=opts.model_seed, placement=placement)
         started, log = time.time(), {"steps": 0, "loaded": reference}
@@ -94,10 +96,13 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
     if not placement.writes:
         return None
     meta = job_meta(type(item).__name__.lower(), item, log, seconds, placement, opts.batch_size)
+    # a loaded reference keeps its whole state: with LoRA its frozen base is not the original's, which
+    # is what every model of these options is rebuilt over before the stored weights are loaded
+    weights = model.state_dict() if reference else savable_state(model)
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
-        context = task.eval_context(options, data, savable_state(model), placement)
+        context = task.eval_context(options, data, weights, placement)
         meta["metrics"] = task.evaluate(model, options, data, context, placement)
-    return store.save_artifact(item.key, meta, weights=savable_state(model))
+    return store.save_artifact(item.key, meta, weights=weights)
 
 
 def build_original(store: Store, item: Original, placement: Placement | None = None) -> dict | None:
@@ -124,9 +129,8 @@ def teachers(task, options: dict, method: str, original_state, placement: Placem
         original = task.new_model(options, seed=0, placement=placement)
         load_state(original, original_state())
         original = frozen_copy(original)
-    if spec.uses_random_teacher:
-        random = frozen_copy(task.new_model(options, seed=task.Options(**options).model_seed + 7919,
-                                            placement=placement))
+    if spec.uses_random_teacher:  # the network ZRF compares with too: same seed, initial BatchNorm statistics
+        random = random_network(task, options, placement)
     return Teachers(original, random)
 
 
@@ -160,10 +164,16 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
 def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | None:
     """Pathway unlearning: the point t* of a trained curve original -> source endpoint.
 
-    The curve is evaluated at ``select_points`` values of t; t* minimises the mean gap to
-    the retrained model on the task's selection metrics, interpolated between points (if
-    phi(t*) evaluates worse than the best evaluated point, that point is taken instead),
-    and phi(t*) is stored as an ordinary endpoint, its curve's points beside it.
+    t* is chosen as the reference chooses it, without the retrained model: the curve is evaluated
+    at ``select_points`` values of t (BatchNorm re-estimated on Dr), and its accuracy on Df and on
+    Dr there is aligned with the original's accuracy on the validation split and on Dr (the bend's
+    beta targets, ``pathway.baselines``) by ``pathway.select_t`` (the reference's
+    ``find_optimal_t``: cubic, over [search_from, 1], the smallest t on ties). phi(t*) is then
+    evaluated itself and stored as an ordinary endpoint, its curve's points beside it. Should
+    phi(t*) be further from the targets than an evaluated point in [search_from, 1] (the spline
+    overshot), that point is exported instead: a check the reference, which exports the
+    interpolated t as it is, does not make. The retrained model only scores the result, in
+    ``pathway_rows``: out of sample, since neither it nor the test split was read to choose t*.
     """
     problem = failure(store, item.source)
     if problem:
@@ -184,62 +194,97 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     curve = curve_parameters(model)
     cps = [placement.tensors({n: cp[n] for n in curve}) for cp in (original, bend, source)]
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
+    targets = {"forget": log["forget_baseline"], "retain": log["retain_baseline"]}
 
-    def evaluate_at(t: float) -> dict:
-        """phi(t) loaded into ``model`` (BatchNorm re-estimated on Dr, as it is then saved) and its metrics."""
+    def evaluate_at(t: float) -> tuple[dict, dict]:
+        """phi(t) loaded into ``model`` (BatchNorm re-estimated on Dr, as it is then saved): its
+        metrics, and its accuracies on Df and Dr that t* is chosen on."""
         load_point(model, cps, t)
-        return evaluate_model(model, item.task, options, item.ratio, context, placement)
+        metrics = evaluate_model(model, item.task, options, item.ratio, context, placement)
+        return metrics, pathway.selection_accuracies(model, task, data, placement)
 
-    rows = [{"t": float(t), **evaluate_at(float(t))} for t in t_grid(params.select_points)]
-    targets, names = store.read_meta(item.reference)["metrics"], task.selection_metrics
+    rows, accuracies = [], []
+    for t in t_grid(params.select_points):
+        metrics, acc = evaluate_at(float(t))
+        rows.append({"t": float(t), **metrics})
+        accuracies.append(acc)
+    ts = [r["t"] for r in rows]
     try:
-        t_interpolated, predicted_gap = pathway.select_t([r["t"] for r in rows], {m: [r[m] for r in rows]
-                                                                                 for m in names}, targets)
-    except ValueError as exc:  # every point NaN: nothing to export
+        t_interpolated, predicted_gap = pathway.select_t(
+            ts, {name: [a[name] for a in accuracies] for name in pathway.SELECTION_SPLITS}, targets,
+            params.search_from)
+    except ValueError as exc:  # no usable point: nothing to export
         return _diverged(store, item.key, item, DivergedError(str(exc)), placement)
-    t_star, metrics = t_interpolated, evaluate_at(t_interpolated)
-    grid_gaps = [mean_gap(r, targets, names) for r in rows]
-    best = int(np.nanargmin(grid_gaps))
-    if not mean_gap(metrics, targets, names) <= grid_gaps[best]:  # interpolation misled: take the evaluated best
-        t_star, metrics = rows[best]["t"], evaluate_at(rows[best]["t"])  # again: the saved BatchNorm is its own
-    gap = mean_gap(metrics, targets, names)
-    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size),
-            "metrics": metrics, "pathway": {"t_star": t_star, "t_interpolated": t_interpolated,
-                                            "predicted_gap": predicted_gap, "gap": gap, "selection_metrics": list(names)}}
+    t_star = t_interpolated
+    metrics, acc = evaluate_at(t_star)
+    grid_gaps = [pathway.selection_gap(a, targets) if t >= params.search_from - 1e-12 else float("nan")
+                 for t, a in zip(ts, accuracies)]
+    best = int(np.nanargmin(grid_gaps))  # the first minimum, as select_t's
+    if not pathway.selection_gap(acc, targets) <= grid_gaps[best]:  # the spline misled: the evaluated best
+        t_star = ts[best]
+        metrics, acc = evaluate_at(t_star)  # again: the saved BatchNorm is its own
+    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": metrics,
+            "pathway": {"t_star": t_star, "t_interpolated": t_interpolated, "predicted_gap": predicted_gap,
+                        "selection_gap": pathway.selection_gap(acc, targets), "targets": targets,
+                        "search_from": params.search_from,
+                        "selection": {"t": ts, **{name: [a[name] for a in accuracies]
+                                                  for name in pathway.SELECTION_SPLITS}},
+                        "gap_metrics": list(task.gap_metrics)}}
     return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
 
 
 def mean_gap(metrics: dict, targets: dict, names) -> float:
-    """The mean absolute gap of ``metrics`` to ``targets`` over ``names`` (the pathway's yardstick)."""
+    """The mean absolute gap of ``metrics`` to ``targets`` over ``names`` (the report's yardstick, to the
+    retrained model)."""
     return float(np.mean([abs(metrics[m] - targets[m]) for m in names]))
 
 
 def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]:
     """A pathway endpoint beside the original, its source endpoint and the retrained model, with
-    each one's mean gap to the retrained model on the task's selection metrics (the report's
-    comparison), and the evaluated points of its curve (model "curve", with t)."""
+    each one's mean gap to the retrained model on the task's ``gap_metrics`` (the report's
+    comparison, out of sample: t* was chosen without the retrained model), and the evaluated points
+    of its curve (model "curve", with t). ``selection_gap``: the gap t* was chosen on (mean
+    |accuracy - the original's target| on Df and Dr), where it was measured (curve points, so the
+    original at t=0 and the source at t=1, and the pathway model), else NaN."""
     meta = store.read_meta(item.key)
+    chosen = meta["pathway"]
     targets = store.read_meta(item.reference)["metrics"]
-    names = meta["pathway"]["selection_metrics"]
+    names = chosen.get("gap_metrics") or TASKS[item.task].gap_metrics
     ident = {"task": item.task, "ratio": item.ratio, "seed": item.seed, "method": item.method,
              "source_method": source_method, "optimizer": item.optimizer, "curriculum": item.curriculum,
-             "endpoint": item.key, "t_star": meta["pathway"]["t_star"]}
+             "endpoint": item.key, "t_star": chosen["t_star"]}
     curve = store.load_points(item.key).to_pylist()  # the points t* was chosen from; t=0 is the original
-    models = (("original", {k: v for k, v in curve[0].items() if k != "t"}),
-              ("source", store.read_meta(item.source)["metrics"]), ("pathway", meta["metrics"]), ("retrained", targets))
+    selection = chosen.get("selection")
+    along = ([pathway.selection_gap({n: selection[n][i] for n in pathway.SELECTION_SPLITS}, chosen["targets"])
+              for i in range(len(curve))] if selection else [float("nan")] * len(curve))
+    models = (("original", {k: v for k, v in curve[0].items() if k != "t"}, along[0]),
+              ("source", store.read_meta(item.source)["metrics"], along[-1]),
+              ("pathway", meta["metrics"], chosen.get("selection_gap", float("nan"))),
+              ("retrained", targets, float("nan")))
     rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": mean_gap(metrics, targets, names),
-             **metrics} for model, metrics in models]
-    return rows + [{**ident, "model": "curve", "gap_to_retrained": mean_gap(point, targets, names), **point}
-                   for point in curve]
+             "selection_gap": gap, **metrics} for model, metrics, gap in models]
+    return rows + [{**ident, "model": "curve", "gap_to_retrained": mean_gap(point, targets, names),
+                    "selection_gap": gap, **point} for point, gap in zip(curve, along)]
 
 
 def bend_key(curve: Curve) -> str:
-    """The key of a Bezier curve's trained bend theta_12 (its points live under curve.key)."""
+    """The key of a curve's trained bends (its points live under curve.key)."""
     return curve.key.replace("curve-", "bend-", 1)
 
 
+def pack_bends(bends: list[dict]) -> dict:
+    """One artifact's weights for a curve's bends: bend j's tensor ``name`` stored as ``j/name``."""
+    return {f"{j}/{name}": tensor for j, bend in enumerate(bends) for name, tensor in bend.items()}
+
+
+def unpack_bends(weights: dict, count: int) -> list[dict]:
+    """The bends ``pack_bends`` stored, in order."""
+    return [{name.split("/", 1)[1]: t for name, t in weights.items() if name.split("/", 1)[0] == str(j)}
+            for j in range(count)]
+
+
 def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -> dict | None:
-    """Fit the quadratic Bezier bend with the first endpoint's method objective."""
+    """Fit a curve's bends with the first endpoint's recipe (method, optimiser, curriculum, budget)."""
     placement = start_job(store, bend_key(curve), "curve", curve, placement)
     task, options, data = task_data(curve.task, curve.options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
@@ -247,18 +292,22 @@ def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -
     params = METHODS[curve.objective].Params(**curve.hparams)
     fit = CurveFitSpec(**curve.fit)
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
-    frozen = teachers(task, options, curve.objective, lambda: store.load_weights(original_key), placement)
+    frozen = teachers(task, options, curve.objective, lambda: store.load_weights(original_key), placement,
+                      curve.curriculum_params)
     started = time.time()
     try:
-        bend, log = fit_bezier_bend(model, theta_1, theta_2, task, data, curve.objective, params, fit,
-                                    seed=curve.seed, placement=placement, teachers=frozen)
+        bends, log = fit_bends(model, theta_1, theta_2, task, data, curve.objective, params, fit, kind=curve.kind,
+                               bends=curve.bends, optimizer=curve.optimizer, optimizer_params=curve.optimizer_params,
+                               curriculum=curve.curriculum, curriculum_params=curve.curriculum_params,
+                               seed=curve.seed, placement=placement, teachers=frozen)
     except DivergedError as exc:
         return _diverged(store, bend_key(curve), curve, exc, placement)
     seconds = time.time() - started
     if not placement.writes:
         return None
-    return store.save_artifact(bend_key(curve), job_meta("bend", curve, log, seconds, placement, fit.batch_size),
-                               weights=bend)
+    return store.save_artifact(bend_key(curve), job_meta("bend", curve, log, seconds, placement,
+                                                         bend_budget(params, fit).batch_size),
+                               weights=pack_bends(bends))
 
 
 @lru_cache(maxsize=16)
@@ -273,11 +322,16 @@ def curve_names(task: str, options: dict) -> tuple[str, ...]:
 
 
 def control_points(store: Store, curve: Curve) -> list[dict]:
-    """[theta_1, (bend,) theta_2] over the curve's parameter names (CPU tensors, as stored)."""
+    """[theta_1, bends..., theta_2] over the curve's parameter names (CPU tensors, as stored)."""
     names = curve_names(curve.task, curve.options)
     ends = [store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)]
-    bends = [store.load_weights(bend_key(curve))] if curve.trained else []
+    bends = unpack_bends(store.load_weights(bend_key(curve)), curve.bends) if curve.trained else []
     return [{n: cp[n] for n in names} for cp in [ends[0], *bends, ends[1]]]
+
+
+def blend(curve: Curve) -> str:
+    """How the curve's control points blend (``curves.KINDS``): a line is a Bezier curve of degree 1."""
+    return "polychain" if curve.kind == "polychain" else "bezier"
 
 
 def interior_ts(curve: Curve) -> list[float]:
@@ -290,12 +344,14 @@ def evaluate_curve_serially(store: Store, curve: Curve, ts: list[float] | None =
     precision; ``cps``: its control points when the caller has them already."""
     return evaluate_curve_points(curve.task, curve.options, curve.ratio, cps or control_points(store, curve),
                                  interior_ts(curve) if ts is None else ts, (store.uri, curve.reference),
-                                 placed(placement, curve))
+                                 placed(placement, curve), blend(curve))
 
 
-def save_points(store: Store, curve: Curve, rows: list[dict]) -> dict:
+def save_points(store: Store, curve: Curve, rows: list[dict], length: float) -> dict:
+    """A curve's evaluated points, and its length in parameter space (``curves.curve_length``)."""
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["t"]))
-    return store.save_artifact(curve.key, {"kind": "curve_points", "item": asdict(curve)}, points=table)
+    return store.save_artifact(curve.key, {"kind": "curve_points", "item": asdict(curve), "length": length},
+                               points=table)
 
 
 def original_metrics(store: Store, original: Original, reference: Retrained,

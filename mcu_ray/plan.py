@@ -15,7 +15,7 @@ from mcu_ray.methods import METHODS
 from mcu_ray.spec import SweepSpec
 
 # Bump when a change alters what an artifact of an unchanged spec would contain.
-SCIENCE_VERSION = 1
+SCIENCE_VERSION = 2  # 2: issue 12's fidelity fixes (SuperLoss, NPO, Sophia, random network, ZRF, curves)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class Curve:
     key: str
-    kind: str  # "linear" | "bezier"
+    kind: str  # "linear" | "bezier" | "polychain"
     task: str
     options: dict
     precision: str
@@ -108,10 +108,15 @@ class Curve:
     endpoint_1: str
     endpoint_2: str
     reference: str  # the retrained model (evaluation reference)
-    objective: str = ""  # bezier: the first endpoint's method trains the bend
+    objective: str = ""  # bezier: the first endpoint's method trains the bend ...
     hparams: dict = field(default_factory=dict)
+    optimizer: str = "fo"  # ... with that endpoint's optimiser and curriculum (the authors' code)
+    optimizer_params: dict = field(default_factory=dict)
+    curriculum: str = "none"
+    curriculum_params: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     seed: int = 0
+    bends: int = 0  # trained control points (0: the line)
     points: int = 16  # evaluated t values
 
     @property
@@ -195,7 +200,7 @@ def make_plan(spec: SweepSpec) -> Plan:
                         cell_curves = []
                         for kind in spec.curves:
                             cell_curves.append((kind, add(curves, _curve(kind, base, ratio, e1, e2, objective,
-                                                                          ref, fit, spec.points))))
+                                                                          ref, fit, spec.points, spec.bends))))
                         cell_payload = {**base, "setting": setting, "ratio": ratio, "seed": seed,
                                         "endpoint_1": e1, "endpoint_2": e2, "curves": tuple(cell_curves)}
                         cells.append(Cell(content_key("cell", cell_payload), task.name, setting, ratio, seed, e1, e2,
@@ -216,7 +221,7 @@ def _endpoint(base: dict, ratio: float, hparams: dict, variant: Variant, seed: i
 
 
 def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, objective: Endpoint, ref: str, fit: dict,
-           points: int) -> Curve:
+           points: int, bends: int) -> Curve:
     if kind == "linear":
         # phi(t) = (1-t) theta_1 + t theta_2 is the same line both ways: key the unordered pair
         e1, e2 = sorted((e1, e2))
@@ -224,6 +229,8 @@ def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, objective: End
                    "points": points}
         return Curve(content_key("curve", payload), **payload)
     payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "reference": ref,
-               "objective": objective.method, "hparams": objective.hparams, "fit": fit, "seed": objective.seed,
+               "objective": objective.method, "hparams": objective.hparams, "optimizer": objective.optimizer,
+               "optimizer_params": objective.optimizer_params, "curriculum": objective.curriculum,
+               "curriculum_params": objective.curriculum_params, "fit": fit, "seed": objective.seed, "bends": bends,
                "points": points}
     return Curve(content_key("curve", payload), **payload)

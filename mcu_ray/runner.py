@@ -26,6 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcu_ray import __version__, jobs
 from mcu_ray.barriers import curve_verdict
+from mcu_ray.curves import curve_length
 from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
@@ -261,13 +262,14 @@ def evaluate_curve(grid: Grid, curve) -> None:
     store = grid.store
     store.record_job(curve.key, "evaluation")
     res = grid.spec.resources
-    cps_ref = ray.put(jobs.control_points(store, curve))
+    cps = jobs.control_points(store, curve)
+    cps_ref = ray.put(cps)
     # Outside the trial's placement group: the trial holds only what it runs itself.
     task = evaluate_points_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
     ts, size = jobs.interior_ts(curve), res.eval_points_per_task
     refs = [task.remote(asdict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus)
             for i in range(0, len(ts), size)]
-    jobs.save_points(store, curve, [row for rows in ray.get(refs) for row in rows])
+    jobs.save_points(store, curve, [row for rows in ray.get(refs) for row in rows], curve_length(cps, jobs.blend(curve)))
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -364,6 +366,7 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
             summary |= {f"mcu_{kind}": None, f"status_{kind}": "diverged"}
             continue
         points = jobs.curve_rows(store, curve, cell.endpoint_1)
+        length = store.read_meta(key).get("length", float("nan"))  # in parameter space
         verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss, spec.tolerance)
         for point in points:
             rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok",
@@ -372,6 +375,7 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
             barrier_rows.append({**ident, "curve": kind, "curve_key": key, "metric": m.metric,
                                  "deviation": m.deviation, "argmax_t": m.argmax_t, "min": m.minimum,
                                  "max": m.maximum, "mean": m.mean, "start": m.start, "end": m.end,
+                                 "integral": m.integral, "curve_length": length,
                                  "barrier": bool(m.deviation > spec.tolerance),
                                  "retain_barrier": verdict.retain_barrier,
                                  "forget_barrier": verdict.forget_barrier, "mcu": verdict.mcu,

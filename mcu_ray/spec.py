@@ -21,7 +21,8 @@ SETTINGS = (
     "Rand", "Rand-CL", "Rand-SO", "CL-Non-CL", "FO-SO",
     "Met", "Met-CL", "Met-SO", "Met-CL-Non-CL", "Met-FO-SO",
 )
-CURVES = ("linear", "bezier")
+CURVES = ("linear", "bezier", "polychain")  # polychain: straight segments through trained bends
+DEFAULT_CURVES = ("linear", "bezier")  # the paper's two
 
 
 class SpecError(ValueError):
@@ -61,14 +62,39 @@ class ResourcesSpec:
     train: ScalingSpec = field(default_factory=ScalingSpec)
 
 
+T_SAMPLINGS = ("arc_length", "uniform", "normal")
+LR_SCALES = ("bezier_weight", "none")
+
+
 @dataclass(frozen=True)
 class CurveFitSpec:
-    """Training of the Bezier midpoint theta_12 (Garipov et al. 2018)."""
+    """How a Bezier bend theta_12 trains.
 
-    epochs: int = 4  # passes over the forget set of the first endpoint's objective
-    lr: float = 1e-3
-    batch_size: int = 32
-    weight_decay: float = 0.0
+    By default as the MCU authors' code does (CLU-UML/MU-Bench ``trainer/base.py:123-158``):
+    with the first endpoint's own objective, data, optimiser, curriculum and budget (its
+    epochs or steps, learning rate, batch sizes, weight decay), one t per step. A budget
+    of the curve's own is opt-in: set ``epochs``, ``lr`` or ``batch_size`` here.
+    """
+
+    epochs: int = 0  # 0 = the method's own budget (its epochs, or its steps); > 0: passes over Df
+    lr: float = 0.0  # 0 = the method's learning rate
+    batch_size: int = 0  # 0 = the method's forget batch size
+    # arc_length: t ~ ||phi'(t)||, the paper's length-weighted objective (Appendix 9, Eqs. 5-8);
+    # uniform: t ~ U(0, 1) (Garipov et al. 2018); normal: t ~ N(0.5, 0.1) clamped (the authors' code)
+    t_sampling: str = "arc_length"
+    # bezier_weight: the authors' step, dL/dphi(t) at lr * 2t(1-t); none: the bend's own gradient at lr
+    lr_scale: str = "bezier_weight"
+
+    def check(self, path: str) -> None:
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 0:
+                raise SpecError(f"{path}.{key}", getattr(self, key), "expected 0 (the method's) or an integer >= 1")
+        if self.lr < 0:
+            raise SpecError(f"{path}.lr", self.lr, "expected 0 (the method's) or a positive learning rate")
+        if self.t_sampling not in T_SAMPLINGS:
+            raise SpecError(f"{path}.t_sampling", self.t_sampling, f"allowed: {', '.join(T_SAMPLINGS)}")
+        if self.lr_scale not in LR_SCALES:
+            raise SpecError(f"{path}.lr_scale", self.lr_scale, f"allowed: {', '.join(LR_SCALES)}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +115,8 @@ class SweepSpec:
     tasks: tuple
     settings: tuple = ("Rand", "Met")
     seeds: tuple = (0,)
-    curves: tuple = CURVES
+    curves: tuple = DEFAULT_CURVES
+    bends: int = 1  # trained control points of a bezier / polychain curve (1: the paper's quadratic Bezier)
     points: int = 16  # evaluated t values, equally spaced in [0, 1] (paper: 16)
     tolerance: float = 0.01  # a chord deviation above this is a barrier (absorbs evaluation noise)
     storage: str = "./mcu_runs"
@@ -219,7 +246,10 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
         raise SpecError("name", name, "use letters, digits, '-', '_' and '.' only (it becomes a folder name)")
 
     settings = _choices(top.get("settings", list(SweepSpec.settings)), "settings", SETTINGS)
-    curves = _choices(top.get("curves", list(CURVES)), "curves", CURVES)
+    curves = _choices(top.get("curves", list(DEFAULT_CURVES)), "curves", CURVES)
+    bends = check_value(top.get("bends", SweepSpec.bends), int, "bends")
+    if bends < 1:
+        raise SpecError("bends", bends, "expected an integer >= 1 (1: the quadratic Bezier curve of the paper)")
     seeds = _list(top.get("seeds", [0]), "seeds")
     for i, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -247,7 +277,7 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
         _check_shards(tasks[-1], resources, f"tasks[{i}]")
     _unique([t.name for t in tasks], "tasks")
     return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=tuple(seeds), curves=curves,
-                     points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources)
+                     bends=bends, points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources)
 
 
 def _precision(value, path: str, resources: ResourcesSpec) -> str:
@@ -263,7 +293,7 @@ def _precision(value, path: str, resources: ResourcesSpec) -> str:
 def _check_shards(task: TaskSpec, resources: ResourcesSpec, path: str) -> None:
     """Every global batch must give each worker's micro-batch at least one example."""
     shards = max(1, resources.train.num_workers) * resources.train.grad_accum
-    sizes = {f"{path}.curve_fit.batch_size": task.curve_fit.batch_size}
+    sizes = {f"{path}.curve_fit.batch_size": task.curve_fit.batch_size} if task.curve_fit.batch_size else {}
     sizes |= {f"{path}.hparams.{m}.batch_size": h["params"]["batch_size"] for m, h in task.hparams.items()}
     sizes |= {f"{path}.options.batch_size": task.options["batch_size"]} if "batch_size" in task.options else {}
     for field_path, size in sizes.items():
@@ -321,11 +351,7 @@ def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -
         hparams.setdefault(method_name, method_registry.resolve_hparams(method_name, task, {}, ""))
 
     curve_fit = build_dataclass(CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))
-    for key in ("epochs", "batch_size"):
-        if getattr(curve_fit, key) < 1:
-            raise SpecError(_join(_join(path, "curve_fit"), key), getattr(curve_fit, key), "expected an integer >= 1")
-    if curve_fit.lr <= 0:
-        raise SpecError(_join(_join(path, "curve_fit"), "lr"), curve_fit.lr, "expected a positive learning rate")
+    curve_fit.check(_join(path, "curve_fit"))
     return TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods, options=dataclasses.asdict(options),
                     hparams=hparams, curve_fit=curve_fit, settings=tuple(settings))
 

@@ -10,16 +10,17 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
-from mcu_ray.curves import curve_forward, curve_parameters, initial_bend
+from mcu_ray.curves import arc_length_sampler, coefficients, curve_forward, curve_parameters, initial_bends
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
-from mcu_ray.methods.optimizers import adamw, make_optimizer
+from mcu_ray.methods.optimizers import adamw, gnb_refresh, make_optimizer
 from mcu_ray.placement import Placement
 
 
@@ -38,7 +39,8 @@ def check_finite(losses: torch.Tensor, step: int) -> None:
 FINITE_CHECK_EVERY = 10  # steps between loss checks: each check waits for the device (a GPU sync)
 
 
-def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=None, draw=None) -> dict:
+def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=None, draw=None,
+              before_step=None, after_step=None) -> dict:
     """The one training-step loop: unlearning, Bezier and pathway bends, supervised training.
 
     ``batches`` yields global (forget, retain) batches, the same on every worker of a job.
@@ -50,6 +52,9 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
     is called once per step on every worker (the curve's t) and passed to
     ``loss_of(forget, retain, drawn)`` -> (loss, {name: scalar tensor to log}). A NaN or infinite loss
     stops the job at the next check (every ``FINITE_CHECK_EVERY`` steps and at the end).
+    ``before_step(drawn)`` runs on the synced, masked gradients just before the optimiser's step
+    (the Bezier bend rescales them there); ``after_step(step, forget, retain)`` right after it
+    (Sophia's sampled-label curvature refresh).
     """
     params = [p for group in opt.param_groups for p in group["params"]]
     step, logs, padded = 0, {}, 0
@@ -77,10 +82,14 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
         for tensor, mask in masks or ():
             if tensor.grad is not None:
                 tensor.grad.mul_(mask)
+        if before_step is not None:
+            before_step(drawn)
         opt.step()
         if schedule is not None:
             schedule.step()
         step += 1
+        if after_step is not None:
+            after_step(step, forget, retain)
         if step % FINITE_CHECK_EVERY == 0:
             check_finite(losses, step)
             losses = losses[-1:]
@@ -160,6 +169,35 @@ def generators(seed: int, placement: Placement) -> tuple[torch.Generator, torch.
             torch.Generator().manual_seed(seed + 7_919 * (placement.rank + 1)))
 
 
+@dataclass
+class Recipe:
+    """What an unlearning run consists of besides its loss (an endpoint's, and its curve's bend's)."""
+
+    opt: torch.optim.Optimizer  # AdamW (FO) or Sophia (SO), in decay groups
+    refresh: Callable | None  # Sophia's sampled-label curvature refresh (``run_steps``' after_step)
+    masks: list | None  # a masked method's (SU's) gradient masks
+    order: torch.Tensor | None  # an ordering curriculum's fixed visiting order of Df
+    reduce: Callable  # per-example forget losses -> scalar (SuperLoss under the default curriculum)
+
+
+def recipe(forward, parts: list[dict], model: nn.Module, task, data, method, params, optimizer: str,
+           optimizer_params: dict | None, curriculum: str, curriculum_params: dict | None, teachers: Teachers,
+           placement: Placement, method_generator: torch.Generator) -> Recipe:
+    """The optimiser over ``parts`` (name -> tensor dicts: the model's parameters, or a curve's bends;
+    decay groups by ``model``'s names: no decay on biases and LayerNorm weights, as SOUL, MU-Bench and
+    Hugging Face's Trainer), Sophia's refresh on ``forward`` with its own per-rank draws (the method's,
+    RL's targets, stay as they are), masks, curriculum."""
+    opt = make_optimizer(optimizer, parts, params.lr, params.weight_decay, optimizer_params, model=model)
+    hessian_generator = torch.Generator().manual_seed(method_generator.initial_seed() + 1)
+    order = None
+    if needs_original_losses(curriculum, curriculum_params):
+        order = forget_order(curriculum, curriculum_params,
+                             split_losses(teachers.original, task, data.split("forget"), placement))
+    masks = [pair for part in parts for pair in _grad_masks(method, teachers, task, data, params, part, placement)]
+    return Recipe(opt, gnb_refresh(opt, task, forward, placement, hessian_generator), masks or None, order,
+                  forget_reducer(curriculum, curriculum_params))
+
+
 def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str = "fo",
             optimizer_params: dict | None = None, curriculum: str = "none", curriculum_params: dict | None = None,
             seed: int, teachers: Teachers | None = None, placement: Placement | None = None) -> dict:
@@ -169,18 +207,13 @@ def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer
         raise ValueError(f"{method_name} has no loss of its own: it is built from its source's endpoint by "
                          f"mcu_ray.jobs.build_pathway")
     order_generator, method_generator = generators(seed, placement)
-    opt = make_optimizer(optimizer, model.parameters(), params.lr, params.weight_decay, optimizer_params)
-    masks = _grad_masks(method, teachers, task, data, params, dict(model.named_parameters()), placement)
-    order = None
-    if needs_original_losses(curriculum, curriculum_params):
-        order = forget_order(curriculum, curriculum_params,
-                             split_losses(teachers.original, task, data.split("forget"), placement))
-    ctx = LossContext(task, data, model, method_generator, teachers.original, teachers.random,
-                      forget_reducer(curriculum, curriculum_params))
+    run = recipe(model, [dict(model.named_parameters())], model, task, data, method, params, optimizer,
+                 optimizer_params, curriculum, curriculum_params, teachers, placement, method_generator)
+    ctx = LossContext(task, data, model, method_generator, teachers.original, teachers.random, run.reduce)
     model.train()
-    batches = unlearning_batches(data, params, order_generator, method.uses_retain, order)
-    return run_steps(lambda forget, retain, _: method.loss(ctx, forget, retain, params), batches, opt, placement,
-                     masks)
+    batches = unlearning_batches(data, params, order_generator, method.draws_retain(params), run.order)
+    return run_steps(lambda forget, retain, _: method.loss(ctx, forget, retain, params), batches, run.opt, placement,
+                     run.masks, after_step=run.refresh)
 
 
 @torch.no_grad()
@@ -193,43 +226,92 @@ def split_losses(forward, task, split: dict, placement: Placement, batch_size: i
     return torch.cat(out)
 
 
-def _grad_masks(method, teachers: Teachers, task, data, params, tensors: dict, placement: Placement) -> list | None:
-    """(tensor, 0/1 mask) pairs of a masked method (SU), over ``tensors`` by name; None otherwise."""
+def _grad_masks(method, teachers: Teachers, task, data, params, tensors: dict, placement: Placement) -> list:
+    """(tensor, 0/1 mask) pairs of a masked method (SU), over ``tensors`` by name; none otherwise."""
     if method.grad_mask is None:
-        return None
+        return []
     by_name = method.grad_mask(teachers.original, task, data, params, placement)
     return [(tensor, by_name[name].to(tensor.device)) for name, tensor in tensors.items() if name in by_name]
 
 
-def fit_bezier_bend(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params,
-                    fit, *, seed: int, teachers: Teachers | None = None,
-                    placement: Placement | None = None) -> tuple[dict, dict]:
-    """Train the quadratic Bezier bend theta_12 with the first endpoint's objective.
+def bend_budget(params, fit):
+    """The first endpoint's knobs as its bend trains with them: the method's own budget
+    (epochs or steps, lr, batch sizes) unless the curve's ``fit`` sets epochs, lr or batch size."""
+    return dataclasses.replace(params, epochs=fit.epochs or params.epochs, steps=0 if fit.epochs else params.steps,
+                               lr=fit.lr or params.lr, batch_size=fit.batch_size or params.batch_size)
 
-    The bend starts on the chord; every minibatch draws one t ~ U(0, 1) and steps on
-    L_U(phi(t)) (Garipov et al. 2018) with AdamW, whatever optimiser or curriculum made
-    the endpoints. ``fit`` gives epochs/lr/batch size of the fit. The control points and
-    the bend live on ``placement.device`` (the bend in float32 unless precision is bf16).
-    Returns the bend (on the device) and a log.
+
+def t_sampler(fit, control_points: list[dict], generator: torch.Generator, kind: str = "bezier"):
+    """Each step's t, from ``generator`` (the order generator: the same t on every worker)."""
+    if fit.t_sampling == "uniform":  # Garipov et al. 2018
+        return lambda: float(torch.rand((), generator=generator))
+    if fit.t_sampling == "normal":  # the authors' code: N(0.5, 0.1) clamped to [0, 1]
+        return lambda: float((0.5 + 0.1 * torch.randn((), generator=generator)).clamp(0.0, 1.0))
+    return lambda: arc_length_sampler(control_points, generator, kind)  # the paper: t ~ ||phi'(t)|| / length
+
+
+def bend_weight_step(opt: torch.optim.Optimizer, rates: list[float], weights: list[float]) -> None:
+    """The authors' bend step (MU-Bench ``trainer/base.py:147-154``): bend j's gradient, weights[j] *
+    dL/dphi(t) through the curve, becomes dL/dphi(t) and its learning rate rates * weights[j] (each
+    param group's ``part`` is its bend). A bend of weight 0 at this t does not move."""
+    for group, rate in zip(opt.param_groups, rates):
+        weight = weights[group["part"]]
+        group["lr"] = rate * weight
+        for tensor in group["params"]:
+            if weight > 0 and tensor.grad is not None:
+                tensor.grad.div_(weight)
+
+
+def fit_bends(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params, fit, *,
+              kind: str = "bezier", bends: int = 1, optimizer: str = "fo", optimizer_params: dict | None = None,
+              curriculum: str = "none", curriculum_params: dict | None = None, seed: int,
+              teachers: Teachers | None = None, placement: Placement | None = None) -> tuple[list[dict], dict]:
+    """Train a curve's bends (one: the paper's quadratic Bezier midpoint theta_12) with the first
+    endpoint's recipe.
+
+    As the MCU authors' code does (CLU-UML/MU-Bench ``trainer/base.py:123-158``): the bends
+    start evenly spaced on the chord; each step draws one t (``fit.t_sampling``; default the
+    paper's arc length weighting) and takes the first endpoint's method loss at phi(t) on that
+    method's data, with its optimiser (AdamW or Sophia), curriculum and budget (``bend_budget``).
+    With ``fit.lr_scale`` "bezier_weight" (default) the step is theirs: each bend moves along
+    dL/dphi(t) at the learning rate times its own coefficient c_j(t) (2t(1-t) for the one bend);
+    "none" steps on the bends' own gradients c_j(t) dL/dphi(t) at the plain rate (the same for
+    SGD, not for Adam or Sophia, which normalise the gradient's scale away). The control points
+    and the bends live on ``placement.device`` (float32 unless precision is bf16). Returns the
+    bends (on the device) and a log.
     """
     method, teachers, placement = METHODS[method_name], teachers or Teachers(), placement or Placement()
     names = curve_parameters(model)
     theta_1 = placement.tensors({n: theta_1[n].detach().to(placement.dtype) for n in names})
     theta_2 = placement.tensors({n: theta_2[n].detach().to(placement.dtype) for n in names})
-    bend = {n: p.clone().requires_grad_(True) for n, p in initial_bend(theta_1, theta_2).items()}
+    trained = [{n: p.clone().requires_grad_(True) for n, p in bend.items()}
+               for bend in initial_bends(theta_1, theta_2, bends)]
+    control_points = [theta_1, *trained, theta_2]
     order_generator, method_generator = generators(seed, placement)
-    opt = adamw(bend.values(), fit.lr, fit.weight_decay)
-    masks = _grad_masks(method, teachers, task, data, params, bend, placement)
-    loop_params = dataclasses.replace(params, epochs=fit.epochs, steps=0, batch_size=fit.batch_size)
+    loop_params = bend_budget(params, fit)
+    drawn = [0.5]  # the step's t: Sophia's sampled-label refresh reads the curve where the step was taken
+
+    def at_drawn_t(*args, **kwargs):
+        return curve_forward(model, control_points, drawn[0], kind)(*args, **kwargs)
+
+    run = recipe(at_drawn_t, trained, model, task, data, method, loop_params, optimizer, optimizer_params, curriculum,
+                 curriculum_params, teachers, placement, method_generator)
 
     def loss_of(forget, retain, t):
-        ctx = LossContext(task, data, curve_forward(model, [theta_1, bend, theta_2], t), method_generator,
-                          teachers.original, teachers.random)
+        drawn[0] = t
+        ctx = LossContext(task, data, curve_forward(model, control_points, t, kind), method_generator,
+                          teachers.original, teachers.random, run.reduce)
         return method.loss(ctx, forget, retain, loop_params)
 
+    rates = [group["lr"] for group in run.opt.param_groups]
+
+    def bezier_weight_step(t: float) -> None:
+        bend_weight_step(run.opt, rates, coefficients(t, bends + 1, kind)[1:-1])
+
     model.train()
-    batches = unlearning_batches(data, loop_params, order_generator, method.uses_retain)
-    # one t ~ U(0, 1) per step, drawn from the order generator: the same t on every worker
-    log = run_steps(loss_of, batches, opt, placement, masks,
-                    draw=lambda: float(torch.rand((), generator=order_generator)))
-    return {n: b.detach() for n, b in bend.items()}, log
+    batches = unlearning_batches(data, loop_params, order_generator, method.draws_retain(loop_params), run.order)
+    log = run_steps(loss_of, batches, run.opt, placement, run.masks,
+                    draw=t_sampler(fit, control_points, order_generator, kind),
+                    before_step=bezier_weight_step if fit.lr_scale == "bezier_weight" else None,
+                    after_step=run.refresh)
+    return [{n: b.detach() for n, b in bend.items()} for bend in trained], log

@@ -24,6 +24,9 @@ def test_hand_made_barrier_and_cliff():
     assert acc.deviation == pytest.approx(0.1) and acc.argmax_t == pytest.approx(0.25)
     assert (acc.minimum, acc.maximum, acc.start, acc.end) == pytest.approx((0.8, 0.9, 0.9, 0.9))
     assert acc.mean == pytest.approx(0.88)
+    # Garipov's integral along t, by the trapezoid rule over the 5 points (h = 0.25) written out
+    retain = next(m for m in v.metrics if m.metric == "loss_retain")
+    assert retain.integral == pytest.approx(0.25 * (1.0 / 2 + 1.25 + 2.5 + 1.75 + 2.0 / 2))
 
 
 def test_convex_retain_and_concave_forget_satisfy_mcu():

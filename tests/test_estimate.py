@@ -20,8 +20,9 @@ from tests.conftest import tiny_digits_task
 
 REPO = Path(__file__).resolve().parents[1]
 
-# scikit-learn's digits: 1797 images, test_fraction 0.2 -> 360 test, 1437 train; 5 % forget -> round(71.85) = 72
-N_TRAIN, N_TEST, N_FORGET = 1437, 360, 72
+# scikit-learn's digits: 1797 images, test_fraction 0.2 -> 360 test, 1437 training rows; val_fraction 0.1 ->
+# 144 held out as the validation split, |D| = 1293; 5 % forget -> round(64.65) = 65
+N_TRAIN, N_TEST, N_FORGET, N_VALIDATION = 1293, 360, 65, 144
 N_RETAIN = N_TRAIN - N_FORGET
 
 
@@ -42,22 +43,23 @@ def totals(jobs, kind: str) -> est.Work:
 def test_counts_of_a_tiny_digits_sweep_match_hand_counts():
     spec = tiny_spec()
     sizes = digits_sizes(spec)
-    assert (sizes.train, sizes.retain, sizes.forget, sizes.holdout) == (N_TRAIN, N_RETAIN, N_FORGET, N_TEST)
+    assert (sizes.train, sizes.retain, sizes.forget, sizes.validation) == (N_TRAIN, N_RETAIN, N_FORGET, N_VALIDATION)
     plan = make_plan(spec)
     jobs = est.plan_jobs(plan, {("digits", 5.0): sizes})
 
     # original and retrained: 3 epochs at batch 64
-    assert totals(jobs, "original") == est.Work(train_steps=3 * 23, train_examples=3 * N_TRAIN)
-    assert totals(jobs, "retrained") == est.Work(train_steps=3 * 22, train_examples=3 * N_RETAIN)
+    assert totals(jobs, "original") == est.Work(train_steps=3 * 21, train_examples=3 * N_TRAIN)
+    assert totals(jobs, "retrained") == est.Work(train_steps=3 * 20, train_examples=3 * N_RETAIN)
     # endpoints, FO at seeds 0 and 1: GA 30 steps of 16 (digits' default steps wins over epochs) =
-    # 6 passes over the 72 forget examples; RL 1 epoch of 9 batches of 8, each with 32 retain examples
+    # 6 passes over the 65 forget examples; RL 1 epoch of 9 batches of 8, each with 32 retain examples
     ga, rl = est.Work(30, 6 * N_FORGET), est.Work(9, N_FORGET + 9 * 32)
     assert totals(jobs, "endpoint") == ga * 2 + rl * 2
-    # bends (one epoch at batch 32 = 3 steps): Rand ga/ga and Met ga/rl with GA's objective, Rand rl/rl and
-    # Met rl/ga with RL's (which adds 32 retain examples a step)
-    assert totals(jobs, "bend") == est.Work(3, N_FORGET) * 2 + est.Work(3, N_FORGET + 3 * 32) * 2
+    # bends (curve_fit epochs 1: one pass over Df at the method's own batch size): Rand ga/ga and Met ga/rl
+    # with GA's objective (5 batches of 16), Rand rl/rl and Met rl/ga with RL's (9 batches of 8, each with 32
+    # retain examples)
+    assert totals(jobs, "bend") == est.Work(5, N_FORGET) * 2 + est.Work(9, N_FORGET + 9 * 32) * 2
     # every model point: BatchNorm pass over Dr, then predictions on test, Dr and Df, at batch 256
-    point = est.Work(forward_batches=6 + 2 + 6 + 1, forward_examples=N_RETAIN + N_TEST + N_RETAIN + N_FORGET)
+    point = est.Work(forward_batches=5 + 2 + 5 + 1, forward_examples=N_RETAIN + N_TEST + N_RETAIN + N_FORGET)
     points = sum(j.points for j in jobs if j.kind == "evaluation")
     assert points == plan.counts()["evaluations"] == 2 + 4 + 7 * 14  # references, endpoints, 7 curves x 14
     assert totals(jobs, "evaluation") == point * points
@@ -70,10 +72,12 @@ def test_pathway_endpoint_counts_its_curve_fit_and_selection_points():
     plan = make_plan(spec)
     jobs = est.plan_jobs(plan, {("digits", 5.0): digits_sizes(spec)})
     pathway = [j for j in jobs if j.kind == "endpoint" and plan.endpoints[j.done_by[1]].source]
-    # retain subset round(0.1 * 1365) = 136; a batch of 32 mixes round(32 * 72 / 208) = 11 forget and 21 retain
-    # examples, 7 steps; baselines: forward over test and the subset; scores: gradients over Dr and Df at 32
-    fit = est.Work(train_steps=7 + 43 + 3, train_examples=N_FORGET + 7 * 21 + N_RETAIN + N_FORGET,
-                   forward_batches=2 + 1, forward_examples=N_TEST + 136)
+    # retain subset round(0.5 * 1228) = 614; a batch of 32 mixes round(32 * 65 / 679) = 3 forget and 29 retain
+    # examples, 22 steps; targets: forward over the validation rows and Dr; scores: gradients over Dr and Df
+    # at 32; selection: forward over Df and Dr at each of the 5 t values and at t*
+    fit = est.Work(train_steps=22 + 39 + 3, train_examples=N_FORGET + 22 * 29 + N_RETAIN + N_FORGET,
+                   forward_batches=1 + 5 + 6 * (1 + 5),
+                   forward_examples=N_VALIDATION + N_RETAIN + 6 * (N_FORGET + N_RETAIN))
     assert [j.work for j in pathway] == [fit, fit]  # seeds 0 and 1
     assert sum(j.points for j in jobs if j.kind == "evaluation") == plan.counts()["evaluations"]
     assert all(j.points == 1 + 5 for j in jobs if j.kind == "evaluation" and j.done_by[1] in
@@ -165,7 +169,7 @@ def test_cli_table_says_what_it_assumed(tmp_path):
     out = run_cli("sweeps/full_grid.yaml", "--dry-run", "--estimate", "--storage", str(tmp_path), home=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "job kind" in out.stdout and "\ntotal " in out.stdout
-    assert "phi-1.5: 1.42e9 parameters" in out.stdout
+    assert "llama-2-7b: 6.74e9 parameters" in out.stdout
 
 
 def test_cli_refuses_estimate_without_dry_run(capsys):

@@ -48,7 +48,7 @@ class LossContext:
     generator: torch.Generator  # the loop's seeded randomness
     reference_forward: Callable | None = None  # the frozen original model (NPO; BT's competent teacher)
     random_forward: Callable | None = None  # a frozen randomly initialised model (BT's incompetent teacher)
-    reduce_forget: Callable = torch.mean  # per-example forget objective -> scalar (CL weighs it)
+    reduce_forget: Callable = torch.mean  # per-example positive forget losses -> scalar (CL weighs them)
 
     def losses(self, batch: dict) -> torch.Tensor:
         """Per-example loss of the model being trained, shape (batch,) (token-mean for LMs)."""
@@ -76,11 +76,15 @@ class Method:
     Params: type  # a dataclass extending UnlearnParams
     loss: Callable | None  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: scalar tensor})
     families: tuple = ("classification",)  # task families it applies to
-    uses_retain: bool = False  # whether the loop must draw a retain batch each step
+    uses_retain: bool | Callable = False  # whether the loop draws a retain batch each step (or: params -> bool)
     uses_reference: bool = False  # whether the loss needs the frozen original model
     uses_random_teacher: bool = False  # whether the loss needs a frozen random model
     grad_mask: Callable | None = None  # (original model, task, data, params, placement) -> {name: 0/1 tensor}
     source: str = ""  # pathway unlearning: the method whose endpoint its curve runs to (no loss of its own)
+
+    def draws_retain(self, params) -> bool:
+        """Whether the loop draws retain batches for this method with these knobs."""
+        return self.uses_retain(params) if callable(self.uses_retain) else self.uses_retain
 
 
 def split_gradients(model: torch.nn.Module, task, split: dict, placement, batch_size: int = 256,

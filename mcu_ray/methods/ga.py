@@ -13,7 +13,8 @@ class Params(UnlearnParams):
 
 def loss(ctx, forget, retain, params: Params):
     forget_loss = ctx.losses(forget)  # (b,)
-    return ctx.reduce_forget(-forget_loss), {"forget_loss": forget_loss.mean().detach()}
+    # CL weighs each example by its positive loss, then the mean is ascended (MU-Bench grad_ascent.py)
+    return -ctx.reduce_forget(forget_loss), {"forget_loss": forget_loss.mean().detach()}
 
 
 METHOD = Method(name="ga", Params=Params, loss=loss, families=("classification", "tofu"))

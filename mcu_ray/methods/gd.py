@@ -14,7 +14,7 @@ class Params(UnlearnParams):
 
 def loss(ctx, forget, retain, params: Params):
     forget_loss, retain_loss = ctx.losses(forget), ctx.losses(retain).mean()
-    total = ctx.reduce_forget(-params.gamma * forget_loss) + params.alpha * retain_loss
+    total = -params.gamma * ctx.reduce_forget(forget_loss) + params.alpha * retain_loss  # CL weighs the positive loss
     return total, {"forget_loss": forget_loss.mean().detach(), "retain_loss": retain_loss.detach()}
 
 

@@ -50,7 +50,7 @@ def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_di
         name = safe_file_name(f"{task}_{setting}.png")
         setting_figure(os.path.join(out_dir, name), task, setting, results[results["setting"] == setting],
                        verdicts[verdicts["setting"] == setting], tables.references, metrics)
-        figures.append((f"{task} · {setting}: metrics along the linear (solid) and quadratic Bezier (dashed) "
+        figures.append((f"{task} · {setting}: metrics along the linear (solid) and Bezier (dashed) "
                         f"curves; rows are forget ratios", name))
         logger.info("wrote %s", name)
     name = safe_file_name(f"{task}_barriers.png")

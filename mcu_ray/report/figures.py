@@ -21,8 +21,8 @@ from mcu_ray.report.tables import (  # noqa: E402
     PATHWAY_LABELS, PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
 )
 
-CURVE_STYLES = {"linear": "-", "bezier": "--"}  # other curve kinds: dash-dot
-CURVE_NAMES = {"linear": "linear", "bezier": "quadratic Bezier"}
+CURVE_STYLES = {"linear": "-", "bezier": "--", "polychain": ":"}  # other curve kinds: dash-dot
+CURVE_NAMES = {"linear": "linear", "bezier": "Bezier", "polychain": "polygonal chain"}
 PANEL_INCHES = (3.3, 2.5)  # width, height of one panel
 DPI = 110
 LOSS_LINTHRESH = 1.0  # the loss axis is linear below 1 and logarithmic above (Bezier losses reach 10+)
@@ -253,7 +253,8 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFra
         gap_ax.legend(fontsize=7)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(PATHWAY_MODELS), fontsize=7)
     fig.suptitle(f"{task}: pathway unlearning vs its source endpoint and the retrained model "
-                 f"(gap = mean |metric - retrained| on the selection metrics; means over seeds)", fontsize=9)
+                 f"(gap = mean |metric - retrained| on the gap metrics, out of sample: t* is chosen without the "
+                 f"retrained model; means over seeds)", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -20,7 +20,7 @@ IDENTIFIERS = ("sweep", "spec_hash", "code_version", "cell_id", "task", "setting
                "optimizer_1", "optimizer_2", "curriculum_1", "curriculum_2", "ratio", "seed", "curve",
                "curve_key", "t", "status", "model", "key", "endpoint_1", "endpoint_2", "seed_1", "seed_2")
 CELL = ["task", "setting", "method_1", "method_2", "ratio", "seed", "cell_id"]
-CURVES = ("linear", "bezier")  # drawing and table order; other curve kinds follow
+CURVES = ("linear", "bezier", "polychain")  # drawing and table order; other curve kinds follow
 NO_CURVE = "—"  # curve of a cell that failed before any curve was evaluated
 VERDICT_COLUMNS = ["retain_barrier", "forget_barrier", "mcu", "tolerance", "status"]
 

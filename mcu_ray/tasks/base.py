@@ -5,13 +5,14 @@ task only through these members; ``ClassificationTask`` (digits, MU-Bench) and
 ``TofuTask`` implement them. A new task is one module with an object satisfying
 ``Task``, and one line in ``mcu_ray.tasks.TASKS``.
 
-Devices: a task never decides one. ``new_model`` builds on the CPU (so a seed gives the
-same weights everywhere) and moves the model to the ``Placement``'s device;
+Devices: a task never decides one. ``new_model`` and ``random_model`` build on the CPU
+(so a seed gives the same weights everywhere) and move the model to the ``Placement``'s device;
 ``eval_context`` and ``evaluate`` move each batch there, inside the placement's
 autocast. Split tensors stay on the CPU until a batch is taken from them.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -19,6 +20,26 @@ from torch import nn
 
 from mcu_ray.curves import load_point
 from mcu_ray.placement import Placement
+from mcu_ray.spec import SpecError
+
+
+def reference_checkpoint(template: str, ratio: float) -> str:
+    """The retain-only checkpoint of one forget ratio: ``{retain}`` and ``{ratio}`` in ``template``
+    become 100 - ratio and the ratio (TOFU's forget10 pairs with ``..._retain{retain}`` -> retain90)."""
+    return template.format(ratio=f"{ratio:g}", retain=f"{100 - ratio:g}")
+
+
+def check_reference_model(template: str, epochs: int, path: str) -> None:
+    """A checkpoint kept as the original (``epochs: 0``) needs a retain-only reference: never the original itself."""
+    if epochs == 0 and not template:
+        raise SpecError(f"{path}.epochs", epochs, "epochs 0 keeps the checkpoint as the original; the retrained "
+                                                  "reference then needs reference_model: a retain-only checkpoint")
+    try:
+        name = reference_checkpoint(template, 10.0)
+    except (KeyError, IndexError, ValueError):
+        raise SpecError(f"{path}.reference_model", template, "the only placeholders allowed are {retain} and {ratio}")
+    if name == template and template.startswith(("/", "./", "../", "~")) and not Path(template).expanduser().exists():
+        raise SpecError(f"{path}.reference_model", template, "no such folder (a hub id has the form org/name)")
 
 
 @runtime_checkable
@@ -27,7 +48,7 @@ class Splits(Protocol):
 
     def split(self, name: str) -> dict:
         """A split as a batch dict on the CPU: ``forget``, ``retain``, ``train`` (D), the
-        task's ``holdout_split``; text rows padded to the split's longest row."""
+        task's ``validation_split``; text rows padded to the split's longest row."""
 
 
 @runtime_checkable
@@ -41,8 +62,11 @@ class Task(Protocol):
     figure_metrics: tuple  # metrics drawn along t in the report
     retain_loss: str  # the metric that is L(Dr) in the MCU retain condition
     forget_loss: str  # the metric that is L(Df) in the MCU forget condition
-    holdout_split: str  # data the model never saw: what Df should look like after unlearning (pathway)
-    selection_metrics: tuple  # metrics whose mean gap to the retrained model picks pathway's t*
+    # held-out data: never trained on (not in D) and never scored by the report. Pathway unlearning
+    # aligns Df's accuracy with the original's accuracy here; hyper-parameter search may score on it.
+    # Classification: "validation" (carved from the training rows); TOFU: "holdout" (its held-out authors)
+    validation_split: str
+    gap_metrics: tuple  # metrics whose mean gap to the retrained model the report shows (pathway unlearning)
 
     # ------------------------------------------------------------------ options
     def normalize_options(self, options: Any) -> Any:
@@ -73,6 +97,11 @@ class Task(Protocol):
     def relabel(self, batch: dict, data: Splits, generator: torch.Generator) -> dict:
         """The forget batch with wrong targets (RL, SalUn); returned on the CPU."""
 
+    def sampled_targets(self, forward: Callable, batch: dict, generator: torch.Generator) -> dict:
+        """The batch (on its device) with every target drawn from ``forward``'s own predictive distribution
+        (Sophia's Gauss-Newton-Bartlett curvature): a class per example; for an LM a token per answer
+        position, from the distribution at the position before it. Draws come from ``generator`` (CPU)."""
+
     # ------------------------------------------------------------------ metrics
     def eval_context(self, options: dict, data: Splits, reference_state: dict | None,
                      placement: Placement) -> Any:
@@ -84,24 +113,54 @@ class Task(Protocol):
         """Every metric of ``model`` (on the placement's device) as {name: float}."""
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: Splits, context: Any, placement: Placement,
-                       control_points: list[dict], ts: list[float]) -> list[dict]:
-        """{"t": t, **metrics} of phi(t) for each t: ``evaluate_one_by_one``, or several points
-        per pass where the task can (classifiers: ``tasks.vectorized``). ``model`` is scratch space."""
+                       control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[dict]:
+        """{"t": t, **metrics} of phi(t) for each t, the curve of ``kind`` (``curves.KINDS``):
+        ``evaluate_one_by_one``, or several points per pass where the task can (classifiers:
+        ``tasks.vectorized``). ``model`` is scratch space."""
 
 
 @runtime_checkable
 class ClassifierTask(Task, Protocol):
-    """A task of the classification family also exposes its class logits (Bad Teaching's KL)."""
+    """A task of the classification family also exposes its class logits (Bad Teaching's KL) and
+    a randomly initialised network (Bad Teaching's incompetent teacher, ZRF's reference)."""
 
     def logits(self, forward: Callable, batch: dict) -> torch.Tensor:
         """Class logits of ``forward`` on a batch, shape (batch, classes)."""
 
+    def random_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+        """The task's architecture randomly initialised from its config (never a checkpoint's
+        weights), seeded on the CPU like ``new_model``, then placed: see ``random_network``."""
+
 
 def evaluate_one_by_one(task: Task, model: nn.Module, options: dict, data: Splits, context: Any,
-                        placement: Placement, control_points: list[dict], ts: list[float]) -> list[dict]:
+                        placement: Placement, control_points: list[dict], ts: list[float],
+                        kind: str = "bezier") -> list[dict]:
     """Each phi(t) loaded into ``model`` in turn and evaluated (large models: one copy in memory)."""
     rows = []
     for t in ts:
-        load_point(model, control_points, t)
+        load_point(model, control_points, t, kind)
         rows.append({"t": t, **task.evaluate(model, options, data, context, placement)})
     return rows
+
+
+RANDOM_NETWORK_SEED_OFFSET = 7919  # the random network's seed: the options' model_seed + this prime
+
+
+def random_network(task: ClassifierTask, options: dict, placement: Placement | None = None) -> nn.Module:
+    """The randomly initialised network, frozen in eval mode: Bad Teaching's incompetent teacher and
+    ZRF's reference are this one network (Chundawat et al. 2023).
+
+    Their code (github.com/vikram2000b/bad-teaching-unlearning, CIFARSuper20_Rocket_Unlearn.ipynb)
+    builds ``unlearning_teacher = ResNet18(num_classes=20, pretrained=False).to(device).eval()``
+    and passes that same object to ``blindspot_unlearner`` and to ``UnLearningScore`` (ZRF).
+    So both use a fresh architecture, not a pretrained backbone, and its BatchNorm layers keep
+    their initial running statistics (mean 0, variance 1): they are never re-estimated on any
+    data, here neither; eval mode also turns dropout off. Their network is unseeded; here the seed
+    is a function of the options alone, so every process that trains with Bad Teaching or computes
+    ZRF builds the same network.
+    """
+    seed = task.Options(**options).model_seed + RANDOM_NETWORK_SEED_OFFSET
+    model = task.random_model(options, seed=seed, placement=placement).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

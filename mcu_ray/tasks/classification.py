@@ -17,7 +17,8 @@ from torch import nn
 
 from mcu_ray.batches import iterate_batches, select
 from mcu_ray.placement import Placement
-from mcu_ray.tasks.base import evaluate_one_by_one
+from mcu_ray.spec import SpecError
+from mcu_ray.tasks.base import evaluate_one_by_one, random_network
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
 from mcu_ray.tasks.vectorized import curve_probabilities, faster_of, in_groups
 
@@ -34,46 +35,108 @@ METRIC_DIRECTIONS = {
 
 @dataclass
 class ClassificationData:
-    """All tensors of one (task options, forget ratio): train = forget + retain.
+    """All tensors of one (task options, forget ratio).
 
-    ``train`` and ``test`` are batch dicts: the model's inputs (``x`` for a plain
-    module; ``pixel_values``, ``input_ids``, ... for a Hugging Face model) and ``y``.
+    The dataset's training rows are cut three ways, by index into ``train``:
+    - ``validation``: rows held out of D, never trained on by the original, the retrained model or
+      any unlearning method, and never scored by the report (which reads test, forget and retain).
+      The options' ``val_fraction`` of the training rows (0: none), the same rows at every forget
+      ratio and disjoint from every forget set (``validation_indices``). Uses: pathway unlearning
+      aligns the forget accuracy with the original's accuracy here (``Task.validation_split``);
+      hyper-parameter search may score candidates here without touching the test set. A checkpoint
+      kept as the original (MU-Bench ``epochs: 0``) or a published retain-only reference was
+      trained elsewhere, most likely on these rows too: held out of D here, not of that model.
+    - ``forget`` (Df) and ``retain`` (Dr): D = Df + Dr, what ``split("train")`` returns and the
+      original trains on.
+    ``test`` is the dataset's own test split. ``train`` and ``test`` are batch dicts: the model's
+    inputs (``x`` for a plain module; ``pixel_values``, ``input_ids``, ... for a Hugging Face
+    model) and ``y``.
     """
 
-    train: dict  # name -> tensor with examples along dim 0
+    train: dict  # name -> tensor with examples along dim 0: every training row, D and validation
     test: dict
-    forget_idx: torch.Tensor  # indices into the training set
+    forget_idx: torch.Tensor  # indices into ``train``
     retain_idx: torch.Tensor
     num_classes: int
+    validation_idx: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def split(self, name: str) -> dict:
-        """A split as a batch dict: test, train, forget or retain."""
-        if name in ("test", "train"):
-            return getattr(self, name)
-        return select(self.train, {"forget": self.forget_idx, "retain": self.retain_idx}[name])
+        """A split as a batch dict: test, train (D = forget + retain), forget, retain or validation."""
+        if name == "test":
+            return self.test
+        if name == "train":
+            if len(self.validation_idx) == 0:  # D is every training row
+                return self.train
+            return select(self.train, torch.cat([self.forget_idx, self.retain_idx]).sort().values)
+        return select(self.train, {"forget": self.forget_idx, "retain": self.retain_idx,
+                                   "validation": self.validation_idx}[name])
 
 
-def forget_indices(n_train: int, ratio: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def check_val_fraction(fraction: float, path: str) -> None:
+    """A task option ``val_fraction``: 0 (no validation split: D is every training row) up to 0.5."""
+    if not 0 <= fraction <= 0.5:
+        raise SpecError(f"{path}.val_fraction", fraction, "expected a fraction of the training rows in [0, 0.5]")
+
+
+def validation_size(n_train: int, fraction: float) -> int:
+    """Rows of the validation split: ``fraction`` of the training rows, rounded."""
+    return int(round(n_train * fraction))
+
+
+def _permutation(n_train: int, split_seed: int) -> torch.Tensor:
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(10_000 + split_seed))
+
+
+def forget_indices(n_train: int, ratio: float, split_seed: int,
+                   n_validation: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded forget/retain split; the forget sets of smaller ratios nest in larger ones.
 
-    Like MU-Bench's index lists: one fixed permutation, ratio r takes its first r %.
+    Like MU-Bench's index lists: one fixed permutation of the training rows. Its last
+    ``n_validation`` rows are the validation split (``validation_indices``); the rest are D, and
+    ratio r takes the first r % of D. So no forget set, at any ratio, holds a validation row.
     """
-    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(10_000 + split_seed))
-    n_forget = max(1, int(round(n_train * ratio / 100.0)))
+    perm = _permutation(n_train, split_seed)
+    n_d = n_train - n_validation
+    n_forget = max(1, int(round(n_d * ratio / 100.0)))
     forget = perm[:n_forget].sort().values
-    retain = perm[n_forget:].sort().values
+    retain = perm[n_forget:n_d].sort().values
     return forget, retain
 
 
-def forget_indices_from_file(path: str, n_train: int, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """MU-Bench's forget list: one training index per line covering 10 %; ratio r takes its first r/10."""
-    listed = [int(line) for line in open(path) if line.strip()]
+def validation_indices(n_train: int, n_validation: int, split_seed: int) -> torch.Tensor:
+    """The validation rows of ``forget_indices``' permutation: its tail, outside every forget set."""
+    return _permutation(n_train, split_seed)[n_train - n_validation:].sort().values
+
+
+def _listed(path: str) -> list[int]:
+    return [int(line) for line in open(path) if line.strip()]
+
+
+def validation_indices_from_file(path: str, n_train: int, n_validation: int, split_seed: int) -> torch.Tensor:
+    """With MU-Bench's forget list: ``n_validation`` seeded rows among those the list does not name,
+    so outside the forget set of every ratio (the list covers the largest, 10 %)."""
+    outside = torch.ones(n_train, dtype=torch.bool)
+    outside[[i for i in _listed(path) if 0 <= i < n_train]] = False
+    outside = torch.nonzero(outside).flatten()
+    if n_validation > len(outside):
+        raise ValueError(f"{path}: {n_validation} validation rows asked, {len(outside)} rows outside the list")
+    pick = torch.randperm(len(outside), generator=torch.Generator().manual_seed(20_000 + split_seed))
+    return outside[pick[:n_validation]].sort().values
+
+
+def forget_indices_from_file(path: str, n_train: int, ratio: float,
+                             validation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MU-Bench's forget list: one training index per line covering 10 %; ratio r takes its first r/10.
+    Retain: every other row but the ``validation`` rows."""
+    listed = _listed(path)
     n_forget = max(1, int(round(len(listed) * ratio / 10.0)))
     forget = torch.tensor(sorted(listed[:n_forget]))
     if ratio > 10 or forget.max() >= n_train or forget.min() < 0:
         raise ValueError(f"{path}: ratio {ratio} % needs indices in [0, {n_train}) within the list's 10 %")
     keep = torch.ones(n_train, dtype=torch.bool)
     keep[forget] = False
+    if validation is not None:
+        keep[validation] = False
     return forget, torch.nonzero(keep).flatten()
 
 
@@ -107,22 +170,27 @@ def predict_proba(model: nn.Module, batch: dict, placement: Placement, logits_fn
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence per row (natural log), shape (n,)."""
+    """Chundawat et al.'s "JS divergence" of two (n, classes) probability matrices, a scalar, as
+    their code computes it: ``JSDiv`` in github.com/vikram2000b/bad-teaching-unlearning
+    (commit f1aa988), ``metrics.py`` lines 5-7, ``0.5*F.kl_div(torch.log(p), m) +
+    0.5*F.kl_div(torch.log(q), m)`` with m = (p + q)/2. ``F.kl_div(input, target)`` is
+    target*(log target - input) elementwise, and its default reduction "mean" averages over all
+    n*classes elements (written out here: torch warns that "mean" will come to mean "batchmean").
+    So this is the row mean of ½[KL(m‖p) + KL(m‖q)] (not the textbook ½[KL(p‖m) + KL(q‖m)])
+    divided by the number of classes. One departure: a probability that underflowed to exactly 0
+    (where their code returns inf) is read as the smallest normal float of its dtype.
+    """
+    tiny = torch.finfo(p.dtype).tiny
+    p, q = p.clamp_min(tiny), q.clamp_min(tiny)
     m = 0.5 * (p + q)
-
-    def kl(a, b):
-        return (a * (torch.log(a.clamp_min(1e-12)) - torch.log(b.clamp_min(1e-12)))).sum(-1)
-
-    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+    return 0.5 * (m * (m.log() - p.log())).mean() + 0.5 * (m * (m.log() - q.log())).mean()
 
 
 def zrf_score(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
-    """Zero Retrain Forgetting (Chundawat et al. 2023): 1 - mean JS(model, random net) on Df.
-
-    JS uses the natural log, so its maximum is ln 2; following the original code the
-    raw divergence is averaged, and ZRF = 1 means indistinguishable from a random net.
-    """
-    return float(1.0 - js_divergence(p_model, p_random).mean())
+    """Zero Retrain Forgetting (Chundawat et al. 2023): 1 - ``js_divergence`` of the model's and the
+    random network's predictions on Df, as ``UnLearningScore`` (``metrics.py`` lines 10-25 of
+    their code) returns it; 1 = indistinguishable from the random network."""
+    return float(1.0 - js_divergence(p_model, p_random))
 
 
 @torch.no_grad()
@@ -169,10 +237,12 @@ class ClassificationTask:
     forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
     logits: Callable = plain_logits  # (forward, batch) -> (batch, classes)
     check_extra: Callable | None = None  # (options, path) -> None: the task's own checks of its options
-    # pathway unlearning: the split an unlearned model should treat Df like (data never trained on),
-    # and the metrics whose mean gap to the retrained model picks t*
-    holdout_split: str = "test"
-    selection_metrics: tuple = ("acc_forget", "acc_retain", "acc_test")
+    build_random: Callable | None = None  # options -> nn.Module from the config only (None: build_model is)
+    # pathway unlearning: the held-out split whose accuracy (by the original) Df's should come to
+    # (data never trained on, and not scored by the report), and the metrics whose mean gap to the
+    # retrained model the report shows
+    validation_split: str = "validation"
+    gap_metrics: tuple = ("acc_forget", "acc_retain", "acc_test")
     # whether several t-points may share one vmapped pass (a model that draws random numbers in its
     # forward, like ViLT's patch sampling, cannot: vmap refuses random operations)
     vectorizable: bool = True
@@ -196,14 +266,26 @@ class ClassificationTask:
         opts = self.Options(**options)
         train, test, num_classes = self.load_arrays(opts)
         forget, retain = self.forget_split(opts, len(train["y"]), ratio)
-        return ClassificationData(train, test, forget, retain, num_classes)
+        return ClassificationData(train, test, forget, retain, num_classes,
+                                  self.validation_rows(opts, len(train["y"])))
 
-    def forget_split(self, opts, n_train: int, ratio: float):
-        """(forget, retain) indices: MU-Bench's index list when the options name one, else seeded."""
+    def validation_rows(self, opts, n_train: int) -> torch.Tensor:
+        """Indices of the validation split (``ClassificationData``): the options' ``val_fraction``
+        of the training rows (a task without that option has none)."""
+        n_validation = validation_size(n_train, getattr(opts, "val_fraction", 0.0))
         index_file = getattr(opts, "forget_index_file", "")
         if index_file:
-            return forget_indices_from_file(index_file, n_train, ratio)
-        return forget_indices(n_train, ratio, opts.split_seed)
+            return validation_indices_from_file(index_file, n_train, n_validation, opts.split_seed)
+        return validation_indices(n_train, n_validation, opts.split_seed)
+
+    def forget_split(self, opts, n_train: int, ratio: float):
+        """(forget, retain) indices, both outside the validation rows: MU-Bench's index list when the
+        options name one, else seeded."""
+        index_file = getattr(opts, "forget_index_file", "")
+        if index_file:
+            return forget_indices_from_file(index_file, n_train, ratio, self.validation_rows(opts, n_train))
+        n_validation = validation_size(n_train, getattr(opts, "val_fraction", 0.0))
+        return forget_indices(n_train, ratio, opts.split_seed, n_validation)
 
     def example_losses(self, forward: Callable, batch: dict, reduction: str = "mean") -> torch.Tensor:
         """Per-example cross-entropy, shape (batch,) (one target: token mean = sum)."""
@@ -220,27 +302,44 @@ class ClassificationTask:
         model = self.build_model(self.Options(**options))  # on the CPU: a seed means the same weights anywhere
         return placement.model(model) if placement is not None else model
 
+    def random_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+        """The architecture randomly initialised from its config: ``build_random``, or ``build_model``
+        where that builds from a config already (digits, tiny models)."""
+        torch.manual_seed(seed)
+        model = (self.build_random or self.build_model)(self.Options(**options))
+        return placement.model(model) if placement is not None else model
+
     relabel = staticmethod(relabel_wrong)
+
+    @torch.no_grad()
+    def sampled_targets(self, forward: Callable, batch: dict, generator: torch.Generator) -> dict:
+        """The batch with each label drawn from ``forward``'s own softmax, y ~ Categorical(logits)
+        (Sophia's Gauss-Newton-Bartlett curvature): one uniform per example from ``generator`` (on the
+        CPU, whatever the device), inverted through the classes' cumulative probabilities."""
+        cdf = F.softmax(self.logits(forward, batch).float(), dim=-1).cumsum(-1)  # (batch, classes)
+        u = torch.rand(cdf.shape[:-1], generator=generator).to(cdf.device)  # (batch,)
+        y = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_max(cdf.size(-1) - 1)
+        return {**batch, "y": y}
 
     def eval_context(self, options: dict, data: ClassificationData, reference_state: dict | None,
                      placement: Placement):
-        """Predictions on Df of a randomly initialised network (the ZRF reference).
+        """Predictions on Df of the random network (``base.random_network``: Bad Teaching's
+        incompetent teacher, BatchNorm at its initial statistics), ZRF's reference.
 
         ``reference_state`` (the retrained model) is not needed by these metrics.
         """
-        rand = self.new_model(options, seed=self.Options(**options).model_seed + 7919, placement=placement)
-        recompute_batchnorm(rand, data.split("retain"), placement, self.logits)
-        return predict_proba(rand, data.split("forget"), placement, self.logits)
+        return predict_proba(random_network(self, options, placement), data.split("forget"), placement, self.logits)
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: ClassificationData, context,
-                       placement: Placement, control_points: list[dict], ts: list[float],
+                       placement: Placement, control_points: list[dict], ts: list[float], kind: str = "bezier",
                        vectorize: bool | None = None) -> list[dict]:
         """Every metric at each t; groups of t-points in one vectorised pass (``tasks.vectorized``)
         where that is faster, BatchNorm re-estimated on Dr for each point: the same numbers as
         ``evaluate`` point by point. ``vectorize`` None: always on a GPU; on a CPU, measured on
         the process's first curve (digits' conv net is faster one point at a time, a BERT vmapped)."""
         def one_by_one(ts_group: list[float]) -> list[dict]:
-            return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts_group)
+            return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts_group,
+                                       kind)
 
         if not self.vectorizable or vectorize is False:
             return one_by_one(ts)
@@ -249,7 +348,7 @@ class ClassificationTask:
 
         def vmapped(ts_group: list[float]) -> list[dict]:
             outputs = curve_probabilities(model, control_points, ts_group, splits, splits["retain"], placement,
-                                          self.logits)
+                                          self.logits, kind)
             return [{"t": t, **metrics_from_proba(proba, labels, context)} for t, proba in zip(ts_group, outputs)]
 
         if vectorize or placement.device.type == "cuda":

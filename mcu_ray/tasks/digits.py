@@ -13,13 +13,15 @@ import torch
 from torch import nn
 
 from mcu_ray.spec import SpecError
-from mcu_ray.tasks.classification import ClassificationTask
+from mcu_ray.tasks.classification import ClassificationTask, check_val_fraction
 
 
 @dataclass(frozen=True)
 class Options:
     split_seed: int = 0  # fixes the train/test split and the forget-set permutation
     test_fraction: float = 0.2
+    # training rows held out of D as the validation split (ClassificationData; pathway's forget target)
+    val_fraction: float = 0.1
     model_seed: int = 0  # initialisation of the original model
     width: int = 16  # channels of the first conv layer (second has 2x)
     epochs: int = 30  # training of the original model (and of the retrained reference)
@@ -30,6 +32,7 @@ class Options:
     def check(self, path: str) -> None:
         if not 0.05 <= self.test_fraction <= 0.5:
             raise SpecError(f"{path}.test_fraction", self.test_fraction, "expected a fraction between 0.05 and 0.5")
+        check_val_fraction(self.val_fraction, path)
         for key in ("width", "epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
@@ -73,10 +76,10 @@ TASK = ClassificationTask(
     # the original's while retain accuracy stays high (see README, "defaults").
     default_hparams={
         "ga": {"steps": 30, "lr": 1e-4, "batch_size": 16},
-        "rl": {"epochs": 10, "lr": 2e-3, "batch_size": 8, "retain_batch_size": 32},
+        "rl": {"epochs": 10, "lr": 2e-3, "batch_size": 8, "retain_batch_size": 32, "so": {"lr": 1e-2}},
         "gd": {"steps": 30, "lr": 2e-4, "batch_size": 16, "retain_batch_size": 32},
-        "npo": {"steps": 30, "lr": 5e-4, "batch_size": 16, "retain_batch_size": 32},
-        "bt": {"epochs": 10, "lr": 2e-3, "batch_size": 8, "retain_batch_size": 32},
-        "su": {"epochs": 10, "lr": 2e-3, "batch_size": 8, "retain_batch_size": 32},
+        "npo": {"steps": 30, "lr": 1e-4, "batch_size": 16},  # the paper's NPO: no retain term, so GA's rate
+        "bt": {"epochs": 10, "lr": 2e-3, "batch_size": 8, "retain_batch_size": 32, "so": {"lr": 1e-2}},
+        "su": {"epochs": 10, "lr": 2e-3, "batch_size": 8, "retain_batch_size": 32, "so": {"lr": 1e-2}},
     },
 )

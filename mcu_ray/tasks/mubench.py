@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from mcu_ray.spec import SpecError
-from mcu_ray.tasks.classification import ClassificationTask, hf_logits
+from mcu_ray.tasks.base import check_reference_model
+from mcu_ray.tasks.classification import ClassificationTask, check_val_fraction, hf_logits
 from mcu_ray.tasks.tokenizers import train_bpe
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -44,8 +45,13 @@ class Options:
     vocab_size: int = 2000  # tiny models: the BPE tokenizer trained on the task text
     hidden_size: int = 32  # tiny models
     split_seed: int = 0
+    # training rows held out of D as the validation split (ClassificationData): seeded rows outside the
+    # forget list, never trained on; pathway unlearning's forget target. 0 = MU-Bench's D, every training row
+    val_fraction: float = 0.1
     model_seed: int = 0
-    epochs: int = 3  # training of the original model (and the retrained reference)
+    epochs: int = 3  # training of the original model (and the retrained reference); 0 = `model` as is
+    # a retain-only checkpoint name or path ({retain} / {ratio}: one per forget ratio); "" = train one on Dr here
+    reference_model: str = ""
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.0
@@ -55,7 +61,8 @@ class Options:
         def absolute(p: str) -> str:
             return str(Path(p).expanduser().resolve()) if p.startswith(("/", ".", "~")) else p
         return dataclasses.replace(self, dataset=absolute(self.dataset),
-                                   forget_index_file=absolute(self.forget_index_file) if self.forget_index_file else "")
+                                   forget_index_file=absolute(self.forget_index_file) if self.forget_index_file else "",
+                                   reference_model=absolute(self.reference_model) if self.reference_model else "")
 
     def check(self, path: str) -> None:
         looks_local = self.dataset.startswith(("/", "./", "../", "~"))
@@ -65,6 +72,8 @@ class Options:
             raise SpecError(f"{path}.forget_index_file", self.forget_index_file, "no such file")
         if self.epochs < 0 or (self.epochs == 0 and self.model == "tiny"):
             raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
+        check_reference_model(self.reference_model, self.epochs, path)  # never silently the original itself
+        check_val_fraction(self.val_fraction, path)
         for key in ("image_size", "max_length", "vocab_size", "hidden_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
@@ -147,15 +156,21 @@ def loader(task: str):
     return load_arrays
 
 
+def _model_class(task: str):
+    """The transformers class a checkpoint of this task loads into."""
+    import transformers as tf
+
+    return {"cifar10": tf.AutoModelForImageClassification, "ddi": tf.AutoModelForSequenceClassification,
+            "nlvr2": tf.ViltForImagesAndTextClassification}[task]
+
+
 def builder(task: str):
     def build_model(opts: Options):
         import transformers as tf
 
         labels = MODALITIES[task].num_labels
         if opts.model != "tiny":
-            auto = {"cifar10": tf.AutoModelForImageClassification, "ddi": tf.AutoModelForSequenceClassification,
-                    "nlvr2": tf.ViltForImagesAndTextClassification}[task]
-            return auto.from_pretrained(opts.model, num_labels=labels, ignore_mismatched_sizes=True)
+            return _model_class(task).from_pretrained(opts.model, num_labels=labels, ignore_mismatched_sizes=True)
         h = opts.hidden_size
         if task == "cifar10":
             return tf.ResNetForImageClassification(tf.ResNetConfig(
@@ -173,6 +188,22 @@ def builder(task: str):
     return build_model
 
 
+def random_builder(task: str):
+    """The checkpoint's architecture from its config alone, randomly initialised (no pretrained weights):
+    Bad Teaching's incompetent teacher and ZRF's reference. Tiny models are built from a config already."""
+    build_tiny = builder(task)
+
+    def build_random(opts: Options):
+        from transformers import AutoConfig
+
+        if opts.model == "tiny":
+            return build_tiny(opts)
+        config = AutoConfig.from_pretrained(opts.model, num_labels=MODALITIES[task].num_labels)
+        cls = _model_class(task)
+        return cls(config) if task == "nlvr2" else cls.from_config(config)  # ViLT's class is concrete, not Auto
+    return build_random
+
+
 def needs_dataset(name: str):
     def check(options: Options, path: str) -> None:
         if not (options.dataset or MODALITIES[name].default_dataset):
@@ -184,6 +215,7 @@ def needs_dataset(name: str):
 def _task(name: str) -> ClassificationTask:
     return ClassificationTask(
         name=name, Options=Options, load_arrays=loader(name), build_model=builder(name),
+        build_random=random_builder(name),
         check_extra=needs_dataset(name),
         vectorizable=name != "nlvr2",  # ViLT samples image patches with random ops in its forward: no vmap
         default_ratios=(2, 4, 6, 8, 10),  # MU-Bench's ratios

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from mcu_ray.batches import iterate_batches
-from mcu_ray.curves import bezier_coefficients
+from mcu_ray.curves import coefficients
 from mcu_ray.placement import Placement
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
 
@@ -85,15 +85,15 @@ def stacked_forward(model: nn.Module, logits_fn: Callable):
 
 @torch.no_grad()
 def curve_probabilities(model: nn.Module, control_points: list[dict], ts: list[float], splits: dict,
-                        bn_data: dict, placement: Placement, logits_fn: Callable,
+                        bn_data: dict, placement: Placement, logits_fn: Callable, kind: str = "bezier",
                         batch_size: int = 256) -> list[dict]:
     """Softmax outputs of phi(t) on each of ``splits`` for every t: one dict split -> (n, classes) per t.
 
     ``bn_data`` is what BatchNorm statistics are re-estimated on (Dr), at every t separately.
     """
-    coefficients = torch.tensor([bezier_coefficients(t, len(control_points) - 1) for t in ts],
-                                device=placement.device)  # (K, control points)
-    params = {name: torch.tensordot(coefficients.to(control_points[0][name].dtype),
+    weights = torch.tensor([coefficients(t, len(control_points) - 1, kind) for t in ts],
+                           device=placement.device)  # (K, control points)
+    params = {name: torch.tensordot(weights.to(control_points[0][name].dtype),
                                     torch.stack([cp[name] for cp in control_points]), dims=1)
               for name in control_points[0]}  # (K, ...) each: phi(t) for every t, built in place
     for norm in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):

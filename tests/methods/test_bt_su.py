@@ -5,7 +5,6 @@ from mcu_ray.placement import Placement
 
 from mcu_ray.methods import su
 from mcu_ray.methods.bt import kl_to_teacher
-from mcu_ray.methods.npo import npo_forget_losses
 
 
 def test_bad_teaching_kl_is_on_probabilities():
@@ -19,12 +18,6 @@ def test_bad_teaching_kl_is_on_probabilities():
     assert torch.isclose(kl_to_teacher(logits, torch.tensor([[0.0, 0.0, 3.0]]), 1.0)[0], by_hand)
     # a higher temperature flattens both: smaller divergence
     assert kl_to_teacher(logits, -logits, 4.0) < kl_to_teacher(logits, -logits, 1.0)
-
-
-def test_npo_term_by_hand():
-    # nll = nll_ref: -(2/beta) log sigmoid(0) = (2/beta) log 2
-    out = npo_forget_losses(torch.tensor([3.0]), torch.tensor([3.0]), beta=0.1)
-    assert abs(out.item() - 20 * 0.6931471805599453) < 1e-5
 
 
 class Data:

@@ -18,17 +18,51 @@ def test_superloss_confidence_closed_form():
     assert (o - tau) + 2 * lam * math.log(s) / s == pytest.approx(0.0, abs=1e-9)
 
 
-def test_superloss_reduction_tracks_tau():
-    reduce = SuperLoss(lam=1.0, tau_momentum=0.5)
-    objective = torch.tensor([0.0, 2.0], requires_grad=True)
-    out = reduce(objective)
-    assert reduce.tau == pytest.approx(1.0)  # first batch: tau = its mean
-    sigma = superloss_confidence(np.array([0.0, 2.0]), 1.0, 1.0)
-    assert out.item() == pytest.approx(float((sigma * np.array([0.0, 2.0])).mean()))
-    out.backward()
-    assert objective.grad.numpy() == pytest.approx(sigma / 2)  # the confidence is a constant weight
-    reduce(torch.tensor([3.0, 3.0]))
-    assert reduce.tau == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+def authors_sigma(losses, tau, lam=10.0):
+    """The authors' confidence written out with scipy: exp(-W(max(-2/e, (l - tau)/lam) / 2))."""
+    from scipy.special import lambertw
+
+    x = np.maximum(-2 / math.e, (np.asarray(losses) - tau) / lam)
+    return np.exp(-lambertw(x / 2).real)
+
+
+def test_gradient_ascent_with_superloss_weighs_the_examples_still_fitted_most():
+    """Issue 12: sigma from the positive losses 0.05, 0.5, 2, 6 (tau = their mean on a first batch)
+    is about 1.13, 1.09, 1.01, 0.85, and GA ascends -mean(sigma l) (MU-Bench grad_ascent.py:27-36)."""
+    from mcu_ray.methods import ga
+    from mcu_ray.methods.common import LossContext
+
+    losses = torch.tensor([0.05, 0.5, 2.0, 6.0], requires_grad=True)
+
+    class Task:
+        @staticmethod
+        def example_losses(forward, batch, reduction="mean"):
+            return losses
+
+    ctx = LossContext(Task(), None, None, torch.Generator(), reduce_forget=forget_reducer("cl", {}))
+    loss, _ = ga.loss(ctx, {}, None, ga.Params())
+    sigma = authors_sigma([0.05, 0.5, 2.0, 6.0], tau=np.mean([0.05, 0.5, 2.0, 6.0]))
+    assert sigma == pytest.approx([1.13, 1.09, 1.01, 0.85], abs=0.01)
+    assert loss.item() == pytest.approx(-(sigma * [0.05, 0.5, 2.0, 6.0]).mean(), rel=1e-6)
+    loss.backward()
+    assert losses.grad.numpy() == pytest.approx(-sigma / 4, rel=1e-6)  # sigma is a constant weight
+
+
+def test_superloss_tau_is_the_authors_cumulative_ratio():
+    """mode='avg': tau = the first batch's mean, then sum of all past losses / sum of all past sigmas."""
+    reduce = SuperLoss(lam=10.0)
+    first, second, third = np.array([0.0, 2.0]), np.array([3.0, 5.0]), np.array([1.0, 1.0])
+    out = reduce(torch.tensor(first))
+    s1 = authors_sigma(first, tau=1.0)
+    assert out.item() == pytest.approx(float((s1 * first).mean()))
+    tau_2 = first.sum() / s1.sum()
+    assert reduce.tau == pytest.approx(tau_2)
+    out = reduce(torch.tensor(second))
+    s2 = authors_sigma(second, tau=tau_2)
+    assert out.item() == pytest.approx(float((s2 * second).mean()))
+    assert reduce.tau == pytest.approx((first.sum() + second.sum()) / (s1.sum() + s2.sum()))
+    reduce(torch.tensor(third))
+    assert reduce.total == pytest.approx(first.sum() + second.sum() + third.sum())
 
 
 def test_orderings_and_defaults():

@@ -11,5 +11,5 @@ def test_registered_tasks_implement_the_protocol(name):
     assert isinstance(task, Task)
     assert task.name == name
     assert isinstance(task, ClassifierTask) == (task.family == "classification")
-    assert {task.retain_loss, task.forget_loss, *task.selection_metrics, *task.figure_metrics} <= set(
+    assert {task.retain_loss, task.forget_loss, *task.gap_metrics, *task.figure_metrics} <= set(
         task.metric_directions)
