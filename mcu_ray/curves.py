@@ -25,9 +25,6 @@ Params = dict  # name -> tensor
 LORA_A, LORA_B = ".lora_A.", ".lora_B."  # peft's adapter factor names: <module>.lora_A.<adapter>.weight
 
 
-KINDS = ("bezier", "polychain")  # how control points blend; a line is either with no bend
-
-
 def bezier_coefficients(t: float | torch.Tensor, n: int) -> list:
     """Bernstein basis B_{k,n}(t) = C(n,k) t^k (1-t)^(n-k), k = 0..n."""
     return [comb(n, k) * t ** k * (1 - t) ** (n - k) for k in range(n + 1)]
@@ -238,6 +235,9 @@ def load_point(model: nn.Module, control_points: list[Params], t: float, kind: s
         value = combine(name, control_points, coeffs)
         if params[name].shape == value.shape:
             params[name].copy_(value)
-        else:
+        elif lora_factor(name, params):  # an adapter of the point's larger rank
             params[name].data = value.to(params[name].dtype).clone()
+        else:
+            raise ValueError(f"{name}: a control point of shape {tuple(value.shape)} for a parameter of shape "
+                             f"{tuple(params[name].shape)}")
     return model

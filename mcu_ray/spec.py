@@ -63,7 +63,7 @@ class ResourcesSpec:
 
 
 T_SAMPLINGS = ("arc_length", "uniform", "normal")
-LR_SCALES = ("bezier_weight", "none")
+LR_SCALES = ("bend_weight", "none")
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,9 @@ class CurveFitSpec:
     # arc_length: t ~ ||phi'(t)||, the paper's length-weighted objective (Appendix 9, Eqs. 5-8);
     # uniform: t ~ U(0, 1) (Garipov et al. 2018); normal: t ~ N(0.5, 0.1) clamped (the authors' code)
     t_sampling: str = "arc_length"
-    # bezier_weight: the authors' step, dL/dphi(t) at lr * 2t(1-t); none: the bend's own gradient at lr
-    lr_scale: str = "bezier_weight"
+    # bend_weight: the authors' step, dL/dphi(t) at lr * 2t(1-t) (the bend's weight in phi(t));
+    # none: the bend's own gradient at lr
+    lr_scale: str = "bend_weight"
 
     def check(self, path: str) -> None:
         for key in ("epochs", "batch_size"):

@@ -182,19 +182,19 @@ class Recipe:
 
 def recipe(forward, parts: list[dict], model: nn.Module, task, data, method, params, optimizer: str,
            optimizer_params: dict | None, curriculum: str, curriculum_params: dict | None, teachers: Teachers,
-           placement: Placement, method_generator: torch.Generator) -> Recipe:
+           placement: Placement, method_generator: torch.Generator, chain: Callable | None = None) -> Recipe:
     """The optimiser over ``parts`` (name -> tensor dicts: the model's parameters, or a curve's bends;
     decay groups by ``model``'s names: no decay on biases and LayerNorm weights, as SOUL, MU-Bench and
     Hugging Face's Trainer), Sophia's refresh on ``forward`` with its own per-rank draws (the method's,
-    RL's targets, stay as they are), masks, curriculum."""
+    RL's targets, stay as they are; ``chain``: see ``gnb_refresh``), masks, curriculum."""
     opt = make_optimizer(optimizer, parts, params.lr, params.weight_decay, optimizer_params, model=model)
     hessian_generator = torch.Generator().manual_seed(method_generator.initial_seed() + 1)
     order = None
     if needs_original_losses(curriculum, curriculum_params):
         order = forget_order(curriculum, curriculum_params,
                              split_losses(teachers.original, task, data.split("forget"), placement))
-    masks = [pair for part in parts for pair in _grad_masks(method, teachers, task, data, params, part, placement)]
-    return Recipe(opt, gnb_refresh(opt, task, forward, placement, hessian_generator), masks or None, order,
+    return Recipe(opt, gnb_refresh(opt, task, forward, placement, hessian_generator, chain),
+                  _grad_masks(method, teachers, task, data, params, parts, placement), order,
                   forget_reducer(curriculum, curriculum_params))
 
 
@@ -226,12 +226,14 @@ def split_losses(forward, task, split: dict, placement: Placement, batch_size: i
     return torch.cat(out)
 
 
-def _grad_masks(method, teachers: Teachers, task, data, params, tensors: dict, placement: Placement) -> list:
-    """(tensor, 0/1 mask) pairs of a masked method (SU), over ``tensors`` by name; none otherwise."""
+def _grad_masks(method, teachers: Teachers, task, data, params, parts: list[dict], placement: Placement) -> list | None:
+    """(tensor, 0/1 mask) pairs of a masked method (SU), over each part's tensors by name (the mask
+    computed once); None otherwise."""
     if method.grad_mask is None:
-        return []
+        return None
     by_name = method.grad_mask(teachers.original, task, data, params, placement)
-    return [(tensor, by_name[name].to(tensor.device)) for name, tensor in tensors.items() if name in by_name]
+    return [(tensor, by_name[name].to(tensor.device)) for part in parts for name, tensor in part.items()
+            if name in by_name]
 
 
 def bend_budget(params, fit):
@@ -250,16 +252,24 @@ def t_sampler(fit, control_points: list[dict], generator: torch.Generator, kind:
     return lambda: arc_length_sampler(control_points, generator, kind)  # the paper: t ~ ||phi'(t)|| / length
 
 
-def bend_weight_step(opt: torch.optim.Optimizer, rates: list[float], weights: list[float]) -> None:
-    """The authors' bend step (MU-Bench ``trainer/base.py:147-154``): bend j's gradient, weights[j] *
-    dL/dphi(t) through the curve, becomes dL/dphi(t) and its learning rate rates * weights[j] (each
-    param group's ``part`` is its bend). A bend of weight 0 at this t does not move."""
-    for group, rate in zip(opt.param_groups, rates):
+def to_curve_gradients(opt: torch.optim.Optimizer, weights: list[float]) -> None:
+    """Bend j's gradient, weights[j] * dL/dphi(t) through the curve, made dL/dphi(t) (each param
+    group's ``part`` is its bend); a bend of weight 0 at this t gets none (its optimiser state rests)."""
+    for group in opt.param_groups:
         weight = weights[group["part"]]
-        group["lr"] = rate * weight
         for tensor in group["params"]:
-            if weight > 0 and tensor.grad is not None:
+            if weight == 0:
+                tensor.grad = None
+            elif tensor.grad is not None:
                 tensor.grad.div_(weight)
+
+
+def bend_weight_step(opt: torch.optim.Optimizer, rates: list[float], weights: list[float]) -> None:
+    """The authors' bend step (MU-Bench ``trainer/base.py:147-154``, one bend): dL/dphi(t) at the
+    learning rate times the bend's weight 2t(1-t); several bends each at their own weight."""
+    to_curve_gradients(opt, weights)
+    for group, rate in zip(opt.param_groups, rates):
+        group["lr"] = rate * weights[group["part"]]
 
 
 def fit_bends(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params, fit, *,
@@ -273,10 +283,12 @@ def fit_bends(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method
     start evenly spaced on the chord; each step draws one t (``fit.t_sampling``; default the
     paper's arc length weighting) and takes the first endpoint's method loss at phi(t) on that
     method's data, with its optimiser (AdamW or Sophia), curriculum and budget (``bend_budget``).
-    With ``fit.lr_scale`` "bezier_weight" (default) the step is theirs: each bend moves along
-    dL/dphi(t) at the learning rate times its own coefficient c_j(t) (2t(1-t) for the one bend);
-    "none" steps on the bends' own gradients c_j(t) dL/dphi(t) at the plain rate (the same for
-    SGD, not for Adam or Sophia, which normalise the gradient's scale away). The control points
+    With ``fit.lr_scale`` "bend_weight" (default) the step is theirs: each bend moves along
+    dL/dphi(t) at the learning rate times its own coefficient c_j(t) (2t(1-t) for the one bend;
+    several bends and polygonal chains generalise the authors' one-bend rule), and a bend whose
+    coefficient is 0 at this t does not step; "none" steps on the bends' own gradients
+    c_j(t) dL/dphi(t) at the plain rate (the same for plain SGD, not for Adam or Sophia, which
+    normalise the gradient's scale away). The control points
     and the bends live on ``placement.device`` (float32 unless precision is bf16). Returns the
     bends (on the device) and a log.
     """
@@ -289,29 +301,35 @@ def fit_bends(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method
     control_points = [theta_1, *trained, theta_2]
     order_generator, method_generator = generators(seed, placement)
     loop_params = bend_budget(params, fit)
-    drawn = [0.5]  # the step's t: Sophia's sampled-label refresh reads the curve where the step was taken
+    sampler, drawn = t_sampler(fit, control_points, order_generator, kind), [0.5]
+
+    def draw() -> float:  # the step's t, kept for Sophia's sampled-label refresh after the step
+        drawn[0] = sampler()
+        return drawn[0]
+
+    def weights(t: float) -> list[float]:  # the bends' coefficients in phi(t)
+        return coefficients(t, bends + 1, kind)[1:-1]
 
     def at_drawn_t(*args, **kwargs):
         return curve_forward(model, control_points, drawn[0], kind)(*args, **kwargs)
 
     run = recipe(at_drawn_t, trained, model, task, data, method, loop_params, optimizer, optimizer_params, curriculum,
-                 curriculum_params, teachers, placement, method_generator)
+                 curriculum_params, teachers, placement, method_generator,
+                 chain=(lambda: to_curve_gradients(run.opt, weights(drawn[0]))) if fit.lr_scale == "bend_weight" else None)
 
     def loss_of(forget, retain, t):
-        drawn[0] = t
         ctx = LossContext(task, data, curve_forward(model, control_points, t, kind), method_generator,
                           teachers.original, teachers.random, run.reduce)
         return method.loss(ctx, forget, retain, loop_params)
 
     rates = [group["lr"] for group in run.opt.param_groups]
 
-    def bezier_weight_step(t: float) -> None:
-        bend_weight_step(run.opt, rates, coefficients(t, bends + 1, kind)[1:-1])
+    def bend_weight(t: float) -> None:
+        bend_weight_step(run.opt, rates, weights(t))
 
     model.train()
     batches = unlearning_batches(data, loop_params, order_generator, method.draws_retain(loop_params), run.order)
     log = run_steps(loss_of, batches, run.opt, placement, run.masks,
-                    draw=t_sampler(fit, control_points, order_generator, kind),
-                    before_step=bezier_weight_step if fit.lr_scale == "bezier_weight" else None,
+                    draw=draw, before_step=bend_weight if fit.lr_scale == "bend_weight" else None,
                     after_step=run.refresh)
     return [{n: b.detach() for n, b in bend.items()} for bend in trained], log

@@ -220,3 +220,23 @@ def test_the_authors_bend_step_moves_each_bend_along_dl_dphi_at_its_weighted_rat
     opt.step()  # Adam's first step is lr * sign(gradient): each bend moves by its weighted rate
     for bend, w in zip(bends, weights):
         assert torch.allclose(bend["w"].detach(), -0.1 * w * torch.sign(dl_dphi), rtol=1e-4)
+
+
+def test_a_chain_bend_off_the_drawn_segment_does_not_step():
+    """Polygonal chain of two bends at t = 0.2: only the first bend is on the drawn segment (hat
+    weights 1 - |3t - 1| = 0.6 and 0); the second gets no gradient, so neither Adam's moments nor
+    its weights move."""
+    from mcu_ray.curves import coefficients
+    from mcu_ray.methods.optimizers import make_optimizer
+    from mcu_ray.train import bend_weight_step
+
+    bends = [{"w": torch.zeros(2, requires_grad=True)}, {"w": torch.zeros(2, requires_grad=True)}]
+    opt = make_optimizer("fo", bends, lr=0.1, weight_decay=0.0)
+    weights = coefficients(0.2, 3, "polychain")[1:-1]
+    assert weights == pytest.approx([0.6, 0.0])
+    bends[0]["w"].grad, bends[1]["w"].grad = torch.tensor([0.6, -0.6]), torch.tensor([0.0, 0.0])
+    bend_weight_step(opt, [0.1, 0.1], weights)
+    assert bends[1]["w"].grad is None and torch.allclose(bends[0]["w"].grad, torch.tensor([1.0, -1.0]))
+    opt.step()
+    assert torch.equal(bends[1]["w"].detach(), torch.zeros(2)) and not opt.state[bends[1]["w"]]
+    assert torch.allclose(bends[0]["w"].detach(), torch.tensor([-0.06, 0.06]), rtol=1e-4)

@@ -25,6 +25,7 @@ labels. FO is AdamW with the same decay groups: MU-Bench's Hugging Face Trainer 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -206,15 +207,17 @@ def target_count(batch: dict) -> int:
     return batch_length(batch)
 
 
-def gnb_refresh(opt: torch.optim.Optimizer, task, model: nn.Module, placement, generator: torch.Generator):
+def gnb_refresh(opt: torch.optim.Optimizer, task, model: nn.Module, placement, generator: torch.Generator,
+                chain: Callable | None = None):
     """``run_steps``' ``after_step`` for Sophia with ``hessian: gnb``, else None.
 
     Every ``update_period`` steps (after steps k, 2k, ...: train_sophiag.py:289), on the step's
     global forget and retain batches: labels y ~ the model's own output (``task.sampled_targets``,
     drawn from ``generator``), the summed loss on them over this worker's micro-batches divided by
     the global label count n (the mean of train_sophiag.py:414), gradients summed over the job's
-    workers, h <- beta2 h + (1 - beta2) g*g with bs = n, and the gradients cleared so that none
-    reaches the next step. Unlike Sophia: the step's batch (Sophia's loop takes the next one) and
+    workers (then ``chain()``, if given: a curve's bends rescaled to the gradient the step sees),
+    h <- beta2 h + (1 - beta2) g*g with bs = n, and the gradients cleared so that none reaches
+    the next step. Unlike Sophia: the step's batch (Sophia's loop takes the next one) and
     no gradient clipping (the step's gradient is not clipped here either).
     """
     if not isinstance(opt, Sophia) or opt.hessian != "gnb":
@@ -236,6 +239,8 @@ def gnb_refresh(opt: torch.optim.Optimizer, task, model: nn.Module, placement, g
                     loss = task.example_losses(model, sampled, reduction="sum").sum()
                 (loss.float() / max(n, 1)).backward()
         placement.sync_gradients(params)
+        if chain is not None:  # a curve's bends: the gradients the step itself sees
+            chain()
         opt.update_hessian(targets=n)
         opt.zero_grad(set_to_none=True)
 

@@ -23,6 +23,11 @@ from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (Ray workers run in other directories); a hub id as it is."""
+    return str(Path(path).expanduser().resolve()) if path.startswith(("/", ".", "~")) else path
+
+
 def reference_checkpoint(template: str, ratio: float) -> str:
     """The retain-only checkpoint of one forget ratio: ``{retain}`` and ``{ratio}`` in ``template``
     become 100 - ratio and the ratio (TOFU's forget10 pairs with ``..._retain{retain}`` -> retain90)."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mcu_ray.spec import SpecError
-from mcu_ray.tasks.base import check_reference_model
+from mcu_ray.tasks.base import absolute, check_reference_model
 from mcu_ray.tasks.classification import ClassificationTask, check_val_fraction, hf_logits
 from mcu_ray.tasks.tokenizers import train_bpe
 
@@ -58,9 +58,7 @@ class Options:
 
     def normalized(self) -> "Options":
         """Local paths made absolute: Ray workers run in other directories."""
-        def absolute(p: str) -> str:
-            return str(Path(p).expanduser().resolve()) if p.startswith(("/", ".", "~")) else p
-        return dataclasses.replace(self, dataset=absolute(self.dataset),
+        return dataclasses.replace(self, dataset=absolute(self.dataset), model=absolute(self.model),
                                    forget_index_file=absolute(self.forget_index_file) if self.forget_index_file else "",
                                    reference_model=absolute(self.reference_model) if self.reference_model else "")
 

@@ -24,7 +24,7 @@ from mcu_ray.curves import load_state
 from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
-from mcu_ray.tasks.base import check_reference_model, evaluate_one_by_one
+from mcu_ray.tasks.base import absolute, check_reference_model, evaluate_one_by_one
 from mcu_ray.tasks.tokenizers import train_bpe
 from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, load_config, local_dir, tofu_rows
 
@@ -434,7 +434,9 @@ class TofuTask:
         return {**batch, "labels": labels}
 
     def normalize_options(self, options: Options) -> Options:
-        """A local folder becomes absolute (workers run elsewhere); $MCU_TOFU_DIR fills an empty one."""
+        """Local folders become absolute (workers run elsewhere); $MCU_TOFU_DIR fills an empty data path."""
+        options = dataclasses.replace(options, model=absolute(options.model),
+                                      reference_model=absolute(options.reference_model))
         if options.source != "local" or not local_dir(options.path):
             return options
         return dataclasses.replace(options, path=str(Path(local_dir(options.path)).resolve()))

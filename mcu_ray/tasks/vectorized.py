@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from mcu_ray.batches import iterate_batches
-from mcu_ray.curves import coefficients
+from mcu_ray.curves import coefficients, lora_factor
 from mcu_ray.placement import Placement
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
 
@@ -91,6 +91,8 @@ def curve_probabilities(model: nn.Module, control_points: list[dict], ts: list[f
 
     ``bn_data`` is what BatchNorm statistics are re-estimated on (Dr), at every t separately.
     """
+    if any(lora_factor(name, control_points[0]) for name in control_points[0]):
+        raise ValueError("LoRA curves are evaluated one point at a time: their points are adapters of other ranks")
     weights = torch.tensor([coefficients(t, len(control_points) - 1, kind) for t in ts],
                            device=placement.device)  # (K, control points)
     params = {name: torch.tensordot(weights.to(control_points[0][name].dtype),
