@@ -396,7 +396,8 @@ class TofuTask:
     default_hparams: dict = field(default_factory=lambda: {
         "ga": {"epochs": 3, "lr": 2e-4, "batch_size": 8},
         "gd": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
-        "npo": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
+        # the paper's NPO has no retain term: at GD's 5e-4 it took the tiny model's utility from 0.45 to 0.03
+        "npo": {"epochs": 5, "lr": 2e-4, "batch_size": 8},
         "rl": {"epochs": 5, "lr": 5e-4, "batch_size": 8, "retain_batch_size": 8},
         # pathway unlearning's bend: AdamW at this task's small lr, not the reference's SGD at 0.01 (tuned
         # for CIFAR ResNets); 16 QA rows a step, as the methods above take 8 forget + 8 retain
