@@ -6,9 +6,12 @@ typo costs seconds, not a failed grid hours later.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -225,12 +228,16 @@ def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
         raise SpecError(path, raw, f"expected a mapping with keys {sorted(f.name for f in dataclasses.fields(cls))}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     problems = Problems()
     problems.attempt(reject_unknown_keys, raw, names, path)
     values = dict(overrides or {})
     for key, value in raw.items():
         if key not in hints:
             continue  # reported above
+        if type(value) is type(defaults[key]) and value == defaults[key]:
+            values[key] = value  # a default written out (--print-config writes "" for "unset")
+            continue
         tp = hints[key]
         if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
             args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -512,20 +519,155 @@ def _parse_resources(raw, path) -> ResourcesSpec:
     return resources
 
 
-def load_spec(path: str | os.PathLike) -> SweepSpec:
-    """Read and validate a sweep file."""
+# ----------------------------------------------------------------------------- files and overrides
+
+
+def read_sweep_file(path: str | os.PathLike) -> Any:
+    """The YAML document of a sweep file, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise SpecError("<file>", str(path), "no such sweep file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise SpecError("<yaml>", str(path), f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_spec(raw, base_dir=path.parent)
+
+
+def load_spec(path: str | os.PathLike, overrides=()) -> SweepSpec:
+    """Read and validate a sweep file, after ``overrides`` (``key=value`` strings, see apply_overrides).
+
+    With overrides, their problems and the file's are reported together (SpecErrors), and
+    a problem in a field an override set says which one.
+    """
+    raw = read_sweep_file(path)
+    if not overrides:
+        return parse_spec(raw, base_dir=Path(path).parent)
+    problems = Problems()
+    raw = apply_overrides(raw, overrides, keep_going=problems)
+    spec = problems.attempt(parse_spec, raw, base_dir=Path(path).parent)
+    set_paths = {}
+    for text in overrides:
+        with contextlib.suppress(SpecError):
+            set_paths[_field_path(_override_keys(text.partition("=")[0].strip()))] = text
+    problems.errors = [_blame(e, set_paths) for e in problems.errors]
+    problems.raise_any()
+    return spec
+
+
+_YAML_11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")  # 1e-4: text to YAML 1.1, a number here
+
+
+def apply_overrides(raw: Any, overrides, keep_going: Problems | None = None) -> Any:
+    """A copy of a sweep document with ``key=value`` assignments applied (the CLI's ``--set``).
+
+    ``key`` is a dotted path into the document, list entries by index (``tasks.0.ratios``
+    or ``tasks[0].ratios``); mappings missing on the way are created. ``value`` is read as
+    YAML (``[2, 5]``, ``true``, ``{lr: 1.0e-4}``; ``1e-4`` is a number too). A bad
+    assignment raises a SpecError naming the field; with ``keep_going`` the other
+    assignments still apply and the errors are added to it instead.
+    """
+    raw = {} if raw is None else copy.deepcopy(raw)
+    problems = keep_going if keep_going is not None else Problems()
+    for text in overrides:
+        key, eq, value_text = text.partition("=")
+        keys = problems.attempt(_override_keys, key.strip()) if eq else FAILED
+        if not eq:
+            problems.errors.append(SpecError("--set", text, "expected key=value, e.g. tolerance=0.05 or "
+                                                            "tasks.0.ratios=[2]"))
+        if keys is FAILED:
+            continue
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError as exc:
+            problems.errors.append(SpecError(_field_path(keys), value_text, f"--set {text}: the value is not valid "
+                                                                            f"YAML ({getattr(exc, 'problem', exc)})"))
+            continue
+        if isinstance(value, str) and _YAML_11_FLOAT.fullmatch(value):
+            value = float(value)
+        problems.attempt(_assign, raw, keys, value, text)
+    if keep_going is None:
+        problems.raise_any()
+    return raw
+
+
+def _override_keys(key: str) -> list:
+    """``tasks.0.ratios`` or ``tasks[0].ratios`` -> ["tasks", 0, "ratios"]."""
+    parts = key.replace("[", ".").replace("]", "").split(".")
+    if not all(parts):
+        raise SpecError("--set", key, "expected a dotted path to a field, e.g. tolerance or tasks.0.ratios")
+    return [int(part) if part.isdigit() else part for part in parts]
+
+
+def _field_path(keys: list) -> str:
+    """["tasks", 0, "ratios"] -> ``tasks[0].ratios``, as errors name fields."""
+    path = ""
+    for key in keys:
+        path = _join(path, key)
+    return path
+
+
+def _assign(raw: Any, keys: list, value: Any, text: str) -> None:
+    """Put ``value`` at ``keys`` inside ``raw``; a SpecError naming the field when it cannot go there."""
+    target, path = raw, ""
+    for i, step in enumerate(keys):
+        here = _join(path, step)
+        if isinstance(target, list):
+            if not isinstance(step, int) or not 0 <= step < len(target):
+                raise SpecError(here, None, f"--set {text}: {path} is a list of {len(target)}; index it with "
+                                            f"0..{len(target) - 1}")
+        elif isinstance(target, dict):
+            if isinstance(step, int):
+                raise SpecError(here, None, f"--set {text}: {path or 'the sweep file'} is a mapping, not a list; "
+                                            f"name one of its keys")
+        else:
+            raise SpecError(path, target, f"--set {text}: a single value, not a mapping or list; set {path} itself")
+        if i == len(keys) - 1:
+            target[step] = value
+            return
+        inner = target[step] if isinstance(target, list) else target.get(step)
+        if inner is None:  # a mapping missing on the way is created; a list is not guessed
+            if isinstance(keys[i + 1], int):
+                raise SpecError(here, None, f"--set {text}: no list here to index")
+            inner = target[step] = {}
+        target, path = inner, here
+
+
+def _blame(error: SpecError, set_paths: dict) -> SpecError:
+    """``error``, saying which ``--set`` put the value there when one did."""
+    for path, text in set_paths.items():
+        if (error.path == path or error.path.startswith((path + ".", path + "["))) and "--set" not in error.allowed:
+            return SpecError(error.path, error.value, f"{error.allowed} (set by --set {text})")
+    return error
 
 
 def spec_to_dict(spec: SweepSpec) -> dict:
     """The resolved spec as plain data (saved beside results; hashed into the spec id)."""
     return dataclasses.asdict(spec)
+
+
+def resolved_sweep_file(spec: SweepSpec) -> dict:
+    """The spec as a sweep file with every default written out (``--print-config``).
+
+    Read back by ``parse_spec`` it gives the same spec: a method's knobs as the file
+    writes them ({param: value, so: {...}, cl: {...}}), each task's settings and precision
+    resolved.
+    """
+    def plain(value):  # tuples -> lists, for YAML
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    top = spec_to_dict(spec)
+    tasks = []
+    for task in spec.tasks:
+        hparams = {m: {**h["params"], "so": h["so"], "cl": h["cl"]} for m, h in task.hparams.items()}
+        tasks.append({"name": task.name, "ratios": task.ratios, "methods": task.methods, "settings": task.settings,
+                      "precision": task.precision, "options": task.options, "hparams": hparams,
+                      "curve_fit": dataclasses.asdict(task.curve_fit)})
+    order = ["name", "storage", "settings", "seeds", "curves", "bends", "points", "tolerance", "precision",
+             "resources"]
+    return plain({**{k: top[k] for k in order}, "tasks": tasks})
