@@ -168,6 +168,21 @@ class Plan:
         }
 
 
+    def subset(self, cells: list) -> Plan:
+        """The plan of ``cells`` alone (``--only``): the artifacts they need, in this plan's order."""
+        endpoints = {key for cell in cells for key in (cell.endpoint_1, cell.endpoint_2)}
+        endpoints |= {self.endpoints[key].source for key in endpoints if self.endpoints[key].source}
+        curves = {key for cell in cells for _, key in cell.curves}
+        retrained = {cell.retrained for cell in cells}
+        originals = {self.endpoints[key].original for key in endpoints}
+
+        def keep(items: dict, keys: set) -> dict:
+            return {key: item for key, item in items.items() if key in keys}
+
+        return Plan(list(cells), keep(self.originals, originals), keep(self.retrained, retrained),
+                    keep(self.endpoints, endpoints), keep(self.curves, curves), self.points)
+
+
 def make_plan(spec: SweepSpec) -> Plan:
     """Every cell of the spec's grid, and the distinct artifacts it needs."""
     originals, retrained, endpoints, curves, cells = {}, {}, {}, {}, []

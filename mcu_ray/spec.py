@@ -6,9 +6,12 @@ typo costs seconds, not a failed grid hours later.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +35,52 @@ class SpecError(ValueError):
         self.path, self.value, self.allowed = path, value, allowed
         found = "missing" if value is None else f"got {value!r}"
         super().__init__(f"{path or '<top level>'}: {found}; {allowed}")
+
+
+class SpecErrors(SpecError):
+    """Several independent problems of one sweep file, each a SpecError in ``errors``.
+
+    ``path``, ``value`` and ``allowed`` are the first problem's, so code written for one
+    error still reads it; ``str()`` lists every problem, one per line.
+    """
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        self.path, self.value, self.allowed = first.path, first.value, first.allowed
+        ValueError.__init__(self, "\n".join(str(e) for e in self.errors))
+
+
+def spec_errors(exc: SpecError) -> list[SpecError]:
+    """The single problems inside ``exc`` (itself when it is one)."""
+    return list(getattr(exc, "errors", [exc]))
+
+
+FAILED = object()  # what a check that raised returns inside Problems.attempt
+
+
+class Problems:
+    """Runs independent checks and keeps their SpecErrors, so a file's problems are reported together.
+
+    A check that depends on a failed one is skipped (its input is FAILED), not reported twice.
+    """
+
+    def __init__(self):
+        self.errors: list[SpecError] = []
+
+    def attempt(self, check, *args, **kwargs):
+        """``check(*args, **kwargs)``, or FAILED when it raised SpecError (kept)."""
+        try:
+            return check(*args, **kwargs)
+        except SpecError as exc:
+            self.errors += spec_errors(exc)
+            return FAILED
+
+    def raise_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise SpecErrors(self.errors)
 
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # what each means: mcu_ray.placement
@@ -157,10 +206,13 @@ def check_value(value: Any, tp, path: str) -> Any:
 
 
 def reject_unknown_keys(raw: dict, names, path: str) -> None:
-    """A SpecError for the first key of ``raw`` not in ``names``, with a did-you-mean."""
+    """A SpecError for every key of ``raw`` not in ``names``, each with a did-you-mean."""
+    problems = Problems()
     for key in raw:
         if key not in names:
-            raise SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, names)}; allowed keys: {', '.join(names)}")
+            problems.errors.append(SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, names)}; "
+                                                                          f"allowed keys: {', '.join(names)}"))
+    problems.raise_any()
 
 
 def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
@@ -176,9 +228,16 @@ def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
         raise SpecError(path, raw, f"expected a mapping with keys {sorted(f.name for f in dataclasses.fields(cls))}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    reject_unknown_keys(raw, names, path)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    problems = Problems()
+    problems.attempt(reject_unknown_keys, raw, names, path)
     values = dict(overrides or {})
     for key, value in raw.items():
+        if key not in hints:
+            continue  # reported above
+        if type(value) is type(defaults[key]) and value == defaults[key]:
+            values[key] = value  # a default written out (--print-config writes "" for "unset")
+            continue
         tp = hints[key]
         if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
             args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -186,11 +245,11 @@ def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
             if value is None:
                 values[key] = None
                 continue
-        values[key] = check_value(value, tp, _join(path, key))
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise SpecError(_join(path, missing[0]), None, "this field is required")
+        values[key] = problems.attempt(check_value, value, tp, _join(path, key))
+    for f in dataclasses.fields(cls):
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.errors.append(SpecError(_join(path, f.name), None, "this field is required"))
+    problems.raise_any()
     return cls(**values)
 
 
@@ -231,59 +290,82 @@ def _choices(raw: Any, path: str, allowed) -> tuple:
 
 
 def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
-    """Validate a parsed YAML document into a SweepSpec (raises SpecError)."""
+    """Validate a parsed YAML document into a SweepSpec.
+
+    Raises SpecError, or SpecErrors listing every independent problem: each top-level
+    key, each task block and each method's hyper-parameters are checked even when
+    another one is wrong; a check that needs a wrong value (a task's methods when its
+    name is unknown) is skipped.
+    """
     from mcu_ray import methods as method_registry
     from mcu_ray import tasks as task_registry
 
     if not isinstance(raw, dict):
         raise SpecError("", raw, "a sweep file is a mapping with keys name, tasks, settings, ...")
+    problems = Problems()
+    check = problems.attempt
     top = {k: raw[k] for k in raw if k not in ("tasks", "resources")}
-    top_fields = [f.name for f in dataclasses.fields(SweepSpec)]
-    reject_unknown_keys(raw, top_fields, "")
-    if "name" not in raw:
+    check(reject_unknown_keys, raw, [f.name for f in dataclasses.fields(SweepSpec)], "")
+    name = check(_name, raw.get("name"))
+    settings = check(_choices, top.get("settings", list(SweepSpec.settings)), "settings", SETTINGS)
+    curves = check(_choices, top.get("curves", list(DEFAULT_CURVES)), "curves", CURVES)
+    bends = check(_at_least, top.get("bends", SweepSpec.bends), "bends", 1,
+                  "expected an integer >= 1 (1: the quadratic Bezier curve of the paper)")
+    seeds = check(_seeds, top.get("seeds", [0]))
+    points = check(_at_least, top.get("points", 16), "points", 3, "expected at least 3 evaluated points (the paper uses 16)")
+    tolerance = check(check_value, top.get("tolerance", SweepSpec.tolerance), float, "tolerance")
+    if tolerance is not FAILED and tolerance < 0:
+        problems.errors.append(SpecError("tolerance", tolerance, "expected a non-negative number"))
+    storage = check(check_value, top.get("storage", SweepSpec.storage), str, "storage")
+    resources = check(_parse_resources, raw.get("resources"), "resources")
+    precision = check(_precision, top.get("precision", "auto"), "precision", resources)
+
+    tasks = []
+    if "tasks" not in raw:
+        problems.errors.append(SpecError("tasks", None, "this field is required: a list of tasks, e.g. "
+                                                        "[{name: digits, ratios: [2], methods: [ga, rl]}]"))
+    else:
+        raw_tasks = check(_list, raw["tasks"], "tasks")
+        for i, raw_task in enumerate([] if raw_tasks is FAILED else raw_tasks):
+            tasks.append(check(_parse_task, raw_task, f"tasks[{i}]", settings, precision, resources, task_registry,
+                               method_registry, base_dir))
+        # a failed task is unique here: its name is not known
+        check(_unique, [object() if t is FAILED else t.name for t in tasks], "tasks")
+    problems.raise_any()
+    return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=seeds, curves=curves,
+                     bends=bends, points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources)
+
+
+def _name(name) -> str:
+    if name is None:
         raise SpecError("name", None, "this field is required: the sweep's name, used as its folder under storage")
-    name = check_value(raw["name"], str, "name")
+    name = check_value(name, str, "name")
     if not all(c.isalnum() or c in "-_." for c in name):
         raise SpecError("name", name, "use letters, digits, '-', '_' and '.' only (it becomes a folder name)")
+    return name
 
-    settings = _choices(top.get("settings", list(SweepSpec.settings)), "settings", SETTINGS)
-    curves = _choices(top.get("curves", list(DEFAULT_CURVES)), "curves", CURVES)
-    bends = check_value(top.get("bends", SweepSpec.bends), int, "bends")
-    if bends < 1:
-        raise SpecError("bends", bends, "expected an integer >= 1 (1: the quadratic Bezier curve of the paper)")
-    seeds = _list(top.get("seeds", [0]), "seeds")
+
+def _at_least(value, path: str, minimum: int, allowed: str) -> int:
+    if check_value(value, int, path) < minimum:
+        raise SpecError(path, value, allowed)
+    return value
+
+
+def _seeds(raw) -> tuple:
+    seeds = _list(raw, "seeds")
     for i, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise SpecError(f"seeds[{i}]", seed, "expected a non-negative integer")
     _unique(seeds, "seeds")
-    points = check_value(top.get("points", 16), int, "points")
-    if points < 3:
-        raise SpecError("points", points, "expected at least 3 evaluated points (the paper uses 16)")
-    tolerance = check_value(top.get("tolerance", SweepSpec.tolerance), float, "tolerance")
-    if tolerance < 0:
-        raise SpecError("tolerance", tolerance, "expected a non-negative number")
-    storage = check_value(top.get("storage", SweepSpec.storage), str, "storage")
-    resources = _parse_resources(raw.get("resources"), "resources")
-    precision = _precision(top.get("precision", "auto"), "precision", resources)
-
-    raw_tasks = _list(raw.get("tasks"), "tasks") if "tasks" in raw else None
-    if raw_tasks is None:
-        raise SpecError("tasks", None, "this field is required: a list of tasks, e.g. [{name: digits, ratios: [2], methods: [ga, rl]}]")
-    tasks = []
-    for i, raw_task in enumerate(raw_tasks):
-        task = _parse_task(raw_task, f"tasks[{i}]", settings, task_registry, method_registry, base_dir)
-        task_precision = raw_task.get("precision", "auto")
-        tasks.append(dataclasses.replace(task, precision=precision if task_precision == "auto" else _precision(
-            task_precision, f"tasks[{i}].precision", resources)))
-        _check_shards(tasks[-1], resources, f"tasks[{i}]")
-    _unique([t.name for t in tasks], "tasks")
-    return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=tuple(seeds), curves=curves,
-                     bends=bends, points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources)
+    return tuple(seeds)
 
 
-def _precision(value, path: str, resources: ResourcesSpec) -> str:
-    """A precision by name; ``auto`` is bf16-mixed when the sweep asks for GPUs, else fp32."""
+def _precision(value, path: str, resources) -> str:
+    """A precision by name; ``auto`` is bf16-mixed when the sweep asks for GPUs, else fp32
+    (FAILED resources: the file is refused anyway, fp32 stands in)."""
     if value == "auto":
+        if resources is FAILED:
+            return "fp32"
         return "bf16-mixed" if resources.train.use_gpu or resources.eval_gpus > 0 else "fp32"
     if value not in PRECISIONS:
         raise SpecError(path, value, f"unknown precision{did_you_mean(value, PRECISIONS)}; allowed: auto, "
@@ -297,109 +379,295 @@ def _check_shards(task: TaskSpec, resources: ResourcesSpec, path: str) -> None:
     sizes = {f"{path}.curve_fit.batch_size": task.curve_fit.batch_size} if task.curve_fit.batch_size else {}
     sizes |= {f"{path}.hparams.{m}.batch_size": h["params"]["batch_size"] for m, h in task.hparams.items()}
     sizes |= {f"{path}.options.batch_size": task.options["batch_size"]} if "batch_size" in task.options else {}
+    problems = Problems()
     for field_path, size in sizes.items():
         if size < shards:
-            raise SpecError(field_path, size, f"a batch is split over num_workers x grad_accum = {shards} "
-                                              f"micro-batches: expected at least {shards}")
+            problems.errors.append(SpecError(field_path, size, f"a batch is split over num_workers x grad_accum = "
+                                                               f"{shards} micro-batches: expected at least {shards}"))
+    problems.raise_any()
 
 
-def _parse_task(raw, path, settings, task_registry, method_registry, base_dir) -> TaskSpec:
+def _parse_task(raw, path, settings, precision, resources, task_registry, method_registry, base_dir) -> TaskSpec:
+    """One task block; ``settings``, ``precision`` and ``resources`` are the sweep's (FAILED when wrong there)."""
     if not isinstance(raw, dict):
         raise SpecError(path, raw, "expected a mapping with keys name, ratios, methods, options, hparams, curve_fit")
-    allowed = [f.name for f in dataclasses.fields(TaskSpec)]
-    reject_unknown_keys(raw, allowed, path)
-    if "name" not in raw:
-        raise SpecError(_join(path, "name"), None, f"this field is required; known tasks: {', '.join(task_registry.TASKS)}")
+    problems = Problems()
+    check = problems.attempt
+    check(reject_unknown_keys, raw, [f.name for f in dataclasses.fields(TaskSpec)], path)
+    task = check(_task, raw.get("name"), _join(path, "name"), task_registry)
+    if "settings" in raw:
+        settings = check(_choices, raw["settings"], _join(path, "settings"), SETTINGS)
+    if raw.get("precision", "auto") != "auto":
+        precision = check(_precision, raw["precision"], _join(path, "precision"), resources)
+    curve_fit = check(build_dataclass, CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))
+    if curve_fit is not FAILED:
+        check(curve_fit.check, _join(path, "curve_fit"))
+    if task is FAILED:  # ratios, methods, options and hparams are checked against the task
+        problems.raise_any()
     name = raw["name"]
-    if name not in task_registry.TASKS:
-        raise SpecError(_join(path, "name"), name, f"unknown task{did_you_mean(name, task_registry.TASKS)}; known tasks: {', '.join(task_registry.TASKS)}")
-    task = task_registry.TASKS[name]
 
-    ratios = _list(raw.get("ratios", list(task.default_ratios)), _join(path, "ratios"))
+    ratios = check(_ratios, raw.get("ratios", list(task.default_ratios)), _join(path, "ratios"))
+    known_methods = [m for m in method_registry.METHODS if task.family in method_registry.METHODS[m].families]
+    if "methods" not in raw:
+        methods = FAILED
+        problems.errors.append(SpecError(_join(path, "methods"), None,
+                                         f"this field is required; methods for {name}: {', '.join(known_methods)}"))
+    else:
+        methods = check(_choices, raw["methods"], _join(path, "methods"), known_methods)
+    needs_two = [s for s in settings if s.startswith("Met")] if settings is not FAILED else []
+    if needs_two and methods is not FAILED and len(methods) < 2:
+        problems.errors.append(SpecError(_join(path, "methods"), list(methods),
+                                         f"settings {', '.join(needs_two)} pair two different methods: list at least "
+                                         f"two, or drop those settings"))
+
+    options = check(build_dataclass, task.Options, raw.get("options"), _join(path, "options"))
+    if options is not FAILED:
+        options = check(task.normalize_options, options)
+    if options is not FAILED and check(task.check_options, options, _join(path, "options"), base_dir) is FAILED:
+        options = FAILED
+    if options is not FAILED and ratios is not FAILED:
+        check(task.check_ratios, ratios, dataclasses.asdict(options), _join(path, "ratios"))
+
+    hparams = FAILED if methods is FAILED else check(_hparams, raw.get("hparams"), _join(path, "hparams"), task,
+                                                      methods, method_registry)
+    problems.raise_any()
+    parsed = TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods,
+                      options=dataclasses.asdict(options), hparams=hparams, curve_fit=curve_fit,
+                      settings=() if settings is FAILED else tuple(settings), precision=precision)
+    if resources is not FAILED:
+        _check_shards(parsed, resources, path)
+    return parsed
+
+
+def _task(name, path: str, task_registry):
+    """The registered task called ``name``."""
+    if name is None:
+        raise SpecError(path, None, f"this field is required; known tasks: {', '.join(task_registry.TASKS)}")
+    if name not in task_registry.TASKS:
+        raise SpecError(path, name, f"unknown task{did_you_mean(name, task_registry.TASKS)}; known tasks: "
+                                    f"{', '.join(task_registry.TASKS)}")
+    return task_registry.TASKS[name]
+
+
+def _ratios(raw, path: str) -> list:
+    ratios = _list(raw, path)
     for j, ratio in enumerate(ratios):
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 100:
-            raise SpecError(_join(_join(path, "ratios"), j), ratio, "a forget ratio is a percentage strictly between 0 and 100")
-    _unique(ratios, _join(path, "ratios"))
+            raise SpecError(_join(path, j), ratio, "a forget ratio is a percentage strictly between 0 and 100")
+    _unique(ratios, path)
+    return ratios
 
-    known_methods = [m for m in method_registry.METHODS if task.family in method_registry.METHODS[m].families]
-    methods = _choices(raw.get("methods"), _join(path, "methods"), known_methods) if "methods" in raw else None
-    if methods is None:
-        raise SpecError(_join(path, "methods"), None, f"this field is required; methods for {name}: {', '.join(known_methods)}")
-    if "settings" in raw:
-        settings = _choices(raw["settings"], _join(path, "settings"), SETTINGS)
-    needs_two = [s for s in settings if s.startswith("Met")]
-    if needs_two and len(methods) < 2:
-        raise SpecError(_join(path, "methods"), list(methods),
-                        f"settings {', '.join(needs_two)} pair two different methods: list at least two, or drop those settings")
 
-    options = task.normalize_options(build_dataclass(task.Options, raw.get("options"), _join(path, "options")))
-    task.check_options(options, _join(path, "options"), base_dir)
-    task.check_ratios(ratios, dataclasses.asdict(options), _join(path, "ratios"))
-
-    raw_hparams = raw.get("hparams") or {}
-    if not isinstance(raw_hparams, dict):
-        raise SpecError(_join(path, "hparams"), raw_hparams, "expected a mapping method -> {param: value}")
+def _hparams(raw, path: str, task, methods: tuple, method_registry) -> dict:
+    """Method -> resolved knobs, for the task's methods and the methods their pathways start from;
+    each method's block is checked on its own."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise SpecError(path, raw, "expected a mapping method -> {param: value}")
     # a pathway method trains from another method's endpoint: that method's knobs are needed too
     tuned = list(dict.fromkeys([*methods, *(method_registry.METHODS[m].source for m in methods
                                             if method_registry.METHODS[m].source)]))
+    problems = Problems()
     hparams = {}
-    for method_name, values in raw_hparams.items():
-        hp_path = _join(_join(path, "hparams"), method_name)
+    for method_name, values in raw.items():
+        hp_path = _join(path, method_name)
         if method_name not in tuned:
-            raise SpecError(hp_path, values, f"hyper-parameters for a method not in this task's methods{did_you_mean(method_name, tuned)}; methods: {', '.join(tuned)}")
-        hparams[method_name] = method_registry.resolve_hparams(method_name, task, values, hp_path)
+            problems.errors.append(SpecError(hp_path, values, f"hyper-parameters for a method not in this task's "
+                                                              f"methods{did_you_mean(method_name, tuned)}; methods: "
+                                                              f"{', '.join(tuned)}"))
+            continue
+        hparams[method_name] = problems.attempt(method_registry.resolve_hparams, method_name, task, values, hp_path)
+    problems.raise_any()
     for method_name in tuned:
         hparams.setdefault(method_name, method_registry.resolve_hparams(method_name, task, {}, ""))
-
-    curve_fit = build_dataclass(CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))
-    curve_fit.check(_join(path, "curve_fit"))
-    return TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods, options=dataclasses.asdict(options),
-                    hparams=hparams, curve_fit=curve_fit, settings=tuple(settings))
+    return hparams
 
 
 def _parse_resources(raw, path) -> ResourcesSpec:
     raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
     if not isinstance(raw, dict):
         raise SpecError(path, raw, "expected a mapping")
-    train = build_dataclass(ScalingSpec, raw.pop("train", None), _join(path, "train"))
-    if train.num_workers < 0:
-        raise SpecError(_join(path, "train.num_workers"), train.num_workers,
-                        "expected 0 (Train's local mode, in the trial's process), 1 (a worker of its own, e.g. "
-                        "on a GPU) or more (data parallel: each worker its shard of every batch)")
-    if train.grad_accum < 1:
-        raise SpecError(_join(path, "train.grad_accum"), train.grad_accum, "expected an integer >= 1")
-    if not isinstance(train.resources_per_worker, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for k, v in train.resources_per_worker.items()):
-        raise SpecError(_join(path, "train.resources_per_worker"), train.resources_per_worker,
-                        "expected a mapping resource name -> non-negative number, e.g. {CPU: 4, GPU: 1}")
-    resources = build_dataclass(ResourcesSpec, raw, path, overrides={"train": train})
-    if resources.max_concurrent_trials < 1:
-        raise SpecError(_join(path, "max_concurrent_trials"), resources.max_concurrent_trials, "expected an integer >= 1")
-    if resources.eval_points_per_task < 1:
-        raise SpecError(_join(path, "eval_points_per_task"), resources.eval_points_per_task, "expected an integer >= 1")
-    if resources.max_failures < 0:
-        raise SpecError(_join(path, "max_failures"), resources.max_failures, "expected an integer >= 0")
-    for key in ("trial_cpus", "eval_cpus", "eval_gpus"):
-        if getattr(resources, key) < 0:
-            raise SpecError(_join(path, key), getattr(resources, key), "expected a non-negative number")
+    problems = Problems()
+    train_path = _join(path, "train")
+    train = problems.attempt(build_dataclass, ScalingSpec, raw.pop("train", None), train_path)
+    if train is not FAILED:
+        if train.num_workers < 0:
+            problems.errors.append(SpecError(
+                _join(train_path, "num_workers"), train.num_workers,
+                "expected 0 (Train's local mode, in the trial's process), 1 (a worker of its own, e.g. on a GPU) "
+                "or more (data parallel: each worker its shard of every batch)"))
+        if train.grad_accum < 1:
+            problems.errors.append(SpecError(_join(train_path, "grad_accum"), train.grad_accum,
+                                             "expected an integer >= 1"))
+        if not isinstance(train.resources_per_worker, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                for k, v in train.resources_per_worker.items()):
+            problems.errors.append(SpecError(_join(train_path, "resources_per_worker"), train.resources_per_worker,
+                                             "expected a mapping resource name -> non-negative number, e.g. "
+                                             "{CPU: 4, GPU: 1}"))
+    resources = problems.attempt(build_dataclass, ResourcesSpec, raw, path, overrides={"train": train})
+    if resources is not FAILED:
+        for key, minimum in (("max_concurrent_trials", 1), ("eval_points_per_task", 1), ("max_failures", 0)):
+            if getattr(resources, key) < minimum:
+                problems.errors.append(SpecError(_join(path, key), getattr(resources, key),
+                                                 f"expected an integer >= {minimum}"))
+        for key in ("trial_cpus", "eval_cpus", "eval_gpus"):
+            if getattr(resources, key) < 0:
+                problems.errors.append(SpecError(_join(path, key), getattr(resources, key),
+                                                 "expected a non-negative number"))
+    problems.raise_any()
     return resources
 
 
-def load_spec(path: str | os.PathLike) -> SweepSpec:
-    """Read and validate a sweep file."""
+# ----------------------------------------------------------------------------- files and overrides
+
+
+def read_sweep_file(path: str | os.PathLike) -> Any:
+    """The YAML document of a sweep file, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise SpecError("<file>", str(path), "no such sweep file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise SpecError("<yaml>", str(path), f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_spec(raw, base_dir=path.parent)
+
+
+def load_spec(path: str | os.PathLike, overrides=()) -> SweepSpec:
+    """Read and validate a sweep file, after ``overrides`` (``key=value`` strings, see apply_overrides).
+
+    With overrides, their problems and the file's are reported together (SpecErrors), and
+    a problem in a field an override set says which one.
+    """
+    raw = read_sweep_file(path)
+    if not overrides:
+        return parse_spec(raw, base_dir=Path(path).parent)
+    problems = Problems()
+    raw = apply_overrides(raw, overrides, keep_going=problems)
+    spec = problems.attempt(parse_spec, raw, base_dir=Path(path).parent)
+    set_paths = {}
+    for text in overrides:
+        with contextlib.suppress(SpecError):
+            set_paths[_field_path(_override_keys(text.partition("=")[0].strip()))] = text
+    problems.errors = [_blame(e, set_paths) for e in problems.errors]
+    problems.raise_any()
+    return spec
+
+
+_YAML_11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")  # 1e-4: text to YAML 1.1, a number here
+
+
+def apply_overrides(raw: Any, overrides, keep_going: Problems | None = None) -> Any:
+    """A copy of a sweep document with ``key=value`` assignments applied (the CLI's ``--set``).
+
+    ``key`` is a dotted path into the document, list entries by index (``tasks.0.ratios``
+    or ``tasks[0].ratios``); mappings missing on the way are created. ``value`` is read as
+    YAML (``[2, 5]``, ``true``, ``{lr: 1.0e-4}``; ``1e-4`` is a number too). A bad
+    assignment raises a SpecError naming the field; with ``keep_going`` the other
+    assignments still apply and the errors are added to it instead.
+    """
+    raw = {} if raw is None else copy.deepcopy(raw)
+    problems = keep_going if keep_going is not None else Problems()
+    for text in overrides:
+        key, eq, value_text = text.partition("=")
+        keys = problems.attempt(_override_keys, key.strip()) if eq else FAILED
+        if not eq:
+            problems.errors.append(SpecError("--set", text, "expected key=value, e.g. tolerance=0.05 or "
+                                                            "tasks.0.ratios=[2]"))
+        if keys is FAILED:
+            continue
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError as exc:
+            problems.errors.append(SpecError(_field_path(keys), value_text, f"--set {text}: the value is not valid "
+                                                                            f"YAML ({getattr(exc, 'problem', exc)})"))
+            continue
+        if isinstance(value, str) and _YAML_11_FLOAT.fullmatch(value):
+            value = float(value)
+        problems.attempt(_assign, raw, keys, value, text)
+    if keep_going is None:
+        problems.raise_any()
+    return raw
+
+
+def _override_keys(key: str) -> list:
+    """``tasks.0.ratios`` or ``tasks[0].ratios`` -> ["tasks", 0, "ratios"]."""
+    parts = key.replace("[", ".").replace("]", "").split(".")
+    if not all(parts):
+        raise SpecError("--set", key, "expected a dotted path to a field, e.g. tolerance or tasks.0.ratios")
+    return [int(part) if part.isdigit() else part for part in parts]
+
+
+def _field_path(keys: list) -> str:
+    """["tasks", 0, "ratios"] -> ``tasks[0].ratios``, as errors name fields."""
+    path = ""
+    for key in keys:
+        path = _join(path, key)
+    return path
+
+
+def _assign(raw: Any, keys: list, value: Any, text: str) -> None:
+    """Put ``value`` at ``keys`` inside ``raw``; a SpecError naming the field when it cannot go there."""
+    target, path = raw, ""
+    for i, step in enumerate(keys):
+        here = _join(path, step)
+        if isinstance(target, list):
+            if not isinstance(step, int) or not 0 <= step < len(target):
+                raise SpecError(here, None, f"--set {text}: {path} is a list of {len(target)}; index it with "
+                                            f"0..{len(target) - 1}")
+        elif isinstance(target, dict):
+            if isinstance(step, int):
+                raise SpecError(here, None, f"--set {text}: {path or 'the sweep file'} is a mapping, not a list; "
+                                            f"name one of its keys")
+        else:
+            raise SpecError(path, target, f"--set {text}: a single value, not a mapping or list; set {path} itself")
+        if i == len(keys) - 1:
+            target[step] = value
+            return
+        inner = target[step] if isinstance(target, list) else target.get(step)
+        if inner is None:  # a mapping missing on the way is created; a list is not guessed
+            if isinstance(keys[i + 1], int):
+                raise SpecError(here, None, f"--set {text}: no list here to index")
+            inner = target[step] = {}
+        target, path = inner, here
+
+
+def _blame(error: SpecError, set_paths: dict) -> SpecError:
+    """``error``, saying which ``--set`` put the value there when one did."""
+    for path, text in set_paths.items():
+        if (error.path == path or error.path.startswith((path + ".", path + "["))) and "--set" not in error.allowed:
+            return SpecError(error.path, error.value, f"{error.allowed} (set by --set {text})")
+    return error
 
 
 def spec_to_dict(spec: SweepSpec) -> dict:
     """The resolved spec as plain data (saved beside results; hashed into the spec id)."""
     return dataclasses.asdict(spec)
+
+
+def resolved_sweep_file(spec: SweepSpec) -> dict:
+    """The spec as a sweep file with every default written out (``--print-config``).
+
+    Read back by ``parse_spec`` it gives the same spec: a method's knobs as the file
+    writes them ({param: value, so: {...}, cl: {...}}), each task's settings and precision
+    resolved.
+    """
+    def plain(value):  # tuples -> lists, for YAML
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    top = spec_to_dict(spec)
+    tasks = []
+    for task in spec.tasks:
+        hparams = {m: {**h["params"], "so": h["so"], "cl": h["cl"]} for m, h in task.hparams.items()}
+        tasks.append({"name": task.name, "ratios": task.ratios, "methods": task.methods, "settings": task.settings,
+                      "precision": task.precision, "options": task.options, "hparams": hparams,
+                      "curve_fit": dataclasses.asdict(task.curve_fit)})
+    order = ["name", "storage", "settings", "seeds", "curves", "bends", "points", "tolerance", "precision",
+             "resources"]
+    return plain({**{k: top[k] for k in order}, "tasks": tasks})

@@ -1,36 +1,61 @@
 """Command line: plan a sweep file, run (or resume) its grid on Ray, draw its figures.
 
     python -m mcu_ray.sweep sweeps/quickstart.yaml
-    python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --json
+    python -m mcu_ray.sweep sweeps/quickstart.yaml --dry-run            # every cell: done or pending
+    python -m mcu_ray.sweep sweeps/quickstart.yaml --print-config       # every default and knob
     python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --estimate
+    python -m mcu_ray.sweep sweeps/quickstart.yaml --set tolerance=0.05 --set tasks.0.ratios=[2]
+    python -m mcu_ray.sweep sweeps/full_grid.yaml --only task=tofu,setting=Met
 
 Rerunning the same command resumes: cells with results are skipped and every
-artifact already in the store is reused.
+artifact already in the store is reused. (Also ``mcu-ray sweep ...``.)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 
-from mcu_ray.spec import SpecError, load_spec, spec_to_dict
+import yaml
+
+from mcu_ray.spec import (FAILED, Problems, SpecError, did_you_mean, load_spec, resolved_sweep_file, spec_errors,
+                          spec_to_dict)
+
+ONLY_KEYS = ("task", "setting", "method", "ratio", "seed")  # what --only can select cells by
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mcu_ray.sweep", description=__doc__,
+def parse_args(argv=None, prog: str = "python -m mcu_ray.sweep") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="sweep YAML file (see sweeps/)")
     parser.add_argument("--storage", help="storage root, a path or pyarrow.fs URI (default: the spec's, ./mcu_runs)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan's counts and exit; starts no Ray")
-    parser.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (its counts, then every cell per task x setting, done or pending "
+                             "in --storage) and exit; starts no Ray")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object instead")
     parser.add_argument("--estimate", action="store_true",
                         help="with --dry-run: also print the expected device-hours per job kind (original, "
                              "retrained, endpoint, bend, evaluation) and in total, priced by a short calibration on "
                              "this machine's default device (CUDA if present, else the CPU); artifacts already in "
                              "the storage count as done; never downloads (hub models: a FLOP model, assumptions "
                              "listed)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved sweep file (every default and hyper-parameter written out, after "
+                             "--set) as YAML and exit; it can be run as it is")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a field of the sweep file before it is checked: a dotted path, list entries "
+                             "by index, the value read as YAML (tolerance=0.05, tasks.0.ratios=[2], "
+                             "tasks.0.hparams.ga.lr=1e-4); repeatable")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
+                        help="run (or list) only the cells matching every KEY=VALUE, keys task, setting, method "
+                             "(ga: either endpoint; ga/rl: that ordered pair), ratio, seed; repeated: cells "
+                             "matching any of them (--only setting=Rand --only setting=Met)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's and Tune's start-up messages and the workers' output (quiet by default: "
+                             "one line per finished cell)")
     parser.add_argument("--report-dir", help="where figures go (default: reports/<sweep name>)")
     parser.add_argument("--no-report", action="store_true", help="skip drawing figures at the end")
     parser.add_argument("--restart", action="store_true",
@@ -44,6 +69,29 @@ def parse_args(argv=None) -> argparse.Namespace:
 def fail(message: str, code: int = 2):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def fail_all(messages: list[str], code: int = 2):
+    """Every problem on its own line, then exit."""
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """Combinations of flags that cannot mean what they say (all of them, not only the first)."""
+    problems = []
+    if args.json and not args.dry_run:
+        problems.append("--json: works with --dry-run only (without --dry-run the sweep would run); add --dry-run")
+    if args.estimate and not args.dry_run:
+        problems.append("--estimate: works with --dry-run only (it prices the sweep before anything runs); "
+                        "add --dry-run")
+    if args.print_config and args.dry_run:
+        problems.append("--print-config: prints the resolved sweep file and exits; use it without --dry-run")
+    if args.restart and args.only:
+        problems.append("--restart: drops every result table of the sweep, not only the --only cells; "
+                        "run it without --only")
+    return problems
 
 
 def check_storage(storage: str) -> None:
@@ -70,17 +118,148 @@ def check_gpus(spec, gpus: float, local: bool) -> None:
                   file=sys.stderr, flush=True)
 
 
-def start_ray(address: str | None, num_cpus: int | None) -> None:
-    """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance."""
-    import ray
+# ----------------------------------------------------------------------------- --only
 
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    # A private, loopback-only instance for this process: no dashboard, no auth token to manage.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+def cell_fields(cell, plan) -> dict:
+    """What ``--only`` and ``--dry-run`` say about a cell."""
+    e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+    return {"key": cell.key, "task": cell.task, "setting": cell.setting, "method_1": e1.method,
+            "method_2": e2.method, "ratio": cell.ratio, "seed": cell.seed}
+
+
+def parse_only(texts: list[str], plan) -> list[dict]:
+    """``--only`` values -> one {key: value} condition per flag, each value checked against the plan's cells.
+
+    Raises SpecError (SpecErrors for several) naming the filter, the value and what this sweep has.
+    """
+    if not texts:
+        return []
+    cells = [cell_fields(c, plan) for c in plan.cells]
+    has = {"task": sorted({c["task"] for c in cells}), "setting": sorted({c["setting"] for c in cells}),
+           "method": sorted({c[m] for c in cells for m in ("method_1", "method_2")}),
+           "ratio": sorted({c["ratio"] for c in cells}), "seed": sorted({c["seed"] for c in cells})}
+    problems, conditions = Problems(), []
+    for text in texts:
+        condition = {}
+        for part in text.split(","):
+            key, eq, value = (s.strip() for s in part.partition("="))
+            if not eq or key not in ONLY_KEYS:
+                problems.errors.append(SpecError("--only", part, f"expected KEY=VALUE with KEY one of "
+                                                                 f"{', '.join(ONLY_KEYS)}{did_you_mean(key, ONLY_KEYS)}"))
+                continue
+            value = problems.attempt(_only_value, key, value, has[key])
+            if value is not FAILED:
+                condition[key] = value
+        conditions.append(condition)
+    problems.raise_any()
+    if not any(only_matches(c, condition) for c in cells for condition in conditions):
+        raise SpecError("--only", " ".join(texts), "selects no cell of this sweep (each filter matches some cells, "
+                                                   "all of them together none)")
+    return conditions
+
+
+def _only_value(key: str, text: str, allowed: list):
+    """One --only value as the cells hold it (ratio a float, seed an int, method a name or a pair)."""
+    def refuse(word=text):
+        shown = ", ".join(f"{a:g}" if isinstance(a, float) else str(a) for a in allowed)
+        return SpecError(f"--only {key}", text, f"not in this sweep{did_you_mean(word, map(str, allowed))}; "
+                                                f"it has: {shown}")
+    if key == "method":  # ga (either endpoint) or ga/rl (that ordered pair)
+        names = text.split("/")
+        unknown = [n for n in names if n not in allowed]
+        if len(names) > 2 or unknown:
+            raise refuse(unknown[0] if unknown else text)
+        return tuple(names)
+    if key in ("ratio", "seed"):
+        try:
+            value = float(text) if key == "ratio" else int(text)
+        except ValueError:
+            raise refuse() from None
+    else:
+        value = text
+    if value not in allowed:
+        raise refuse()
+    return value
+
+
+def only_matches(cell: dict, condition: dict) -> bool:
+    for key, value in condition.items():
+        if key == "method":
+            pair = (cell["method_1"], cell["method_2"])
+            if (len(value) == 1 and value[0] not in pair) or (len(value) == 2 and value != pair):
+                return False
+        elif cell[key] != value:
+            return False
+    return True
+
+
+def select(plan, conditions: list[dict]):
+    """The plan of the cells matching any condition (all cells without any)."""
+    if not conditions:
+        return plan
+    return plan.subset([c for c in plan.cells if any(only_matches(cell_fields(c, plan), x) for x in conditions)])
+
+
+# ----------------------------------------------------------------------------- --dry-run
+
+
+def cell_status(spec, plan, storage: str) -> list[dict]:
+    """Every cell with ``status`` done or pending; nothing is run or written.
+
+    Done is what ``runner.run_grid`` skips: the cell's results file is in ``storage`` and
+    reads as Parquet (``Store.has_table``). Keep the two the same.
+    """
+    from mcu_ray.store import Store
+
+    try:
+        store = Store(storage)
+        done = {c.key for c in plan.cells
+                if store.has_table(spec.name, "results", {"task": c.task, "setting": c.setting}, c.key)}
+    except Exception as exc:  # noqa: BLE001 - an unreadable storage must not stop a dry run
+        print(f"warning: cannot read {storage} ({type(exc).__name__}: {exc}); cells shown as unknown",
+              file=sys.stderr)
+        return [{**cell_fields(c, plan), "status": "unknown"} for c in plan.cells]
+    return [{**cell_fields(c, plan), "status": "done" if c.key in done else "pending"} for c in plan.cells]
+
+
+def tally(cells: list[dict]) -> str:
+    """``2 done, 1 pending`` (and unknown when the storage could not be read)."""
+    counts = {s: sum(c["status"] == s for c in cells) for s in ("done", "pending", "unknown")}
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "unknown")
+
+
+def format_cells(cells: list[dict]) -> str:
+    """Cells grouped per task x setting, one line each."""
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault((cell["task"], cell["setting"]), []).append(cell)
+    lines = []
+    for (task, setting), group in groups.items():
+        lines.append(f"{task} {setting}: {len(group)} cell{'s' * (len(group) != 1)}, {tally(group)}")
+        for c in group:
+            methods = f"{c['method_1']}/{c['method_2']}"
+            lines.append(f"  {c['status']:<8} {methods:<13} ratio={c['ratio']:g}% seed={c['seed']}  {c['key']}")
+    return "\n".join(lines)
+
+
+def dry_run(args, spec, plan, storage: str) -> int:
+    cost = estimate_or_fail(args.spec, spec, plan, storage) if args.estimate else None
+    cells = cell_status(spec, plan, storage)
+    counts = plan.counts()
+    if args.json:
+        status = {s: sum(c["status"] == s for c in cells) for s in ("done", "pending")}
+        print(json.dumps({"sweep": spec.name, **counts, "storage": storage, **status, "cell_list": cells,
+                          **({"estimate": cost} if cost else {})}))
+        return 0
+    print(f"sweep {spec.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print(f"cells in {storage}: {tally(cells)}")
+    print(format_cells(cells))
+    if cost:
+        from mcu_ray.estimate import format_estimate
+
+        print(format_estimate(spec.name, cost))
+    return 0
 
 
 def estimate_or_fail(spec_file: str, spec, plan, storage: str) -> dict:
@@ -96,36 +275,86 @@ def estimate_or_fail(spec_file: str, spec, plan, storage: str) -> dict:
         fail(f"{spec_file}: {exc}")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+# ----------------------------------------------------------------------------- --print-config
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """Mappings as blocks, lists of values on one line (``ratios: [2.0, 10.0]``), as the sweep files write them."""
+
+
+ConfigDumper.add_representer(list, lambda dumper, items: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", items, flow_style=not any(isinstance(i, (dict, list)) for i in items)))
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Ray's and Tune's start-up messages only with --verbose; the per-cell lines stay either way.
+
+    Before Ray is imported: Tune's new output engine prints its configuration box and
+    result paths even at verbose=0, its legacy reporter honours verbose=0 (runner.py asks
+    for 0). Ray's own loggers are set at ray.init (``logging_level``).
+    """
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def start_ray(address: str | None, num_cpus: int | None, verbose: bool = False) -> None:
+    """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance.
+
+    ``verbose``: Ray's INFO messages, and the workers' output copied to this terminal.
+    """
+    import ray
+
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **quiet)
+        return
+    # A private, loopback-only instance for this process: no dashboard, no auth token to manage.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
+    args = parse_args(argv, prog)
+    problems = flag_problems(args)
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, args.overrides)
     except SpecError as exc:
-        fail(f"{args.spec}: {exc}")
+        fail_all(problems + [f"{args.spec}: {e}" for e in spec_errors(exc)])
+    if problems:
+        fail_all(problems)
+    if args.print_config:
+        note = "".join(f" --set {o}" for o in args.overrides)
+        print(f"# {args.spec}{note}, resolved: every default and hyper-parameter written out.\n"
+              f"# A sweep file itself: run as it is, it plans the same cells.")
+        print(yaml.dump(resolved_sweep_file(spec), Dumper=ConfigDumper, sort_keys=False, width=120), end="")
+        return 0
     from mcu_ray.plan import make_plan
 
-    if args.estimate and not args.dry_run:
-        fail("--estimate: works with --dry-run only (it prices the sweep before anything runs); add --dry-run")
     storage = args.storage or spec.storage
-    plan = make_plan(spec)
-    counts = plan.counts()
+    full_plan = make_plan(spec)
+    try:
+        plan = select(full_plan, parse_only(args.only, full_plan))
+    except SpecError as exc:
+        fail_all([str(e) for e in spec_errors(exc)])
     if args.dry_run:
-        cost = estimate_or_fail(args.spec, spec, plan, storage) if args.estimate else None
-        if args.json:
-            print(json.dumps({"sweep": spec.name, **counts, **({"estimate": cost} if cost else {})}))
-        else:
-            print(f"sweep {spec.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-            if cost:
-                from mcu_ray.estimate import format_estimate
-
-                print(format_estimate(spec.name, cost))
-        return 0
+        return dry_run(args, spec, plan, storage)
     try:
         check_storage(storage)
     except SpecError as exc:
         fail(f"{args.spec}: {exc}")
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_ray(args.verbose)
     import ray
 
     from mcu_ray.runner import RESULT_TABLES, run_grid, spec_hash
@@ -134,18 +363,22 @@ def main(argv=None) -> int:
     started = time.time()
     local = not ray.is_initialized() and not (args.address or os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        start_ray(args.address, args.num_cpus)
+        start_ray(args.address, args.num_cpus, args.verbose)
     try:
         check_gpus(spec, ray.cluster_resources().get("GPU", 0), local)
     except SpecError as exc:
         ray.shutdown()
         fail(f"{args.spec}: {exc}")
+    counts = plan.counts()
+    subset = f" (--only: {len(plan.cells)} of {len(full_plan.cells)} cells)" if args.only else ""
     print(f"sweep {spec.name}: {counts['cells']} cells, {counts['endpoints']} endpoints, {counts['curves']} curves, "
-          f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}", flush=True)
+          f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}{subset}",
+          flush=True)
     # the plan's keys tell the report which stored rows are this version's (an edited sweep
-    # keeps the rows of cells it dropped: nothing computed is deleted, nothing stale is shown)
-    current = {"cells": [c.key for c in plan.cells], "models": [*plan.originals, *plan.retrained],
-               "pathway": [e.key for e in plan.endpoints.values() if e.source]}
+    # keeps the rows of cells it dropped: nothing computed is deleted, nothing stale is shown);
+    # the whole plan's, so that --only runs add up to the sweep's report
+    current = {"cells": [c.key for c in full_plan.cells], "models": [*full_plan.originals, *full_plan.retrained],
+               "pathway": [e.key for e in full_plan.endpoints.values() if e.source]}
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
                                           indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:

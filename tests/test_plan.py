@@ -83,3 +83,13 @@ def test_seeds_multiply_cells_and_share_offsets():
     assert plan.counts()["cells"] == 8
     # seed 0 uses seeds {0, 1}, seed 1 uses {1, 2}: the seed-1 FO endpoint is shared
     assert plan.counts()["endpoints"] == 4 * 3
+
+
+def test_subset_keeps_exactly_the_artifacts_its_cells_need():
+    """The Rand cells of a Rand + Met plan need what a Rand-only plan has, no more (--only)."""
+    both, rand = make_plan(four_method_spec(settings=["Rand", "Met"])), make_plan(four_method_spec(settings=["Rand"]))
+    subset = both.subset([c for c in both.cells if c.setting == "Rand"])
+    assert [c.key for c in subset.cells] == [c.key for c in rand.cells]
+    for table in ("originals", "retrained", "endpoints", "curves"):
+        assert list(getattr(subset, table)) == list(getattr(rand, table))
+    assert subset.counts() == rand.counts()

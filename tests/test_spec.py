@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from mcu_ray.spec import SpecError, load_spec, parse_spec
+from mcu_ray.spec import SpecError, SpecErrors, load_spec, parse_spec
 from tests.conftest import tiny_digits_task
 
 
@@ -161,3 +161,39 @@ def test_cli_runs_with_a_relative_storage_path(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert list((tmp_path / "runs" / "t" / "results").rglob("*.parquet"))
     assert (tmp_path / "report" / "index.html").is_file()
+
+
+def several_errors() -> dict:
+    """One document with eight independent problems."""
+    return {"name": "a/b", "tolernce": 0.1, "settings": ["Rand", "Met"], "points": 2,
+            "resources": {"train": {"grad_accum": 0}},
+            "tasks": [tiny_digits_task(ratios=[150], hparams={"ga": {"lr": -1}, "rl": {"step": 3}}),
+                      {"name": "digit", "ratios": [5], "methods": ["ga", "rl"]}]}
+
+
+# in the order they are checked: unknown keys, top-level fields, resources, each task (its hparams per method)
+SEVERAL = ["tolernce", "name", "points", "resources.train.grad_accum", "tasks[0].ratios[0]", "tasks[0].hparams.ga.lr",
+           "tasks[0].hparams.rl.step", "tasks[1].name"]
+
+
+def test_every_independent_error_is_reported_at_once():
+    with pytest.raises(SpecErrors) as err:
+        parse_spec(several_errors())
+    assert [e.path for e in err.value.errors] == SEVERAL
+    assert isinstance(err.value, SpecError) and err.value.path == "tolernce"  # read as one error: the first
+    assert str(err.value).splitlines() == [str(e) for e in err.value.errors]
+
+
+def test_a_check_that_needs_a_wrong_value_is_skipped_not_reported_twice():
+    # an unknown task: its methods, options and hparams cannot be checked, its curve_fit can
+    spec = good()
+    spec["tasks"][0].update(name="digit", curve_fit={"epochs": -1})
+    with pytest.raises(SpecErrors) as err:
+        parse_spec(spec)
+    assert [e.path for e in err.value.errors] == ["tasks[0].name", "tasks[0].curve_fit.epochs"]
+    # unknown methods: the hyper-parameters of the others are not called "not in this task's methods"
+    spec = good()
+    spec["tasks"][0]["methods"] = ["ga", "rll"]
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    assert not isinstance(err.value, SpecErrors) and err.value.path == "tasks[0].methods[1]"
