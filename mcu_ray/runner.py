@@ -362,12 +362,13 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
             rows += [{**ident, "curve": kind, "curve_key": key, "t": round(float(t), 6), **nan, "status": "diverged",
                       "reason": problem} for t in jobs.t_grid(spec.points)]
             barrier_rows += [{**ident, "curve": kind, "curve_key": key, "metric": m, "status": "diverged",
-                              "reason": problem, "mcu": False, "tolerance": spec.tolerance} for m in nan]
+                              "reason": problem, "mcu": False, "tolerance": spec.tolerance.loss} for m in nan]
             summary |= {f"mcu_{kind}": None, f"status_{kind}": "diverged"}
             continue
         points = jobs.curve_rows(store, curve, cell.endpoint_1)
         length = store.read_meta(key).get("length", float("nan"))  # in parameter space
-        verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss, spec.tolerance)
+        verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss,
+                                spec.tolerance.loss)
         for point in points:
             rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok",
                          "reason": ""})
@@ -376,10 +377,10 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
                                  "deviation": m.deviation, "argmax_t": m.argmax_t, "min": m.minimum,
                                  "max": m.maximum, "mean": m.mean, "start": m.start, "end": m.end,
                                  "integral": m.integral, "curve_length": length,
-                                 "barrier": bool(m.deviation > spec.tolerance),
+                                 "barrier": bool(m.deviation > spec.tolerance.loss),
                                  "retain_barrier": verdict.retain_barrier,
                                  "forget_barrier": verdict.forget_barrier, "mcu": verdict.mcu,
-                                 "tolerance": spec.tolerance, "status": "ok", "reason": ""})
+                                 "tolerance": spec.tolerance.loss, "status": "ok", "reason": ""})
         summary |= {f"mcu_{kind}": verdict.mcu, f"retain_barrier_{kind}": verdict.retain_barrier,
                     f"forget_barrier_{kind}": verdict.forget_barrier}
     return rows, barrier_rows, summary
