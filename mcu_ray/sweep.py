@@ -5,7 +5,8 @@
     python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --estimate
 
 Rerunning the same command resumes: cells with results are skipped and every
-artifact already in the store is reused.
+artifact already in the store is reused. A changed ``tolerance`` needs no rerun of
+anything: the report draws every verdict from the stored deviations with it.
 """
 from __future__ import annotations
 
@@ -128,8 +129,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from mcu_ray.runner import RESULT_TABLES, run_grid, spec_hash
+    from mcu_ray.runner import run_grid, spec_hash
     from mcu_ray.store import Store
+    from mcu_ray.tables import TABLES, upgrade_layout
 
     started = time.time()
     local = not ray.is_initialized() and not (args.address or os.environ.get("RAY_ADDRESS"))
@@ -149,9 +151,12 @@ def main(argv=None) -> int:
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
                                           indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:
-        for table in (*RESULT_TABLES, "tune"):
+        for table in (*TABLES, "tune"):
             Store(storage).delete_dir(spec.name, table)
         print(f"--restart: dropped the result tables of {spec.name}", flush=True)
+    elif upgrade_layout(Store(storage), spec.name):  # tables written before the flat layout
+        print(f"moved {spec.name}'s result tables out of their task=/setting= folders (one schema per table)",
+              flush=True)
     try:
         outcome = run_grid(spec, plan, storage)
     finally:
