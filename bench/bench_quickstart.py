@@ -114,6 +114,7 @@ def ledger_summary(roots: list[str], points: int) -> dict:
 def run_mcu(spec_path: str, storage: str, sweep_name: str, points: int, code: str) -> dict:
     """The real CLI in a subprocess on a fresh store; wall time from launch to exit."""
     from mcu_ray.store import Store
+    from mcu_ray.tables import read_table
 
     cmd = [sys.executable, "-m", "mcu_ray.sweep", spec_path, "--storage", storage, "--no-report"]
     print("mcu_ray: " + " ".join(cmd), flush=True)
@@ -123,7 +124,7 @@ def run_mcu(spec_path: str, storage: str, sweep_name: str, points: int, code: st
     returncode, launched, wall = run_sweep_cli(cmd, code, code_env(code), log_path, "mcu_ray")
 
     store = Store(storage)
-    results = store.read_tables(sweep_name, "results")
+    results = read_table(store, sweep_name, "results")
     summary = ledger_summary([storage], points)
     if summary["first_job_started_at"] is not None:  # where the time went: start-up, jobs, wind-down
         summary["phases_seconds"] = {
@@ -134,8 +135,7 @@ def run_mcu(spec_path: str, storage: str, sweep_name: str, points: int, code: st
     summary["model_evaluations"] = (summary["curve_points_evaluated"] + summary["training_jobs_by_kind"]["endpoint"]
                                     + summary["training_jobs_by_kind"]["retrained"])
     return {"wall_seconds": wall, "returncode": returncode, "command": cmd, "log": log_path,
-            "result_rows": 0 if results is None else results.num_rows,
-            "rows": [] if results is None else results.to_pylist(), **summary}
+            "result_rows": results.num_rows, "rows": results.to_pylist(), **summary}
 
 
 # ----------------------------------------------------------------------------- naive side

@@ -4,6 +4,9 @@ For evaluated points t_i and a metric v, the chord is (1 - t_i) v(0) + t_i v(1).
 deviation is signed so that positive is always bad: for a metric where higher is
 better, (chord - v); where lower is better, (v - chord). The paper's two conditions
 (Eq. 3/4) are the retain loss (barrier) and the forget loss (cliff).
+
+Deviations are stored; verdicts are drawn from them with the tolerances of the moment
+(``barrier`` below, ``mcu_ray.tables.verdicts``), so a new tolerance needs no recomputation.
 """
 from __future__ import annotations
 
@@ -63,3 +66,17 @@ def curve_verdict(rows: list[dict], directions: dict, retain_loss: str, forget_l
     b_r, b_f = by_name[retain_loss].deviation, by_name[forget_loss].deviation
     holds = bool(b_r <= tolerance and b_f <= tolerance)
     return CurveVerdict(b_r, b_f, holds, summaries)
+
+
+def barrier(family: str, tolerance, deviation, minimum, start, end):
+    """Whether a curve's metric has a barrier, from its stored summary (numbers or numpy arrays).
+
+    Every family but ``forget_quality``: the worst deviation from the chord exceeds the
+    tolerance (in the metric's own units). Forget Quality is a KS-test p-value, whose size
+    says nothing beyond which side of the significance level it falls on; its barrier is the
+    curve falling below that level (``tolerance``) somewhere while neither endpoint does: the
+    path passes through models the test tells apart from the retrained model. NaN gives False.
+    """
+    if family == "forget_quality":
+        return (np.asarray(minimum) < tolerance) & (np.minimum(start, end) >= tolerance)
+    return np.asarray(deviation) > tolerance

@@ -549,8 +549,7 @@ def stored(store: Store | None, sweep: str, done_by: tuple) -> bool:
         return False
     if done_by[0] == "artifact":
         return store.has_artifact(done_by[1])
-    _, task, key = done_by
-    return store.has_table(sweep, "references", {"task": task}, key)
+    return store.has_table(sweep, "references", done_by[2])
 
 
 def open_store(storage: str) -> tuple[Store | None, str]:

@@ -19,7 +19,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
-import pyarrow as pa
 import ray
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -31,6 +30,7 @@ from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, Store
+from mcu_ray.tables import write_table
 from mcu_ray.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,6 @@ class BuildCoordinator:
             w.cancel()
 
 
-# The sweep's tables under <storage>/<sweep>/, each one Parquet file per cell or model.
-RESULT_TABLES = ("results", "barriers", "references", "pathway")
-
-
 def coordinator_name(storage: str) -> str:
     return "builds-" + hashlib.sha256(storage.encode()).hexdigest()[:12]
 
@@ -113,7 +109,10 @@ class Grid:
 
 
 def spec_hash(spec: SweepSpec) -> str:
-    return hashlib.sha256(json.dumps(spec_to_dict(spec), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A hash of the resolved sweep file, without its tolerances: they decide verdicts when the
+    report is drawn, not what a row holds, so changing them leaves stored rows current."""
+    resolved = {k: v for k, v in spec_to_dict(spec).items() if k != "tolerance"}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- training jobs
@@ -303,28 +302,25 @@ def run_cell(config: dict, grid: Grid) -> dict:
                             if not (c.trained and jobs.failure(store, jobs.bend_key(c)))})
 
     rows, barrier_rows, summary = cell_tables(grid, cell)
-    partition = {"task": cell.task, "setting": cell.setting}
-    reference = plan.retrained[cell.retrained]
-    if inputs_ok and not store.has_table(grid.spec.name, "references", {"task": cell.task}, reference.key):
-        store.write_table(pa.Table.from_pylist(reference_rows(grid, original, reference)), grid.spec.name,
-                          "references", {"task": cell.task}, reference.key)
+    sweep, reference = grid.spec.name, plan.retrained[cell.retrained]
+    if inputs_ok and not store.has_table(sweep, "references", reference.key):
+        write_table(store, sweep, "references", reference_rows(grid, original, reference), reference.key)
     for endpoint in (e1, e2):  # pathway endpoints are built only on healthy inputs
         if endpoint.source and inputs_ok and not jobs.failure(store, endpoint.key):
             write_pathway_table(grid, endpoint)
-    store.write_table(pa.Table.from_pylist(barrier_rows), grid.spec.name, "barriers", partition, cell.key)
-    store.write_table(pa.Table.from_pylist(rows), grid.spec.name, "results", partition, cell.key)
+    write_table(store, sweep, "barriers", barrier_rows, cell.key)
+    write_table(store, sweep, "results", rows, cell.key)  # last: its file marks the cell done
     return {**summary, "cell_seconds": time.time() - started}
 
 
 def write_pathway_table(grid: Grid, endpoint) -> None:
     """A pathway endpoint beside its source and the retrained model; once per endpoint."""
     store, sweep = grid.store, grid.spec.name
-    if store.has_table(sweep, "pathway", {"task": endpoint.task}, endpoint.key):
+    if store.has_table(sweep, "pathway", endpoint.key):
         return
     ident = {"sweep": sweep, "spec_hash": grid.spec_hash, "code_version": __version__}
     rows = jobs.pathway_rows(store, endpoint, grid.plan.endpoints[endpoint.source].method)
-    store.write_table(pa.Table.from_pylist([{**ident, **row} for row in rows]), sweep, "pathway",
-                      {"task": endpoint.task}, endpoint.key)
+    write_table(store, sweep, "pathway", [{**ident, **row} for row in rows], endpoint.key)
 
 
 def reference_rows(grid: Grid, original, reference) -> list[dict]:
@@ -342,7 +338,11 @@ def reference_rows(grid: Grid, original, reference) -> list[dict]:
 
 
 def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
-    """Rows (one per curve and t) and barrier rows (one per curve and metric) of a cell."""
+    """Rows (one per curve and t) and barrier rows (one per curve and metric) of a cell.
+
+    Barrier rows hold deviations only; verdicts are drawn from them when read (``mcu_ray.tables``),
+    so the tolerance plays no part here but in the summary printed on the console.
+    """
     plan, store, spec = grid.plan, grid.store, grid.spec
     task = TASKS[cell.task]
     e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
@@ -362,12 +362,13 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
             rows += [{**ident, "curve": kind, "curve_key": key, "t": round(float(t), 6), **nan, "status": "diverged",
                       "reason": problem} for t in jobs.t_grid(spec.points)]
             barrier_rows += [{**ident, "curve": kind, "curve_key": key, "metric": m, "status": "diverged",
-                              "reason": problem, "mcu": False, "tolerance": spec.tolerance} for m in nan]
+                              "reason": problem} for m in nan]
             summary |= {f"mcu_{kind}": None, f"status_{kind}": "diverged"}
             continue
         points = jobs.curve_rows(store, curve, cell.endpoint_1)
         length = store.read_meta(key).get("length", float("nan"))  # in parameter space
-        verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss, spec.tolerance)
+        verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss,
+                                spec.tolerance.loss)
         for point in points:
             rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok",
                          "reason": ""})
@@ -375,11 +376,7 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
             barrier_rows.append({**ident, "curve": kind, "curve_key": key, "metric": m.metric,
                                  "deviation": m.deviation, "argmax_t": m.argmax_t, "min": m.minimum,
                                  "max": m.maximum, "mean": m.mean, "start": m.start, "end": m.end,
-                                 "integral": m.integral, "curve_length": length,
-                                 "barrier": bool(m.deviation > spec.tolerance),
-                                 "retain_barrier": verdict.retain_barrier,
-                                 "forget_barrier": verdict.forget_barrier, "mcu": verdict.mcu,
-                                 "tolerance": spec.tolerance, "status": "ok", "reason": ""})
+                                 "integral": m.integral, "curve_length": length, "status": "ok", "reason": ""})
         summary |= {f"mcu_{kind}": verdict.mcu, f"retain_barrier_{kind}": verdict.retain_barrier,
                     f"forget_barrier_{kind}": verdict.forget_barrier}
     return rows, barrier_rows, summary
@@ -478,8 +475,7 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
     storage = Store(storage).uri  # absolute: Tune, Train and every worker resolve it alike
     grid = Grid(spec, plan, storage, spec_hash(spec))
     store = grid.store
-    todo = interleave_tasks([c for c in plan.cells
-                             if not store.has_table(spec.name, "results", {"task": c.task, "setting": c.setting}, c.key)])
+    todo = interleave_tasks([c for c in plan.cells if not store.cell_done(spec.name, c.key)])
     done_before = len(plan.cells) - len(todo)
     if done_before:
         print(f"{done_before} of {len(plan.cells)} cells already have results; running the other {len(todo)}", flush=True)

@@ -111,6 +111,46 @@ class ResourcesSpec:
     train: ScalingSpec = field(default_factory=ScalingSpec)
 
 
+@dataclass(frozen=True)
+class Tolerances:
+    """How far a metric may stray from the chord before it counts as a barrier, per metric family.
+
+    Read when verdicts are drawn (report, ``mcu_ray.load``), never when results are computed: a
+    changed tolerance re-decides every stored deviation without re-running anything.
+    """
+
+    loss: float = 0.01  # nats; retain and forget loss, and so the MCU verdict (paper Eq. 3/4)
+    accuracy: float = 0.01  # absolute, in fractions of examples (0.01 = 1 percentage point)
+    score: float = 0.01  # absolute, on 0-1 scores: ZRF, ROUGE-L recall, probabilities, truth ratio, model utility
+    # Forget Quality is a p-value: a barrier is the curve falling below this significance level
+    # while neither endpoint does (TOFU's and open-unlearning's 0.05 line)
+    forget_quality: float = 0.05
+
+    def check(self, path: str) -> None:
+        for family in ("loss", "accuracy", "score"):
+            if getattr(self, family) < 0:
+                raise SpecError(f"{path}.{family}", getattr(self, family), "expected a non-negative number")
+        if not 0 < self.forget_quality < 1:
+            raise SpecError(f"{path}.forget_quality", self.forget_quality,
+                            "expected a significance level strictly between 0 and 1 (TOFU: 0.05)")
+
+
+def parse_tolerance(raw: Any, path: str = "tolerance") -> Tolerances:
+    """A number (the loss tolerance, the MCU verdict's; the other families keep their defaults) or a
+    mapping family -> value (``{loss: 0.05, accuracy: 0.02, forget_quality: 0.01}``)."""
+    if isinstance(raw, Tolerances):
+        return raw
+    if isinstance(raw, dict):
+        tolerances = build_dataclass(Tolerances, raw, path)
+        tolerances.check(path)
+        return tolerances
+    loss = check_value(raw, float, path)
+    if loss < 0:
+        raise SpecError(path, raw, "expected a non-negative number (loss units), or a mapping per metric family: "
+                                   "loss, accuracy, score, forget_quality")
+    return Tolerances(loss=loss)
+
+
 T_SAMPLINGS = ("arc_length", "uniform", "normal")
 LR_SCALES = ("bend_weight", "none")
 
@@ -168,7 +208,9 @@ class SweepSpec:
     curves: tuple = DEFAULT_CURVES
     bends: int = 1  # trained control points of a bezier / polychain curve (1: the paper's quadratic Bezier)
     points: int = 16  # evaluated t values, equally spaced in [0, 1] (paper: 16)
-    tolerance: float = 0.01  # a chord deviation above this is a barrier (absorbs evaluation noise)
+    # a chord deviation above this is a barrier (absorbs evaluation noise): a number (losses, so
+    # the MCU verdict) or a mapping per metric family; read at report time only (Tolerances)
+    tolerance: Tolerances = field(default_factory=Tolerances)
     storage: str = "./mcu_runs"
     # fp32 | bf16-mixed | bf16 | auto (bf16-mixed when training or evaluation asks for GPUs, else fp32);
     # a task's own `precision` overrides it. Part of every artifact's key.
@@ -313,9 +355,7 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
                   "expected an integer >= 1 (1: the quadratic Bezier curve of the paper)")
     seeds = check(_seeds, top.get("seeds", [0]))
     points = check(_at_least, top.get("points", 16), "points", 3, "expected at least 3 evaluated points (the paper uses 16)")
-    tolerance = check(check_value, top.get("tolerance", SweepSpec.tolerance), float, "tolerance")
-    if tolerance is not FAILED and tolerance < 0:
-        problems.errors.append(SpecError("tolerance", tolerance, "expected a non-negative number"))
+    tolerance = check(parse_tolerance, top.get("tolerance", {}), "tolerance")
     storage = check(check_value, top.get("storage", SweepSpec.storage), str, "storage")
     resources = check(_parse_resources, raw.get("resources"), "resources")
     precision = check(_precision, top.get("precision", "auto"), "precision", resources)

@@ -6,8 +6,8 @@ Layout under the storage root:
                                         written last, so its presence means "complete"
   artifacts/<key>/points.parquet        evaluated interior points of a curve
   jobs/<key>/<job id>.json              one record per training job started (a ledger)
-  <sweep>/results/task=../setting=../<cell key>.parquet   one file per cell
-  <sweep>/barriers/task=../setting=../<cell key>.parquet
+  <sweep>/spec.json                     the resolved sweep file and its plan's keys (last run)
+  <sweep>/<table>/<key>.parquet         result tables, one file per cell or model (mcu_ray.tables)
 Every write goes to a temporary name first and is then moved into place.
 """
 from __future__ import annotations
@@ -201,16 +201,22 @@ class Store:
         return [json.loads(self.read_bytes(*p[len(root) + 1:].split("/"))) for p in self.list_files("jobs")]
 
     # ------------------------------------------------------------------ result tables
-    def write_table(self, table: pa.Table, sweep: str, name: str, partition: dict, key: str) -> None:
-        """One Parquet file per cell, under hive partitions (``task=digits/setting=Rand``)."""
+    def write_table(self, table: pa.Table, sweep: str, name: str, key: str) -> None:
+        """One Parquet file of a table (a cell's or a model's), ``<sweep>/<name>/<key>.parquet``.
+
+        Bytes only: ``mcu_ray.tables`` owns the schemas and is what writes and reads tables.
+        """
         sink = io.BytesIO()
         pq.write_table(table, sink)
-        parts = [f"{k}={v}" for k, v in partition.items()]
-        self.write_bytes(sink.getvalue(), sweep, name, *parts, f"{key}.parquet")
+        self.write_bytes(sink.getvalue(), sweep, name, f"{key}.parquet")
 
-    def has_table(self, sweep: str, name: str, partition: dict, key: str) -> bool:
-        """Whether the cell's file exists and is a readable Parquet file (a torn one is not)."""
-        path = self._path(sweep, name, *[f"{k}={v}" for k, v in partition.items()], f"{key}.parquet")
+    def cell_done(self, sweep: str, cell_key: str) -> bool:
+        """Whether a cell is done: its results file reads (what a run skips and ``--dry-run`` reports)."""
+        return self.has_table(sweep, "results", cell_key)
+
+    def has_table(self, sweep: str, name: str, key: str) -> bool:
+        """Whether the file exists and is a readable Parquet file (a torn one is not)."""
+        path = self._path(sweep, name, f"{key}.parquet")
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return False
         try:
@@ -220,13 +226,17 @@ class Store:
         except (OSError, pa.ArrowInvalid):
             return False
 
-    def read_tables(self, sweep: str, name: str) -> pa.Table | None:
-        """All files of a result table, schemas unified (tasks may carry different metrics)."""
-        paths = [p for p in self.list_files(sweep, name) if p.endswith(".parquet")]
-        if not paths:
-            return None
-        tables = [pq.read_table(p, filesystem=self.fs) for p in paths]
-        return pa.concat_tables(tables, promote_options="default")
+    def table_files(self, sweep: str, name: str) -> list[str]:
+        """Paths (in ``self.fs``) of every Parquet file of a table, in subfolders too."""
+        return [p for p in self.list_files(sweep, name) if p.endswith(".parquet")]
+
+    def delete_empty_dirs(self, *parts: str) -> None:
+        """Remove the folders under ``parts`` that hold no file (left by a layout upgrade)."""
+        selector = pafs.FileSelector(self._path(*parts), recursive=True, allow_not_found=True)
+        folders = [i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.Directory]
+        for folder in sorted(folders, key=len, reverse=True):
+            if not self.fs.get_file_info(pafs.FileSelector(folder)):
+                self.fs.delete_dir(folder)
 
 
 def _absolute(uri: str) -> str:

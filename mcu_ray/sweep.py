@@ -8,7 +8,8 @@
     python -m mcu_ray.sweep sweeps/full_grid.yaml --only task=tofu,setting=Met
 
 Rerunning the same command resumes: cells with results are skipped and every
-artifact already in the store is reused. (Also ``mcu-ray sweep ...``.)
+artifact already in the store is reused. A changed ``tolerance`` needs no rerun of
+anything: the report draws every verdict from the stored deviations with it. (Also ``mcu-ray sweep ...``.)
 """
 from __future__ import annotations
 
@@ -207,15 +208,13 @@ def select(plan, conditions: list[dict]):
 def cell_status(spec, plan, storage: str) -> list[dict]:
     """Every cell with ``status`` done or pending; nothing is run or written.
 
-    Done is what ``runner.run_grid`` skips: the cell's results file is in ``storage`` and
-    reads as Parquet (``Store.has_table``). Keep the two the same.
+    Done is what ``runner.run_grid`` skips (``Store.cell_done``).
     """
     from mcu_ray.store import Store
 
     try:
         store = Store(storage)
-        done = {c.key for c in plan.cells
-                if store.has_table(spec.name, "results", {"task": c.task, "setting": c.setting}, c.key)}
+        done = {c.key for c in plan.cells if store.cell_done(spec.name, c.key)}
     except Exception as exc:  # noqa: BLE001 - an unreadable storage must not stop a dry run
         print(f"warning: cannot read {storage} ({type(exc).__name__}: {exc}); cells shown as unknown",
               file=sys.stderr)
@@ -357,8 +356,9 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     quiet_ray(args.verbose)
     import ray
 
-    from mcu_ray.runner import RESULT_TABLES, run_grid, spec_hash
+    from mcu_ray.runner import run_grid, spec_hash
     from mcu_ray.store import Store
+    from mcu_ray.tables import TABLES, upgrade_layout
 
     started = time.time()
     local = not ray.is_initialized() and not (args.address or os.environ.get("RAY_ADDRESS"))
@@ -382,9 +382,12 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
                                           indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:
-        for table in (*RESULT_TABLES, "tune"):
+        for table in (*TABLES, "tune"):
             Store(storage).delete_dir(spec.name, table)
         print(f"--restart: dropped the result tables of {spec.name}", flush=True)
+    elif upgrade_layout(Store(storage), spec.name):  # tables written before the flat layout
+        print(f"moved {spec.name}'s result tables out of their task=/setting= folders (one schema per table)",
+              flush=True)
     try:
         outcome = run_grid(spec, plan, storage)
     finally:

@@ -55,3 +55,14 @@ def test_unsorted_points_and_nan():
     assert s.start == 1.0 and s.end == 3.0 and s.deviation == pytest.approx(0.0)
     with pytest.raises(ValueError, match="t=0 and t=1"):
         summarise_metric("m", [0.0, 0.5], [1.0, 2.0], -1)
+
+
+def test_barrier_flag_per_family():
+    from mcu_ray.barriers import barrier
+
+    assert barrier("accuracy", 0.01, 0.02, 0.5, 0.9, 0.9) and not barrier("loss", 0.05, 0.02, 1.0, 1.0, 1.0)
+    # Forget Quality: falling under the significance level counts, not the size of the dip
+    assert barrier("forget_quality", 0.05, 0.3, 0.01, 0.5, 0.4)
+    assert not barrier("forget_quality", 0.05, 0.4, 0.1, 0.5, 0.9)  # a large dip, still above 0.05
+    assert not barrier("forget_quality", 0.05, 0.01, 0.001, 0.02, 0.5)  # an endpoint is below already
+    assert list(barrier("score", 0.01, np.array([0.0, 0.5, np.nan]), 0, 0, 0)) == [False, True, False]

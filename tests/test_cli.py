@@ -51,7 +51,8 @@ def test_print_config_shows_every_default_and_the_resolved_hyper_parameters(tmp_
     code, out, _ = run(capsys, path, "--print-config")
     assert code == 0
     printed = yaml.safe_load(out)
-    assert printed["tolerance"] == 0.01 and printed["curves"] == ["linear", "bezier"] and printed["bends"] == 1
+    assert printed["tolerance"] == {"loss": 0.01, "accuracy": 0.01, "score": 0.01, "forget_quality": 0.05}
+    assert printed["curves"] == ["linear", "bezier"] and printed["bends"] == 1
     assert printed["resources"]["max_concurrent_trials"] == 2 and printed["resources"]["train"]["num_workers"] == 0
     task = printed["tasks"][0]
     assert task["settings"] == ["Rand", "Met"] and task["precision"] == "fp32"
@@ -84,7 +85,7 @@ def test_set_changes_the_spec_before_it_is_checked(tmp_path, capsys):
                        "--set", "tasks[0].hparams.ga.lr=1e-3", "--set", "resources.train.grad_accum=2")
     assert code == 0
     printed = yaml.safe_load(out)
-    assert printed["tolerance"] == 0.05 and printed["tasks"][0]["ratios"] == [2.0]
+    assert printed["tolerance"]["loss"] == 0.05 and printed["tasks"][0]["ratios"] == [2.0]
     assert printed["tasks"][0]["hparams"]["ga"]["lr"] == pytest.approx(1e-3)  # 1e-4: a number, not YAML 1.1 text
     assert printed["resources"]["train"]["grad_accum"] == 2
     assert "--set tolerance=0.05" in out.splitlines()[0]  # the header says what was overridden
@@ -93,7 +94,7 @@ def test_set_changes_the_spec_before_it_is_checked(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("assignment,words", [
-    ("tolerance=-1", ["tolerance: got -1.0", "non-negative", "(set by --set tolerance=-1)"]),
+    ("tolerance=-1", ["tolerance: got -1", "non-negative", "(set by --set tolerance=-1)"]),
     ("tolernce=0.05", ["tolernce: got 0.05", "did you mean 'tolerance'"]),
     ("tasks.3.ratios=[2]", ["tasks[3]: missing", "a list of 1; index it with 0..0"]),
     ("tasks.0.ratios=[2", ["tasks[0].ratios: got '[2'", "not valid YAML"]),

@@ -18,6 +18,7 @@ from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import load_spec
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table
 
 
 def assert_same_weights(one_worker: dict, two_workers: dict) -> None:
@@ -59,5 +60,5 @@ def test_two_workers_match_one_worker_with_two_micro_batches(tmp_path):
     jobs.build_retrained(single, plan.retrained[endpoint.reference], one_worker)
     jobs.build_endpoint(single, endpoint, one_worker)
     assert_same_weights(single.load_weights(endpoint.key), store.load_weights(endpoint.key))
-    rows = store.read_tables("dp", "results").to_pylist()
+    rows = read_table(store, "dp", "results").to_pylist()
     assert rows and {r["status"] for r in rows} == {"ok"}

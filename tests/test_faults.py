@@ -13,6 +13,7 @@ from mcu_ray.plan import make_plan
 from mcu_ray.runner import run_grid
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table
 from tests.conftest import tiny_digits_task
 
 pytestmark = pytest.mark.ray
@@ -32,7 +33,7 @@ def expected_points(plan, points=3):
 
 
 def assert_complete(store, sweep, plan):
-    rows = store.read_tables(sweep, "results").to_pylist()
+    rows = read_table(store, sweep, "results").to_pylist()
     found = collections.Counter((r["cell_id"], r["curve"], r["t"]) for r in rows)
     assert set(found) == expected_points(plan) and set(found.values()) == {1}
     assert all(r["status"] == "ok" for r in rows)

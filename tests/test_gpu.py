@@ -14,6 +14,7 @@ import yaml
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import load_spec
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table
 from tests.conftest import tiny_digits_task
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray,
@@ -40,5 +41,5 @@ def test_a_digits_and_a_tofu_cell_run_on_cuda(tmp_path):
     for key in trained:
         meta = store.read_meta(key)
         assert (meta["device"], meta["precision"]) == ("cuda", "bf16-mixed"), key
-    rows = store.read_tables("gpu", "results").to_pylist()
+    rows = read_table(store, "gpu", "results").to_pylist()
     assert {r["task"] for r in rows} == {"digits", "tofu"} and {r["status"] for r in rows} == {"ok"}

@@ -5,10 +5,12 @@ import time
 import pytest
 import ray
 
+from mcu_ray import load
 from mcu_ray.plan import make_plan
 from mcu_ray.runner import BuildCoordinator, Grid, coordinator_name, ensure, run_grid, NAMESPACE
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table
 from tests.conftest import tiny_digits_task
 
 pytestmark = pytest.mark.ray
@@ -48,7 +50,7 @@ def test_small_grid_end_to_end_and_rerun(ray_cluster, tmp_path):
     assert outcome == {"cells_run": 4, "cells_failed": 0, "cells_skipped": 0}
 
     store = Store(storage)
-    rows = store.read_tables("grid", "results").to_pylist()
+    rows = read_table(store, "grid", "results").to_pylist()
     per_point = collections.Counter((r["cell_id"], r["curve"], r["t"]) for r in rows)
     expected = {(c.key, kind, round(t, 6)) for c in plan.cells for kind, _ in c.curves for t in (0, 1 / 3, 2 / 3, 1)}
     assert len(rows) == len(expected) == 4 * 2 * 4
@@ -57,9 +59,12 @@ def test_small_grid_end_to_end_and_rerun(ray_cluster, tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     assert {r["setting"] for r in rows} == {"Rand", "Met"}
 
-    barriers = store.read_tables("grid", "barriers").to_pylist()
+    barriers = read_table(store, "grid", "barriers").to_pylist()
     assert len(barriers) == 4 * 2 * 6  # cells x curves x metrics
-    assert all(r["retain_barrier"] >= 0 and r["forget_barrier"] >= 0 for r in barriers)
+    assert all(r["deviation"] >= 0 for r in barriers)  # 0 at the endpoints: the worst is never below
+    verdicts = load(storage, "grid", "verdicts")  # one per curve, decided when read
+    assert len(verdicts) == 4 * 2
+    assert (verdicts["retain_barrier"] >= 0).all() and (verdicts["forget_barrier"] >= 0).all()
 
     # every artifact trained exactly once although two trials ran at a time and shared them
     jobs = collections.Counter(r["key"] for r in store.job_records())
@@ -67,7 +72,7 @@ def test_small_grid_end_to_end_and_rerun(ray_cluster, tmp_path):
     assert set(jobs.values()) == {1}
     assert len(jobs) == counts["training_jobs"] + counts["curves"]  # + one evaluation batch per curve
 
-    references = store.read_tables("grid", "references").to_pylist()
+    references = read_table(store, "grid", "references").to_pylist()
     assert sorted(r["model"] for r in references) == ["original", "retrained"]
 
     again = run_grid(spec, plan, storage)
@@ -89,14 +94,14 @@ def test_tofu_cells_and_pathway_unlearning_run_through_the_same_grid(ray_cluster
     storage = str(tmp_path / "store")
     assert run_grid(spec, plan, storage)["cells_run"] == 2
     store = Store(storage)
-    rows = store.read_tables("lm", "results").to_pylist()
+    rows = read_table(store, "lm", "results").to_pylist()
     assert len(rows) == 2 * 2 * 3  # 2 cells, linear and bezier, 3 points each
     assert {"forget_quality", "model_utility", "rouge_forget", "loss_retain"} <= set(rows[0])
     assert all(0 <= r["forget_quality"] <= 1 for r in rows)
     assert {r["method_1"] for r in rows} == {"gd", "pathway_gd"}
 
     # each pathway endpoint (seeds 0 and 1) beside its GD source and the retrained model
-    pathway = store.read_tables("lm", "pathway").to_pylist()
+    pathway = read_table(store, "lm", "pathway").to_pylist()
     compared = [r for r in pathway if r["model"] != "curve"]
     assert sorted((r["seed"], r["model"]) for r in compared) == [
         (s, m) for s in (0, 1) for m in ("original", "pathway", "retrained", "source")]
@@ -131,7 +136,7 @@ def test_diverged_endpoint_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_pat
     ga = [e for e in plan.endpoints.values() if e.method == "ga"]
     assert all(store.read_meta(e.key)["status"] == "diverged" for e in ga)
     assert "loss is" in store.read_meta(ga[0].key)["reason"]
-    rows = store.read_tables("div", "results").to_pylist()
+    rows = read_table(store, "div", "results").to_pylist()
     assert len(rows) == 4 * 2 * 3  # every planned (cell, curve, t) is there
     by_status = collections.Counter((r["method_1"], r["method_2"], r["status"]) for r in rows)
     assert by_status == {("rl", "rl", "ok"): 6, ("ga", "ga", "diverged"): 6, ("ga", "rl", "diverged"): 6,
@@ -155,9 +160,9 @@ def test_pathway_cells_after_a_failed_source_or_original_are_recorded_as_diverge
         storage = str(tmp_path / name)
         assert run_grid(spec, plan, storage) == {"cells_run": 2, "cells_failed": 0, "cells_skipped": 0}
         store = Store(storage)
-        rows = store.read_tables(name, "results").to_pylist()
+        rows = read_table(store, name, "results").to_pylist()
         assert len(rows) == 2 * 2 * 3 and {r["status"] for r in rows} == {"diverged"}, name
-        assert store.read_tables(name, "pathway") is None  # nothing to compare
+        assert read_table(store, name, "pathway").num_rows == 0  # nothing to compare
     pathway_ep = next(e for e in plan.endpoints.values() if e.source)
     assert not Store(str(tmp_path / "original")).has_artifact(pathway_ep.key)  # never built after a failed original
 
@@ -181,5 +186,5 @@ def test_corrupt_artifact_and_torn_result_are_recomputed(ray_cluster, tmp_path):
     after = collections.Counter(r["key"] for r in store.job_records())
     assert after[endpoint] == before[endpoint] + 1  # only the corrupt artifact was retrained
     assert all(after[k] == n for k, n in before.items() if k != endpoint and not k.startswith("curve-"))
-    rows = store.read_tables("grid", "results").to_pylist()
+    rows = read_table(store, "grid", "results").to_pylist()
     assert len(rows) == 2 * 2 * 3 and all(r["status"] == "ok" for r in rows)

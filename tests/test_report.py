@@ -2,7 +2,9 @@
 
 The store holds two settings (Rand: same-method pairs, Met: ordered pairs), two
 forget ratios, two method pairs each and one failed cell. Linear curves follow the
-chord exactly (MCU), Bezier curves bulge above it (a retain barrier). No Ray.
+chord exactly (MCU), Bezier curves bulge above it (a retain barrier of 3 nats). The
+barriers table holds deviations only; every verdict is decided when the report is drawn.
+No Ray.
 """
 from __future__ import annotations
 
@@ -11,20 +13,21 @@ import re
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
+from mcu_ray.barriers import summarise_metric
 from mcu_ray.report import EmptySweepError, build_report
 from mcu_ray.report.__main__ import main, split_sweep_dir
 from mcu_ray.report.tables import metric_names
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table, write_table
 
 SWEEP = "synthetic"
 SETTINGS = {"Rand": [("ga", "ga"), ("rl", "rl")], "Met": [("ga", "rl"), ("rl", "ga")]}
 RATIOS = (2.0, 10.0)
 FAILED = ("Met", ("rl", "ga"), 10.0)  # this cell failed: NaN metrics, status 'failed'
-TOLERANCE = 0.01
 T = np.linspace(0, 1, 16)
+DIRECTIONS = {"acc_test": +1, "acc_retain": +1, "acc_forget": -1, "zrf": +1, "loss_retain": -1, "loss_forget": +1}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,19 +55,17 @@ def _write_cell(store: Store, setting: str, pair: tuple, ratio: float) -> None:
     results, barriers = [], []
     for curve in ("linear", "bezier"):
         metrics = _curve_metrics(curve, failed)
-        retain_barrier = np.nan if failed else float(np.max(3 * 4 * T * (1 - T))) if curve == "bezier" else 0.0
-        forget_barrier = np.nan if failed else 0.0
-        mcu = not failed and retain_barrier <= TOLERANCE
         for i, t in enumerate(T):
             results.append({**ident, "curve": curve, "curve_key": f"curve-{curve}", "t": float(t),
                             **{m: float(v[i]) for m, v in metrics.items()}, "status": status})
-        for metric in metrics:
+        for metric, values in metrics.items():
+            summary = {} if failed else summarise_metric(metric, T, values, DIRECTIONS[metric]).__dict__
             barriers.append({**ident, "curve": curve, "curve_key": f"curve-{curve}", "metric": metric,
-                             "retain_barrier": retain_barrier, "forget_barrier": forget_barrier,
-                             "mcu": mcu, "tolerance": TOLERANCE, "status": status})
-    partition = {"task": "digits", "setting": setting}
-    store.write_table(pa.Table.from_pylist(results), SWEEP, "results", partition, key=ident["cell_id"])
-    store.write_table(pa.Table.from_pylist(barriers), SWEEP, "barriers", partition, key=ident["cell_id"])
+                             "deviation": summary.get("deviation", np.nan), "min": summary.get("minimum", np.nan),
+                             "start": summary.get("start", np.nan), "end": summary.get("end", np.nan),
+                             "status": status})
+    write_table(store, SWEEP, "results", results, key=ident["cell_id"])
+    write_table(store, SWEEP, "barriers", barriers, key=ident["cell_id"])
 
 
 def _write_references(store: Store) -> None:
@@ -72,7 +73,7 @@ def _write_references(store: Store) -> None:
              "acc_test": 0.95, "acc_retain": 1.0, "acc_forget": 0.9 if model == "retrained" else 1.0, "zrf": 0.47,
              "loss_retain": 0.001, "loss_forget": 0.3 if model == "retrained" else 0.001}
             for ratio in RATIOS for model in ("original", "retrained")]
-    store.write_table(pa.Table.from_pylist(rows), SWEEP, "references", {"task": "digits"}, key="refs")
+    write_table(store, SWEEP, "references", rows, key="refs")
 
 
 PATHWAY_GAPS = {"original": 0.05, "source": 0.1, "pathway": 0.02, "retrained": 0.0}
@@ -96,7 +97,7 @@ def _write_pathway(store: Store) -> None:
                 rows += [{**ident, "model": "curve", "t": t, "gap_to_retrained": abs(t - ident["t_star"]),
                           "acc_test": 0.9, "acc_retain": 1.0, "acc_forget": 0.9, "zrf": 0.5, "loss_retain": 0.0,
                           "loss_forget": 0.3} for t in (0.0, 0.5, 1.0)]
-                store.write_table(pa.Table.from_pylist(rows), SWEEP, "pathway", {"task": "digits"}, key=key)
+                write_table(store, SWEEP, "pathway", rows, key=key)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_report_shows_only_the_current_plans_rows(storage, tmp_path):
     assert set(current.barriers["cell_id"]) <= set(kept)
     assert list(current.references["key"]) == ["retrained-2"]
     assert set(current.pathway["endpoint"]) == {"ep-pathway_ga-fo-2-0"}
-    assert len(Store(str(root)).read_tables(SWEEP, "results")) == len(everything.results)  # nothing deleted
+    assert read_table(Store(str(root)), SWEEP, "results").num_rows == len(everything.results)  # nothing deleted
     Store(str(root)).write_bytes(json.dumps({"plan": {**plan, "cells": ["cell-none"]}}).encode(), SWEEP, "spec.json")
     with pytest.raises(EmptySweepError, match="current sweep file"):
         load_sweep(str(root), SWEEP)
@@ -212,6 +213,26 @@ def test_empty_store_raises_naming_storage_and_sweep(tmp_path):
 def test_cli_prints_the_index_path(storage, tmp_path, capsys):
     assert main([f"{storage}/{SWEEP}", "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "index.html")
+
+
+def test_cli_tolerance_redecides_the_verdicts(storage, tmp_path):
+    """The Bezier curves' retain barrier is 3 nats: a barrier at the sweep's 0.01, MCU at 5; the
+    per-metric table follows each family's tolerance (accuracies dip by 0.3 on the Bezier curves)."""
+    assert main([storage, SWEEP, "--out", str(tmp_path / "default")]) == 0
+    default = (tmp_path / "default" / "index.html").read_text(encoding="utf-8")
+    assert "<td>barrier</td>" in default and "loss 0.01 (the MCU verdict)" in default
+    assert "<h3>Barriers per metric</h3>" in default and "<td>4/4</td>" in default  # acc_test: 4 Bezier curves
+    assert main([storage, SWEEP, "--tolerance", "5", "--tolerance", "accuracy=0.5", "--out", str(tmp_path / "loose")]) == 0
+    loose = (tmp_path / "loose" / "index.html").read_text(encoding="utf-8")
+    assert "<td>barrier</td>" not in loose and "loss 5 (the MCU verdict), accuracy 0.5" in loose
+    assert "<td>4/4</td>" not in loose
+
+
+@pytest.mark.parametrize("value", ["speed=1", "accuracy=fast", "-1", "forget_quality=2"])
+def test_cli_refuses_a_bad_tolerance(storage, tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([storage, SWEEP, "--tolerance", value, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "--tolerance" in capsys.readouterr().err
 
 
 def test_cli_exits_2_on_an_empty_folder(tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table
 from tests.conftest import tiny_digits_task
 
 pytestmark = pytest.mark.ray
@@ -51,7 +52,7 @@ def test_sigkill_mid_grid_then_rerun(tmp_path):
     assert rerun.returncode == 0, out
     assert f"{done_before} of 8 cells already have results" in out
 
-    rows = store.read_tables("kill", "results").to_pylist()
+    rows = read_table(store, "kill", "results").to_pylist()
     points = collections.Counter((r["cell_id"], r["curve"], r["t"]) for r in rows)
     assert len(points) == 8 * 2 * 4 and set(points.values()) == {1}  # none missing, none duplicated
     after = collections.Counter(r["key"] for r in store.job_records())
@@ -75,6 +76,6 @@ def test_two_sweeps_sharing_a_store_at_once(tmp_path):
     training = {k: n for k, n in runs.items() if k[1] != "evaluation"}
     assert training and set(training.values()) == {1}, training  # nothing trained twice
     for name in ("first", "second"):
-        rows = store.read_tables(name, "results").to_pylist()
+        rows = read_table(store, name, "results").to_pylist()
         assert len(rows) == 4 * 2 * 4  # each sweep has all its rows
     assert not list((storage / "leases").glob("*.lease"))  # every lease released

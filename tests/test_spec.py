@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from mcu_ray.spec import SpecError, SpecErrors, load_spec, parse_spec
+from mcu_ray.spec import SpecError, SpecErrors, Tolerances, load_spec, parse_spec
 from tests.conftest import tiny_digits_task
 
 
@@ -24,6 +24,13 @@ def test_good_spec_resolves_defaults():
     assert task.hparams["ga"]["so"]["rho"] == pytest.approx(0.04)  # SOUL's default
     assert task.hparams["ga"]["cl"]["kind"] == "superloss"
     assert task.options["width"] == 4 and task.options["split_seed"] == 0
+    assert spec.tolerance == Tolerances(loss=0.01, accuracy=0.01, score=0.01, forget_quality=0.05)
+
+
+def test_tolerance_is_a_number_for_losses_or_a_mapping_per_family():
+    assert parse_spec({**good(), "tolerance": 0.05}).tolerance == Tolerances(loss=0.05)
+    spec = parse_spec({**good(), "tolerance": {"accuracy": 0.02, "forget_quality": 0.1}})
+    assert spec.tolerance == Tolerances(loss=0.01, accuracy=0.02, forget_quality=0.1)
 
 
 def mutate(path_and_value):
@@ -54,6 +61,9 @@ BAD_INPUTS = [
     ((["points"], 2), "points", "at least 3"),
     ((["points"], "16"), "points", "expected an integer"),
     ((["tolerance"], -0.1), "tolerance", "non-negative"),
+    ((["tolerance"], {"los": 0.1}), "tolerance.los", "did you mean 'loss'"),
+    ((["tolerance"], {"accuracy": -1}), "tolerance.accuracy", "non-negative"),
+    ((["tolerance"], {"forget_quality": 1.5}), "tolerance.forget_quality", "strictly between 0 and 1"),
     ((["tasks"], []), "tasks", "at least one"),
     ((["tasks", 0, "name"], "digit"), "tasks[0].name", "did you mean 'digits'"),
     ((["tasks", 0, "ratios"], [0]), "tasks[0].ratios[0]", "strictly between 0 and 100"),

@@ -40,16 +40,17 @@ def test_meta_written_last_marks_completion(tmp_path):
     assert not store.has_artifact("ep-3")  # payload without meta.json: not complete
 
 
-def test_result_tables_one_file_per_cell_and_schema_union(tmp_path):
+def test_result_tables_one_flat_file_per_key_and_a_torn_file_is_not_done(tmp_path):
     store = Store(str(tmp_path))
-    store.write_table(pa.table({"task": ["a"], "x": [1.0]}), "sw", "results", {"task": "a", "setting": "Rand"}, "cell-1")
-    store.write_table(pa.table({"task": ["b"], "y": [2.0]}), "sw", "results", {"task": "b", "setting": "Met"}, "cell-2")
-    store.write_table(pa.table({"task": ["b"], "y": [3.0]}), "sw", "results", {"task": "b", "setting": "Met"}, "cell-2")
-    assert store.has_table("sw", "results", {"task": "a", "setting": "Rand"}, "cell-1")
-    assert (tmp_path / "sw" / "results" / "task=a" / "setting=Rand" / "cell-1.parquet").is_file()
-    table = store.read_tables("sw", "results").to_pylist()
-    assert len(table) == 2  # rewriting a cell replaces its file: no duplicate rows
-    assert {r["task"]: (r.get("x"), r.get("y")) for r in table} == {"a": (1.0, None), "b": (None, 3.0)}
+    store.write_table(pa.table({"task": ["a"], "x": [1.0]}), "sw", "results", "cell-1")
+    store.write_table(pa.table({"task": ["b"], "x": [2.0]}), "sw", "results", "cell-2")
+    store.write_table(pa.table({"task": ["b"], "x": [3.0]}), "sw", "results", "cell-2")
+    assert store.has_table("sw", "results", "cell-1") and not store.has_table("sw", "results", "cell-3")
+    assert (tmp_path / "sw" / "results" / "cell-1.parquet").is_file()  # no task=/setting= folders
+    assert [p.rsplit("/", 1)[1] for p in store.table_files("sw", "results")] == ["cell-1.parquet", "cell-2.parquet"]
+    torn = tmp_path / "sw" / "results" / "cell-2.parquet"
+    torn.write_bytes(torn.read_bytes()[:30])
+    assert not store.has_table("sw", "results", "cell-2")
 
 
 def test_job_ledger(tmp_path):

@@ -25,19 +25,22 @@ __all__ = ["build_report", "EmptySweepError"]
 logger = logging.getLogger(__name__)
 
 
-def build_report(storage: str, sweep: str, out_dir: str) -> str:
+def build_report(storage: str, sweep: str, out_dir: str, tolerance=None) -> str:
     """Draw every figure of ``<storage>/<sweep>`` into ``out_dir``; returns the path of index.html.
 
-    Raises EmptySweepError (a ValueError) when the sweep has no results.
+    Every verdict is decided here from the stored deviations: ``tolerance`` (a number for the
+    losses, or a mapping per metric family, over the sweep file's; None: the sweep file's)
+    changes them without recomputing anything. Raises EmptySweepError (a ValueError) when the
+    sweep has no results.
     """
-    tables = load_sweep(storage, sweep)
-    verdicts = curve_verdicts(tables.results, tables.barriers)
+    tables = load_sweep(storage, sweep, tolerance)
+    verdicts = curve_verdicts(tables.results, tables.barriers, tables.tolerances)
     os.makedirs(out_dir, exist_ok=True)
     sections = [_task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
                 for task in sorted(tables.results["task"].unique())]
     index = os.path.join(out_dir, "index.html")
     with open(index, "w", encoding="utf-8") as page:
-        page.write(index_html(sweep, storage, _header(tables.results), sections))
+        page.write(index_html(sweep, storage, _header(tables.results, tables.tolerances), sections))
     return index
 
 
@@ -62,7 +65,8 @@ def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_di
         pathway_figure(os.path.join(out_dir, name), task, pathway, pathway_curves(tables.pathway, task))
         figures.append((f"{task}: pathway unlearning at t* vs its source endpoint and the retrained model", name))
     return TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
-                       _reference_rows(tables.references, task), endpoint_table(tables.results, task), pathway)
+                       _reference_rows(tables.references, task), endpoint_table(tables.results, task), pathway,
+                       _metric_barriers(tables.barriers[tables.barriers["task"] == task], metrics))
 
 
 def safe_file_name(name: str) -> str:
@@ -70,8 +74,10 @@ def safe_file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _header(results: pd.DataFrame) -> dict:
+def _header(results: pd.DataFrame, tolerances) -> dict:
     return {
+        "tolerances": f"loss {tolerances.loss:g} (the MCU verdict), accuracy {tolerances.accuracy:g}, "
+                      f"score {tolerances.score:g}, Forget Quality significance level {tolerances.forget_quality:g}",
         "cells": results["cell_id"].nunique(),
         "cells not ok": results.loc[results["status"] != "ok", "cell_id"].nunique(),
         "seeds": ", ".join(str(s) for s in sorted(results["seed"].unique())),
@@ -103,6 +109,18 @@ def _barrier_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
         "retain barrier": rows["retain_barrier"], "forget barrier": rows["forget_barrier"],
         "tolerance": rows["tolerance"], "verdict": rows["verdict"], "status": rows["status"],
     })
+
+
+def _metric_barriers(barriers: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per setting and curve kind: how many curves have a barrier on each metric, out of those evaluated."""
+    counts = []
+    for setting in ordered_settings(barriers["setting"]):
+        of_setting = barriers[barriers["setting"] == setting]
+        for curve in ordered_curves(of_setting["curve"]):
+            rows = of_setting[(of_setting["curve"] == curve) & of_setting["barrier"].notna()]
+            flags = rows.groupby("metric")["barrier"].agg(lambda b: f"{int(b.sum())}/{len(b)}")
+            counts.append({"setting": setting, "curve": curve, **{m: flags.get(m, "—") for m in metrics}})
+    return pd.DataFrame(counts, columns=["setting", "curve", *metrics])
 
 
 def _mcu_counts(verdicts: pd.DataFrame) -> pd.DataFrame:

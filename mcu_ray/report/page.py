@@ -5,7 +5,7 @@ must open from a copied folder or a shared drive. Rows of failed cells are shade
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 
 import pandas as pd
@@ -31,6 +31,7 @@ class TaskSection:
     references: pd.DataFrame  # one row per ratio and model
     endpoints: pd.DataFrame  # one row per unlearned model
     pathway: pd.DataFrame  # original / source / pathway / retrained rows; empty without pathway methods
+    metric_barriers: pd.DataFrame = field(default_factory=pd.DataFrame)  # setting, curve, "k/n" per metric
 
 
 def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:
@@ -54,7 +55,8 @@ def _section(section: TaskSection) -> str:
             f"<h3>Barriers per cell and curve</h3>\n"
             f"<p>Retain barrier B<sub>r</sub> and forget cliff B<sub>f</sub> are the largest deviations of the "
             f"retain / forget loss from the chord between the endpoints (positive is bad); a curve has MCU when "
-            f"both are within the tolerance.</p>\n{html_table(section.barriers)}"
+            f"both are within the loss tolerance.</p>\n{html_table(section.barriers)}"
+            f"{_metric_barriers(section.metric_barriers)}"
             f"<h3>Reference models</h3>\n{_references(section.references)}"
             f"<h3>Unlearned models (endpoints)</h3>\n<p>Each endpoint once, whatever the number of curves "
             f"through it; compare with the reference models above.</p>\n{html_table(section.endpoints)}"
@@ -70,6 +72,14 @@ def _pathway(table: pd.DataFrame) -> str:
             "the retrained model, as Shi &amp; Wang's code chooses it: the forget and retain accuracy closest to the "
             "original's accuracy on held-out data and on Dr, searched in [0.75, 1] by default. So the gap to the "
             "retrained model is out of sample.</p>\n" + html_table(table))
+
+
+def _metric_barriers(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    return ("<h3>Barriers per metric</h3>\n<p>Curves whose metric strays from the chord by more than its family's "
+            "tolerance (losses, accuracies, scores; Forget Quality: falls below the significance level while neither "
+            "endpoint does), out of the curves evaluated.</p>\n" + html_table(table))
 
 
 def _references(references: pd.DataFrame) -> str:

@@ -1,8 +1,9 @@
 """The result tables of one sweep, shaped for the report (pandas only, no drawing).
 
-Reads results / barriers / references through the Store, names each task's metrics,
-orders settings as in paper Table 1, and reduces barrier rows to one verdict per
-(cell, curve). Failed or diverged cells are kept: they are shown, never dropped.
+Reads results / barriers / references / pathway through ``mcu_ray.tables``, names each
+task's metrics, orders settings as in paper Table 1, and decides one verdict per (cell,
+curve) from the stored deviations with the report's tolerances. Failed or diverged cells
+are kept: they are shown, never dropped.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mcu_ray.plan import SETTINGS_TABLE
+from mcu_ray.spec import Tolerances
 from mcu_ray.store import Store
+from mcu_ray.tables import read_table, tolerances_of, verdicts as decide_verdicts, with_barriers
 from mcu_ray.tasks import TASKS
 
 # Columns that identify a row rather than measure something.
@@ -22,7 +25,7 @@ IDENTIFIERS = ("sweep", "spec_hash", "code_version", "cell_id", "task", "setting
 CELL = ["task", "setting", "method_1", "method_2", "ratio", "seed", "cell_id"]
 CURVES = ("linear", "bezier", "polychain")  # drawing and table order; other curve kinds follow
 NO_CURVE = "—"  # curve of a cell that failed before any curve was evaluated
-VERDICT_COLUMNS = ["retain_barrier", "forget_barrier", "mcu", "tolerance", "status"]
+VERDICT_COLUMNS = ["retain_barrier", "forget_barrier", "mcu", "tolerance", "status"]  # of mcu_ray.tables.verdicts
 
 
 class EmptySweepError(ValueError):
@@ -32,31 +35,33 @@ class EmptySweepError(ValueError):
 @dataclass(frozen=True)
 class SweepTables:
     results: pd.DataFrame  # one row per cell, curve, t
-    barriers: pd.DataFrame  # one row per cell, curve, metric
+    barriers: pd.DataFrame  # one row per cell, curve, metric, with its barrier flag (mcu_ray.tables)
     references: pd.DataFrame  # one row per task, ratio, model (original | retrained)
     pathway: pd.DataFrame  # one row per pathway endpoint and model (source | pathway | retrained)
+    tolerances: Tolerances = Tolerances()  # what the verdicts are decided with
 
 
-def load_sweep(storage: str, sweep: str) -> SweepTables:
-    """The three tables of ``<storage>/<sweep>``; raises EmptySweepError without results."""
+def load_sweep(storage: str, sweep: str, tolerance=None) -> SweepTables:
+    """The tables of ``<storage>/<sweep>``; raises EmptySweepError without results.
+
+    ``tolerance``: a number (losses) or a mapping per metric family over the sweep file's
+    (``mcu_ray.tables.tolerances_of``); None: the sweep file's.
+    """
     store = Store(storage)
-    results = store.read_tables(sweep, "results")
-    if results is None or results.num_rows == 0:
+    results = read_table(store, sweep, "results")
+    if results.num_rows == 0:
         raise EmptySweepError(f"no results for sweep {sweep!r} in storage {storage!r} "
-                              f"(looked for {storage}/{sweep}/results/**/*.parquet)")
-    barriers = store.read_tables(sweep, "barriers")
-    references = store.read_tables(sweep, "references")
-    pathway = store.read_tables(sweep, "pathway")
-    tables = SweepTables(
+                              f"(looked for {storage}/{sweep}/results/*.parquet)")
+    tolerances = tolerances_of(store, sweep, tolerance)
+    found = SweepTables(
         results=results.to_pandas(),
-        barriers=barriers.to_pandas() if barriers is not None else pd.DataFrame(columns=["cell_id", "curve",
-                                                                                         *VERDICT_COLUMNS]),
-        references=references.to_pandas() if references is not None else pd.DataFrame(columns=["task", "ratio",
-                                                                                               "model", "key"]),
-        pathway=pathway.to_pandas() if pathway is not None else pd.DataFrame(columns=["task", "endpoint", "model"]),
+        barriers=with_barriers(read_table(store, sweep, "barriers").to_pandas(), tolerances),
+        references=read_table(store, sweep, "references").to_pandas(),
+        pathway=read_table(store, sweep, "pathway").to_pandas(),
+        tolerances=tolerances,
     )
     plan = json.loads(store.read_bytes(sweep, "spec.json")).get("plan") if store.exists(sweep, "spec.json") else None
-    return current_rows(tables, plan) if plan else tables
+    return current_rows(found, plan) if plan else found
 
 
 def current_rows(tables: SweepTables, plan: dict) -> SweepTables:
@@ -70,6 +75,7 @@ def current_rows(tables: SweepTables, plan: dict) -> SweepTables:
         barriers=tables.barriers[tables.barriers["cell_id"].isin(plan["cells"])],
         references=tables.references[tables.references["key"].isin(plan["models"])],
         pathway=tables.pathway[tables.pathway["endpoint"].isin(plan["pathway"])],
+        tolerances=tables.tolerances,
     )
 
 
@@ -170,8 +176,9 @@ def combined_status(statuses) -> str:
     return others[0] if others else "ok"
 
 
-def curve_verdicts(results: pd.DataFrame, barriers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (cell, curve): barriers, MCU flag, status and a verdict word.
+def curve_verdicts(results: pd.DataFrame, barriers: pd.DataFrame, tolerances: Tolerances) -> pd.DataFrame:
+    """One row per (cell, curve): barriers, MCU flag, status and a verdict word, decided from the
+    stored deviations with ``tolerances`` (``mcu_ray.tables.verdicts``).
 
     The rows come from the results table, so a cell that failed before its barriers
     were computed is still listed (status 'failed', NaN barriers; curve '—' if it
@@ -179,7 +186,7 @@ def curve_verdicts(results: pd.DataFrame, barriers: pd.DataFrame) -> pd.DataFram
     """
     runs = (results.assign(curve=results["curve"].fillna(NO_CURVE))
             .groupby([*CELL, "curve"], dropna=False, sort=False)["status"].agg(combined_status).reset_index())
-    per_curve = barriers.drop_duplicates(["cell_id", "curve"])[["cell_id", "curve", *VERDICT_COLUMNS]]
+    per_curve = decide_verdicts(barriers, tolerances)[["cell_id", "curve", *VERDICT_COLUMNS]]
     merged = runs.merge(per_curve, on=["cell_id", "curve"], how="left", suffixes=("", "_barrier"))
     merged["status"] = [combined_status([a, b]) for a, b in zip(merged["status"], merged["status_barrier"])]
     merged["verdict"] = [_verdict(row) for row in merged.itertuples()]

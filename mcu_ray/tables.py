@@ -1,0 +1,433 @@
+"""The sweep's result tables: every column of every table, its Arrow type, unit and meaning.
+
+A table is a folder of Parquet files, ``<storage>/<sweep>/<table>/<key>.parquet``, one file
+per cell (results, barriers) or per model (references, pathway), named by its content key.
+No hive folders: every file carries all of its table's columns, ``task`` and ``setting``
+included, in one schema declared here, so a folder, a glob and a single file read alike:
+
+    pandas.read_parquet("mcu_runs/quickstart/results")
+    duckdb.sql("SELECT * FROM read_parquet('mcu_runs/quickstart/results/*.parquet')")
+    polars.read_parquet("mcu_runs/quickstart/results/*.parquet")
+    mcu_ray.load("mcu_runs", "quickstart", "results")
+
+The metric columns are those of every registered task (``Task.metric_directions``); a row
+of one task holds the other tasks' metrics as nulls. Everything that writes or reads a table
+goes through ``write_table`` / ``read_table``.
+
+Verdicts are never stored. The barriers table holds each curve's deviations from the chord;
+``load(..., "verdicts")`` (one row per curve: retain barrier, forget cliff, MCU) and the
+``barrier`` column of ``load(..., "barriers")`` decide them with the tolerances asked for, or
+the sweep file's, so a changed tolerance re-decides every curve without recomputing anything.
+
+``python -m mcu_ray.tables`` prints the data dictionary (docs/tables.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from mcu_ray.barriers import barrier
+from mcu_ray.spec import Tolerances, parse_tolerance
+from mcu_ray.store import Store
+from mcu_ray.tasks import TASKS
+
+STRING, FLOAT, INT = pa.string(), pa.float64(), pa.int64()
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    unit: str  # "" when the column is a name or a key
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric column holds; its direction comes from the tasks that write it."""
+
+    family: str  # loss | accuracy | score | forget_quality: which tolerance (spec.Tolerances) applies
+    unit: str
+    meaning: str
+
+
+# ----------------------------------------------------------------------------- metrics
+_TOFU_SPLITS = {"forget": "the forget authors' questions", "retain": "the retain authors' questions",
+                "real_authors": "questions about real authors", "world_facts": "world-fact questions"}
+
+METRICS = {
+    "acc_test": Metric("accuracy", "fraction (0-1)", "accuracy on the test split"),
+    "acc_retain": Metric("accuracy", "fraction (0-1)", "accuracy on the retain set Dr"),
+    "acc_forget": Metric("accuracy", "fraction (0-1)", "accuracy on the forget set Df"),
+    "zrf": Metric("score", "score (0-1)", "Zero Retrain Forgetting on Df (Chundawat et al. 2023): 1 - mean "
+                                          "Jensen-Shannon divergence to a randomly initialised network's "
+                                          "predictions; 1 = as uninformed as that network"),
+    "loss_retain": Metric("loss", "nats", "L(Dr), the MCU retain condition: mean cross-entropy on Dr "
+                                          "(TOFU: answer-token NLL, mean over tokens then questions)"),
+    "loss_forget": Metric("loss", "nats", "L(Df), the MCU forget condition: mean cross-entropy on Df "
+                                          "(TOFU: answer-token NLL, mean over tokens then questions)"),
+    "forget_quality": Metric("forget_quality", "p-value (0-1)",
+                             "TOFU Forget Quality: KS-test p-value between this model's and the retrained "
+                             "(retain-only) model's truth ratios on the forget set; high = indistinguishable"),
+    "model_utility": Metric("score", "score (0-1)", "TOFU Model Utility: harmonic mean of probability, ROUGE-L "
+                                                    "recall and truth ratio on retain, real authors, world facts"),
+    **{f"rouge_{s}": Metric("score", "recall (0-1)", f"ROUGE-L recall of greedy answers to {text}")
+       for s, text in _TOFU_SPLITS.items()},
+    **{f"prob_{s}": Metric("score", "probability (0-1)",
+                           f"probability of the true answer to {text}, "
+                           + ("exp(-mean token NLL)" if s in ("forget", "retain")
+                              else "normalised over it and its perturbed answers"))
+       for s, text in _TOFU_SPLITS.items()},
+    **{f"truth_ratio_{s}": Metric("score", "ratio (0-1)",
+                                  f"TOFU truth ratio on {text}: "
+                                  + ("mean min(r, 1/r)" if s == "forget" else "mean max(0, 1 - r)")
+                                  + ", r = exp(NLL(true or paraphrased answer) - mean NLL(perturbed answers)), "
+                                    "NLLs averaged over tokens")
+       for s, text in _TOFU_SPLITS.items()},
+}
+
+
+def metric_names() -> list[str]:
+    """Every metric column: each registered task's metrics, in registry order, each once."""
+    names = list(dict.fromkeys(m for task in TASKS.values() for m in task.metric_directions))
+    undeclared = [m for m in names if m not in METRICS]
+    if undeclared:
+        raise KeyError(f"metrics {undeclared} have no entry in mcu_ray.tables.METRICS (family, unit, meaning)")
+    return names
+
+
+def metric_tasks(metric: str) -> list[str]:
+    return [name for name, task in TASKS.items() if metric in task.metric_directions]
+
+
+def direction(metric: str) -> int:
+    """+1: higher is better after unlearning; -1: lower is. The same in every task that has the metric."""
+    found = {task.metric_directions[metric] for task in TASKS.values() if metric in task.metric_directions}
+    if len(found) != 1:
+        raise ValueError(f"metric {metric!r} has directions {sorted(found)} across tasks")
+    return found.pop()
+
+
+def _metric_columns() -> list[Column]:
+    return [Column(m, FLOAT, METRICS[m].unit, METRICS[m].meaning) for m in metric_names()]
+
+
+# ----------------------------------------------------------------------------- tables
+PROVENANCE = [
+    Column("sweep", STRING, "", "the sweep's name (its folder under the storage root)"),
+    Column("spec_hash", STRING, "", "hash of the resolved sweep file that wrote the row, tolerances left out"),
+    Column("code_version", STRING, "", "mcu_ray version that wrote the row"),
+]
+CELL = [
+    Column("cell_id", STRING, "", "content key of the cell (task, setting, method pair, ratio, seed)"),
+    Column("task", STRING, "", "task name: digits | tofu | cifar10 | ddi | nlvr2"),
+    Column("setting", STRING, "", "setting of paper Table 1: Rand, Rand-CL, Rand-SO, CL-Non-CL, FO-SO, Met, ..."),
+    Column("method_1", STRING, "", "unlearning method of endpoint 1 (t = 0)"),
+    Column("method_2", STRING, "", "unlearning method of endpoint 2 (t = 1)"),
+    Column("optimizer_1", STRING, "", "optimiser of endpoint 1: fo (AdamW) | so (Sophia)"),
+    Column("optimizer_2", STRING, "", "optimiser of endpoint 2: fo | so"),
+    Column("curriculum_1", STRING, "", "curriculum of endpoint 1: none | cl"),
+    Column("curriculum_2", STRING, "", "curriculum of endpoint 2: none | cl"),
+    Column("ratio", FLOAT, "percent", "forget ratio: Df as a percentage of the training set D (10 = 10 %)"),
+    Column("seed", INT, "", "the cell's seed s"),
+    Column("endpoint_1", STRING, "", "artifact key of endpoint 1"),
+    Column("endpoint_2", STRING, "", "artifact key of endpoint 2"),
+    Column("seed_1", INT, "", "seed endpoint 1 was unlearned with"),
+    Column("seed_2", INT, "", "seed endpoint 2 was unlearned with (s + 1 in the Rand settings)"),
+    Column("precision", STRING, "", "fp32 | bf16-mixed | bf16"),
+    Column("curve", STRING, "", "linear | bezier | polychain"),
+    Column("curve_key", STRING, "", "artifact key of the curve's evaluated points"),
+]
+STATUS = [
+    Column("status", STRING, "", "ok | diverged (a model the row needs failed to train; its numbers are NaN)"),
+    Column("reason", STRING, "", "why the status is not ok: the failed artifact's key and its reason; '' if ok"),
+]
+_SUMMARY_UNIT = "the metric's unit"
+BARRIER_COLUMNS = [
+    Column("metric", STRING, "", "the metric this row summarises (a metric column of the results table)"),
+    Column("deviation", FLOAT, _SUMMARY_UNIT,
+           "worst deviation from the chord, max over t of (chord - value) for a higher-is-better metric, "
+           "(value - chord) for a lower-is-better one: positive is bad; 0 at the endpoints, so >= 0"),
+    Column("argmax_t", FLOAT, "t (0-1)", "where along the curve the worst deviation sits"),
+    Column("min", FLOAT, _SUMMARY_UNIT, "lowest value along the curve"),
+    Column("max", FLOAT, _SUMMARY_UNIT, "highest value along the curve"),
+    Column("mean", FLOAT, _SUMMARY_UNIT, "mean over the evaluated points"),
+    Column("start", FLOAT, _SUMMARY_UNIT, "value at t = 0 (endpoint 1)"),
+    Column("end", FLOAT, _SUMMARY_UNIT, "value at t = 1 (endpoint 2)"),
+    Column("integral", FLOAT, f"{_SUMMARY_UNIT} x t", "integral of the metric over t in [0, 1], trapezoid rule"),
+    Column("curve_length", FLOAT, "L2 norm in parameter space", "length of the curve between its endpoints"),
+]
+_REFERENCE_COLUMNS = [
+    Column("task", STRING, "", "task name"),
+    Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)"),
+    Column("precision", STRING, "", "fp32 | bf16-mixed | bf16"),
+    Column("model", STRING, "", "original (trained on D) | retrained (trained on Dr only: the gold standard)"),
+    Column("key", STRING, "", "artifact key of the model"),
+]
+_PATHWAY_COLUMNS = [
+    Column("task", STRING, "", "task name"),
+    Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)"),
+    Column("seed", INT, "", "seed of the pathway endpoint"),
+    Column("method", STRING, "", "the pathway method: pathway_<source method>"),
+    Column("source_method", STRING, "", "the method whose endpoint the pathway curve runs to"),
+    Column("optimizer", STRING, "", "fo | so"),
+    Column("curriculum", STRING, "", "none | cl"),
+    Column("endpoint", STRING, "", "artifact key of the pathway endpoint"),
+    Column("t_star", FLOAT, "t (0-1)", "the point of the curve original (t = 0) -> source (t = 1) exported"),
+    Column("model", STRING, "", "original | source | pathway (phi(t*)) | retrained | curve (an evaluated point)"),
+    Column("t", FLOAT, "t (0-1)", "curve rows: where the point sits; NaN for the models"),
+    Column("gap_to_retrained", FLOAT, "metric units",
+           "mean |metric - retrained model's| over the task's gap metrics (Task.gap_metrics)"),
+    Column("selection_gap", FLOAT, "fraction (0-1)",
+           "mean |accuracy - target| on Df and Dr, what t* was chosen on; NaN where not measured"),
+]
+
+
+def _tables() -> dict[str, list[Column]]:
+    metrics = _metric_columns()
+    return {
+        "results": [*PROVENANCE, *CELL, Column("t", FLOAT, "t (0-1)", "position along the curve: 0 = endpoint 1, "
+                                                                       "1 = endpoint 2"), *metrics, *STATUS],
+        "barriers": [*PROVENANCE, *CELL, *BARRIER_COLUMNS, *STATUS],
+        "references": [*PROVENANCE, *_REFERENCE_COLUMNS, *metrics],
+        "pathway": [*PROVENANCE, *_PATHWAY_COLUMNS, *metrics],
+    }
+
+
+TABLES = _tables()  # table name -> its columns, in file order
+SCHEMAS = {name: pa.schema([pa.field(c.name, c.type) for c in columns]) for name, columns in TABLES.items()}
+ROWS = {"results": "one per cell, curve and evaluated t", "barriers": "one per cell, curve and metric",
+        "references": "one per task, forget ratio and model (original | retrained)",
+        "pathway": "one per pathway endpoint and model, plus one per evaluated point of its curve"}
+
+# Computed by ``load``, never stored.
+DERIVED = {
+    "barriers": [
+        Column("family", STRING, "", "the metric's family: which tolerance applies"),
+        Column("tolerance", FLOAT, _SUMMARY_UNIT, "the family's tolerance used for `barrier`"),
+        Column("barrier", pa.bool_(), "",
+               "deviation > tolerance; Forget Quality: its min below the significance level while both endpoints "
+               "are at or above it; null when the curve failed"),
+    ],
+    "verdicts": [
+        *PROVENANCE, *CELL,
+        Column("retain_barrier", FLOAT, "nats", "B_r: the retain loss's worst deviation above the chord"),
+        Column("forget_barrier", FLOAT, "nats", "B_f, the forget cliff: the forget loss's worst deviation below the "
+                                                "chord"),
+        Column("curve_length", FLOAT, "L2 norm in parameter space", "length of the curve between its endpoints"),
+        Column("tolerance", FLOAT, "nats", "the loss tolerance the verdict used"),
+        Column("mcu", pa.bool_(), "", "mode connectivity in unlearning: B_r <= tolerance and B_f <= tolerance "
+                                      "(paper Eq. 3/4); null when the curve failed"),
+        *STATUS,
+    ],
+}
+
+
+# ----------------------------------------------------------------------------- writing and reading
+def write_table(store: Store, sweep: str, name: str, rows: list[dict], key: str) -> None:
+    """One file of table ``name``: ``rows`` in its schema, absent columns as nulls; unknown columns refused."""
+    schema = SCHEMAS[name]
+    unknown = sorted({k for row in rows for k in row} - set(schema.names))
+    if unknown:
+        raise ValueError(f"table {name!r} has no columns {unknown}: declare them in mcu_ray.tables")
+    store.write_table(pa.Table.from_pylist(rows, schema=schema), sweep, name, key)
+
+
+def read_table(store: Store, sweep: str, name: str) -> pa.Table:
+    """Every row of table ``name`` in its schema (zero rows when it has no file yet).
+
+    Files written before the flat layout (``task=../setting=..`` folders, task columns inside,
+    verdict columns) are read too: conformed to the schema, extra columns dropped.
+    """
+    paths = store.table_files(sweep, name)
+    if not paths:
+        return SCHEMAS[name].empty_table()
+    return ds.dataset(paths, schema=SCHEMAS[name], format="parquet", filesystem=store.fs).to_table()
+
+
+def upgrade_layout(store: Store, sweep: str) -> int:
+    """Rewrite a sweep's table files of the hive layout (``task=../setting=../<key>.parquet``) as
+    ``<key>.parquet`` in the table's schema, so a rerun finds its cells done and every reader sees
+    one schema; returns the number of files moved."""
+    moved = 0
+    for name in TABLES:
+        for path in store.table_files(sweep, name):
+            folder, file = path.rsplit("/", 1)
+            if "=" not in folder.rsplit("/", 1)[1]:
+                continue
+            table = ds.dataset([path], schema=SCHEMAS[name], format="parquet", filesystem=store.fs).to_table()
+            store.write_table(table, sweep, name, file[:-len(".parquet")])
+            store.fs.delete_file(path)
+            moved += 1
+    for name in TABLES if moved else ():
+        store.delete_empty_dirs(sweep, name)
+    return moved
+
+
+# ----------------------------------------------------------------------------- verdicts
+def tolerances_of(store: Store, sweep: str, tolerance=None) -> Tolerances:
+    """The sweep file's tolerances (its ``spec.json``; defaults without one), with ``tolerance``
+    over them: a number replaces the loss tolerance, a mapping the families it names."""
+    stored = {}
+    if store.exists(sweep, "spec.json"):
+        stored = json.loads(store.read_bytes(sweep, "spec.json")).get("spec", {}).get("tolerance", {})
+    base = parse_tolerance(stored if stored is not None else {}, "spec.json: tolerance")
+    if tolerance is None:
+        return base
+    if isinstance(tolerance, Tolerances):
+        return tolerance
+    if isinstance(tolerance, dict):
+        return parse_tolerance({**dataclasses.asdict(base), **tolerance}, "tolerance")
+    return dataclasses.replace(base, loss=parse_tolerance(tolerance, "tolerance").loss)
+
+
+def with_barriers(barriers: pd.DataFrame, tolerances: Tolerances) -> pd.DataFrame:
+    """The barriers table with each row's metric family, its tolerance and the ``barrier`` flag."""
+    family = barriers["metric"].map(lambda m: METRICS[m].family if m in METRICS else None)
+    tolerance = family.map(lambda f: getattr(tolerances, f) if isinstance(f, str) else np.nan).astype(float)
+    flags = pd.Series(pd.NA, index=barriers.index, dtype="boolean")
+    for name in family.dropna().unique():
+        rows = family == name
+        flags[rows] = barrier(name, tolerance[rows].to_numpy(), *(barriers.loc[rows, c].to_numpy(float)
+                                                                   for c in ("deviation", "min", "start", "end")))
+    failed = (barriers["status"] != "ok") | barriers["deviation"].isna() | family.isna()
+    flags[failed] = pd.NA
+    return barriers.assign(family=family, tolerance=tolerance, barrier=flags)
+
+
+def verdicts(barriers: pd.DataFrame, tolerances: Tolerances) -> pd.DataFrame:
+    """One row per (cell, curve) of a barriers frame: B_r, B_f and the MCU verdict at the loss tolerance."""
+    def loss_of(side: str) -> pd.DataFrame:
+        name = barriers["task"].map(lambda t: getattr(TASKS[t], side) if t in TASKS else side)
+        return barriers[barriers["metric"] == name]
+
+    forget = loss_of("forget_loss")[["cell_id", "curve", "deviation"]].rename(columns={"deviation": "forget_barrier"})
+    out = (loss_of("retain_loss").rename(columns={"deviation": "retain_barrier"})
+           .merge(forget, on=["cell_id", "curve"], how="left").reset_index(drop=True))
+    out["tolerance"] = tolerances.loss
+    failed = (out["status"] != "ok") | out["retain_barrier"].isna() | out["forget_barrier"].isna()
+    holds = (out["retain_barrier"] <= tolerances.loss) & (out["forget_barrier"] <= tolerances.loss)
+    out["mcu"] = pd.Series(holds, dtype="boolean").mask(failed)
+    return out[[c.name for c in DERIVED["verdicts"] if c.name in out.columns]]  # a frame of some columns too
+
+
+# ----------------------------------------------------------------------------- the public reader
+def load(storage: str, sweep: str, table: str = "results", tolerance=None) -> pd.DataFrame:
+    """Every row and every column of one table of ``<storage>/<sweep>`` as a pandas DataFrame.
+
+    ``table``: results | barriers | references | pathway (stored), or verdicts (one row per
+    curve, computed here). ``tolerance`` (barriers, verdicts): a number for the loss tolerance
+    or a mapping per metric family (``spec.Tolerances``), over the sweep file's; None: the
+    sweep file's. Rows of cells an edited sweep file dropped are included (the report hides them).
+    """
+    if table not in (*TABLES, "verdicts"):
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join([*TABLES, 'verdicts'])}")
+    store = Store(storage)
+    frame = read_table(store, sweep, "barriers" if table == "verdicts" else table).to_pandas()
+    if table not in ("barriers", "verdicts"):
+        return frame
+    tolerances = tolerances_of(store, sweep, tolerance)
+    return verdicts(frame, tolerances) if table == "verdicts" else with_barriers(frame, tolerances)
+
+
+# ----------------------------------------------------------------------------- the data dictionary
+def _type_name(tp: pa.DataType) -> str:
+    return {STRING: "string", FLOAT: "float64", INT: "int64", pa.bool_(): "bool"}.get(tp, str(tp))
+
+
+def _cell(text: str) -> str:
+    """Text inside a Markdown table cell: a '|' would end the cell."""
+    return text.replace("|", "\\|")
+
+
+def _column_rows(columns, metrics: set) -> list[str]:
+    rows = []
+    for c in columns:
+        if c.name in metrics:
+            continue
+        rows.append(f"| `{c.name}` | {_type_name(c.type)} | {c.unit} | {_cell(c.meaning)} |")
+    return rows
+
+
+def data_dictionary() -> str:
+    """docs/tables.md: every table, every column, its type, unit and meaning; every metric's family,
+    unit and direction."""
+    metrics = metric_names()
+    arrows = {+1: "↑ higher is better", -1: "↓ lower is better"}
+    tolerance = Tolerances()
+    lines = [
+        "# Result tables: the data dictionary",
+        "",
+        "Generated by `python -m mcu_ray.tables > docs/tables.md` from `mcu_ray/tables.py`, which owns every",
+        "table's schema (a test checks that this file is current).",
+        "",
+        "Each table is a folder of Parquet files, `<storage>/<sweep>/<table>/<key>.parquet`: one file per cell",
+        "(results, barriers) or per model (references, pathway), no hive folders. Every file holds every column",
+        "of its table, so any reader loads a folder, a glob or one file alike:",
+        "",
+        "```python",
+        "import pandas as pd, duckdb, mcu_ray",
+        'pd.read_parquet("mcu_runs/quickstart/results")',
+        "duckdb.sql(\"SELECT * FROM read_parquet('mcu_runs/quickstart/results/*.parquet')\").df()",
+        'mcu_ray.load("mcu_runs", "quickstart", "results")          # the same DataFrame',
+        'mcu_ray.load("mcu_runs", "quickstart", "verdicts", tolerance=0.05)   # one row per curve',
+        "```",
+        "",
+        "Units: the forget `ratio` is a percentage (10 = 10 % of D); accuracies, scores and probabilities are",
+        "fractions in [0, 1]; losses are in nats; `t` runs from 0 (endpoint 1) to 1 (endpoint 2). A metric",
+        "column a task does not compute is null on that task's rows; a failed (diverged) model's numbers are",
+        "NaN with `status` = diverged.",
+        "",
+    ]
+    for name, columns in TABLES.items():
+        lines += [f"## `{name}`: {ROWS[name]}", "", "| column | type | unit | meaning |", "|---|---|---|---|",
+                  *_column_rows(columns, set(metrics))]
+        if any(c.name in metrics for c in columns):
+            lines.append("| *every metric below* | float64 | see below | the model's value of that metric |")
+        lines.append("")
+    lines += [
+        "## `verdicts` and the `barrier` flag: computed when loaded, never stored",
+        "",
+        "Only deviations are stored. `mcu_ray.load(storage, sweep, \"barriers\", tolerance=...)` adds to each",
+        "barriers row (the report does the same):",
+        "",
+        "| column | type | unit | meaning |", "|---|---|---|---|", *_column_rows(DERIVED["barriers"], set()), "",
+        "and `mcu_ray.load(storage, sweep, \"verdicts\", tolerance=...)` gives one row per cell and curve:",
+        "",
+        "| column | type | unit | meaning |", "|---|---|---|---|",
+        "| *`sweep` ... `curve_key`* | | | as in `barriers` |",
+        *_column_rows(DERIVED["verdicts"][len(PROVENANCE) + len(CELL):], set()), "",
+        "`tolerance` is a number (the loss tolerance) or a mapping per family, over the sweep file's",
+        "`tolerance` (read from `<storage>/<sweep>/spec.json`); `python -m mcu_ray.report` takes the same",
+        "(`--tolerance 0.05 --tolerance accuracy=0.02`). Changing it re-decides every curve and runs nothing.",
+        "",
+        "| family | default tolerance | rule |", "|---|---|---|",
+        f"| loss | {tolerance.loss:g} nats | deviation > tolerance; the MCU verdict uses this one |",
+        f"| accuracy | {tolerance.accuracy:g} (absolute) | deviation > tolerance (0.01 = 1 percentage point) |",
+        f"| score | {tolerance.score:g} (absolute) | deviation > tolerance |",
+        f"| forget_quality | {tolerance.forget_quality:g} (significance level) | the curve's lowest Forget Quality "
+        f"is below it while both endpoints are at or above it (a p-value's size carries no more) |",
+        "",
+        "## Metrics",
+        "",
+        "Direction: which way is better for an unlearned model (the tasks' `metric_directions`); the barriers",
+        "table's `deviation` is signed with it so that positive is always bad.",
+        "",
+        "| metric | tasks | family | unit | direction | meaning |", "|---|---|---|---|---|---|",
+    ]
+    for m in metrics:
+        info = METRICS[m]
+        lines.append(f"| `{m}` | {', '.join(metric_tasks(m))} | {info.family} | {info.unit} | "
+                     f"{arrows[direction(m)]} | {_cell(info.meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(data_dictionary())
