@@ -125,8 +125,10 @@ def report(storage, tmp_path_factory):
 def test_one_png_per_setting_and_a_barrier_summary(report):
     index, _ = report
     folder = index.rsplit("/", 1)[0]
-    for name in ("digits_Rand.png", "digits_Met.png", "digits_barriers.png"):
+    for name in ("digits_Rand.png", "digits_Met.png", "digits_Met_matrix.png", "digits_barriers.png"):
         path = f"{folder}/{name}"
+        with open(path.replace(".png", ".pdf"), "rb") as pdf:
+            assert pdf.read(5) == b"%PDF-", name
         with open(path, "rb") as png:
             blob = png.read()
         assert blob.startswith(PNG_MAGIC) and len(blob) > 10_000, name
@@ -137,7 +139,8 @@ def test_one_png_per_setting_and_a_barrier_summary(report):
 def test_index_lists_every_figure_and_the_verdicts(report):
     _, text = report
     images = set(re.findall(r'<img src="([^"]+)"', text))
-    assert images == {"digits_Rand.png", "digits_Met.png", "digits_barriers.png", "digits_pathway.png"}
+    assert images == {"digits_Rand.png", "digits_Met.png", "digits_Met_matrix.png", "digits_barriers.png",
+                      "digits_pathway.png"}  # the method x method matrix for the Met setting only
     for image in images:
         assert not image.startswith("/")  # relative: the folder can be moved
     assert ">MCU<" in text and ">barrier<" in text
@@ -254,3 +257,135 @@ def test_metrics_of_an_unregistered_task_are_its_numeric_columns():
                           "status": ["ok", "ok"], "rouge_forget": [0.5, 0.4], "mcu": [True, False],
                           "other_task_metric": [np.nan, np.nan]})
     assert metric_names(frame, "tofu") == ["rouge_forget"]
+
+
+
+# ---------------------------------------------------------------------- figure content
+from matplotlib.colors import to_hex  # noqa: E402
+
+from mcu_ray.report import figures  # noqa: E402
+from mcu_ray.report.tables import curve_verdicts, load_sweep  # noqa: E402
+
+DIGITS_METRICS = ["acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget"]
+DIGITS_FAMILIES = 3  # accuracy, score (ZRF), loss
+
+
+@pytest.fixture(scope="module")
+def drawn(storage):
+    """(results, verdicts, references) of the synthetic sweep, as the report draws them."""
+    tables = load_sweep(storage, SWEEP)
+    return tables.results, curve_verdicts(tables.results, tables.barriers, tables.tolerances), tables.references
+
+
+def _setting_figure(drawn, setting):
+    results, verdicts, references = drawn
+    return figures.setting_figure_of("digits", setting, results[results["setting"] == setting],
+                                     verdicts[verdicts["setting"] == setting], references, DIGITS_METRICS)
+
+
+def _line_colours(ax) -> set:
+    return {to_hex(line.get_color()) for line in ax.get_lines()}
+
+
+def test_setting_figure_has_a_panel_per_ratio_pair_and_metric_family(drawn):
+    fig = _setting_figure(drawn, "Met")
+    axes = fig.axes
+    assert len(axes) == len(RATIOS) * len(SETTINGS["Met"]) * DIGITS_FAMILIES  # no twin axes
+    colours = {family: {figures.metric_colour(m) for m in DIGITS_METRICS if figures.family_of(m) == family}
+               for family in ("accuracy", "score", "loss")}
+    for ax in axes:
+        if not ax.get_lines():  # the failed cell's shaded panels
+            continue
+        drawn_colours = _line_colours(ax)
+        assert sum(drawn_colours <= family for family in colours.values()) == 1, drawn_colours  # one scale each
+    scales = {ax.get_ylabel().split("\n")[-1]: ax.get_yscale() for ax in axes if ax.get_ylabel()}
+    assert scales == {"accuracy": "linear", "score (0–1)": "linear", "loss (nats)": "symlog"}
+    assert [ax.get_ylabel().split("\n")[0] for ax in axes if "\n" in ax.get_ylabel()] == ["forget 2 %", "forget 10 %"]
+
+
+def test_t_axis_names_both_endpoints(drawn):
+    met = {ax.get_xlabel() for ax in _setting_figure(drawn, "Met").axes if ax.get_xlabel()}
+    assert met == {"t = 0: GA seed 0 → t = 1: RL seed 0", "t = 0: RL seed 0 → t = 1: GA seed 0"}
+    rand = {ax.get_xlabel() for ax in _setting_figure(drawn, "Rand").axes if ax.get_xlabel()}
+    assert rand == {"t = 0: GA seed 0 → t = 1: GA seed 0", "t = 0: RL seed 0 → t = 1: RL seed 0"}
+
+
+def test_legend_names_metrics_in_words_with_their_direction(drawn):
+    fig = _setting_figure(drawn, "Rand")
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    for label in ("test accuracy ↑", "retain accuracy ↑", "forget accuracy ↓", "ZRF ↑", "retain loss ↓",
+                  "forget loss ↑", "linear curve", "Bezier curve"):
+        assert label in labels
+    assert not any(metric in labels for metric in DIGITS_METRICS)  # no raw column names
+
+
+def test_retrained_value_is_a_reference_line_for_every_metric(drawn):
+    """Dotted horizontal lines at the retrained model's values (see _write_references), in the metric's colour."""
+    ax = _setting_figure(drawn, "Rand").axes[0]  # ratio 2 %, GA, accuracy panel
+    dotted = {(to_hex(line.get_color()), line.get_ydata()[0]) for line in ax.get_lines() if line.get_linestyle() == ":"}
+    assert dotted == {(figures.metric_colour("acc_test"), 0.95), (figures.metric_colour("acc_retain"), 1.0),
+                      (figures.metric_colour("acc_forget"), 0.9)}
+
+
+def test_a_metric_keeps_its_colour_and_colours_are_okabe_ito():
+    colours = [figures.metric_colour(m) for m in DIGITS_METRICS]
+    assert len(set(colours)) == len(colours) and set(colours) <= set(figures.OKABE_ITO)
+    tofu = ["forget_quality", "model_utility", "rouge_forget", "rouge_retain", "loss_retain", "loss_forget"]
+    assert len({figures.metric_colour(m) for m in tofu}) == len(tofu)
+    assert figures.metric_colour("loss_retain") == colours[DIGITS_METRICS.index("loss_retain")]
+
+
+def test_forget_quality_on_a_log_axis_with_the_005_line():
+    t = np.linspace(0, 1, 5)
+    results = pd.DataFrame({"task": "tofu", "setting": "Rand", "method_1": "gd", "method_2": "gd", "ratio": 1.0,
+                            "seed": 0, "seed_1": 0, "seed_2": 1, "optimizer_1": "fo", "optimizer_2": "fo",
+                            "curriculum_1": "none", "curriculum_2": "none", "curve": "linear", "t": t,
+                            "status": "ok", "forget_quality": 10.0 ** (-4 * t), "model_utility": 0.5,
+                            "loss_retain": 1.0})
+    verdicts = pd.DataFrame({"ratio": [1.0], "method_1": ["gd"], "method_2": ["gd"], "curve": ["linear"],
+                             "verdict": ["MCU"]})
+    references = pd.DataFrame({"task": ["tofu"], "ratio": [1.0], "model": ["retrained"], "forget_quality": [1.0],
+                               "model_utility": [0.6], "loss_retain": [0.9]})
+    fig = figures.setting_figure_of("tofu", "Rand", results, verdicts, references,
+                                    ["forget_quality", "model_utility", "loss_retain"])
+    assert len(fig.axes) == 3  # score, loss, Forget Quality
+    quality = [ax for ax in fig.axes if "Forget Quality" in ax.get_ylabel()]
+    assert len(quality) == 1 and quality[0].get_yscale() == "log"
+    levels = {line.get_ydata()[0] for line in quality[0].get_lines() if len(set(line.get_ydata())) == 1}
+    assert {0.05, 1.0} <= levels  # the significance line and the retrained model's value
+    assert fig.axes[-1].get_xlabel() == "t = 0: GD seed 0 → t = 1: GD seed 1"
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "Forget Quality ↑" in labels and "Model Utility ↑" in labels
+
+
+def test_figure_3_has_a_method_matrix_per_ratio_and_curve(drawn):
+    _, verdicts, _ = drawn
+    met = verdicts[verdicts["setting"] == "Met"]
+    fig = figures.mcu_matrix_figure_of("digits", "Met", met)
+    matrices = [ax for ax in fig.axes if ax.images]
+    assert len(matrices) == len(RATIOS) * 2  # linear and Bezier per ratio
+    methods = ["GA", "RL"]
+    for ax in matrices:
+        assert ax.images[0].get_array().shape == (len(methods), len(methods))
+        assert [label.get_text() for label in ax.get_yticklabels()] == methods
+    titles = [ax.get_title() for ax in matrices]
+    assert [title.split(",")[0] for title in titles] == ["forget 2 %", "forget 2 %", "forget 10 %", "forget 10 %"]
+    assert "symmetric" in titles[0] and "trained it" in titles[1]
+    linear_10, bezier_10 = (np.ma.filled(ax.images[0].get_array(), np.nan) for ax in matrices[2:])
+    # 10 %: RL→GA failed; its linear value is GA→RL's mirrored, its Bezier one stays empty
+    assert np.isfinite(linear_10[1, 0]) and linear_10[1, 0] == linear_10[0, 1]
+    assert np.isnan(bezier_10[1, 0]) and bezier_10[0, 1] == pytest.approx(3.0, abs=0.1)
+    marks = [sum(text.get_text().startswith("✓") for text in ax.texts) for ax in matrices]
+    assert marks == [2, 0, 2, 0]  # MCU holds on the linear curves (on the chord), not on the Bezier ones
+
+
+def test_barrier_heat_map_marks_what_is_within_tolerance(drawn):
+    _, verdicts, _ = drawn
+    fig = figures.barrier_figure_of("digits", verdicts)
+    retain, cliff = [ax for ax in fig.axes if ax.images]
+    ok = verdicts[verdicts["status"] == "ok"]
+    for ax, column in ((retain, "retain_barrier"), (cliff, "forget_barrier")):
+        within = int((ok[column] <= ok["tolerance"]).sum())
+        assert sum(text.get_text().startswith("✓") for text in ax.texts) == within
+        assert len(ax.patches) == within  # a frame around each
+    assert sum(text.get_text() == "×" for text in retain.texts) == 2  # the failed cell's two curves

@@ -1,9 +1,10 @@
 """The report of a sweep: figures and an index page drawn from its result tables.
 
 build_report reads the results, barriers and references tables of one sweep and
-writes, under the output folder, one PNG per (task, setting), one barrier summary
-PNG per task, and index.html tying them together with the barrier and reference
-tables. It reads only the store; nothing here needs Ray or a GPU.
+writes, under the output folder, one PNG (and PDF) per (task, setting), a method ×
+method matrix per Met-type setting (paper Figure 3), one barrier summary per task, and
+index.html tying them together with the barrier and reference tables. It reads only
+the store; nothing here needs Ray or a GPU.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import re
 
 import pandas as pd
 
-from mcu_ray.report.figures import barrier_figure, pathway_figure, setting_figure
+from mcu_ray.report.figures import barrier_figure, is_ordered_setting, mcu_matrix_figure, pathway_figure, setting_figure
 from mcu_ray.report.page import TaskSection, index_html
 from mcu_ray.report.tables import (
     EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
@@ -53,12 +54,22 @@ def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_di
         name = safe_file_name(f"{task}_{setting}.png")
         setting_figure(os.path.join(out_dir, name), task, setting, results[results["setting"] == setting],
                        verdicts[verdicts["setting"] == setting], tables.references, metrics)
-        figures.append((f"{task} · {setting}: metrics along the linear (solid) and Bezier (dashed) "
-                        f"curves; rows are forget ratios", name))
+        figures.append((f"{task} · {setting}: metrics along the linear (solid) and Bezier (dashed) curves, "
+                        f"t = 0 and t = 1 named under each column; a block of panels per forget ratio, one "
+                        f"panel per metric family (↑ / ↓: higher / lower is better after unlearning); dotted: "
+                        f"the retrained model; Forget Quality on a log axis with the p = 0.05 line", name))
         logger.info("wrote %s", name)
+        of_setting = verdicts[verdicts["setting"] == setting]
+        if is_ordered_setting(setting, of_setting) and not of_setting.empty:
+            name = safe_file_name(f"{task}_{setting}_matrix.png")
+            mcu_matrix_figure(os.path.join(out_dir, name), task, setting, of_setting)
+            figures.append((f"{task} · {setting} (paper Figure 3): retain barrier between each pair of methods "
+                            f"per forget ratio; linear curves symmetric, Bezier rows = the method that trained "
+                            f"the curve; green ✓: MCU holds", name))
     name = safe_file_name(f"{task}_barriers.png")
     barrier_figure(os.path.join(out_dir, name), task, verdicts)
-    figures.append((f"{task}: retain barrier and forget cliff per setting and method pair", name))
+    figures.append((f"{task}: retain barrier and forget cliff per setting and method pair (nats, mean over "
+                    f"seeds); green ✓: within the loss tolerance; grey ×: failed", name))
     pathway = pathway_table(tables.pathway, task)
     if not pathway.empty:
         name = safe_file_name(f"{task}_pathway.png")

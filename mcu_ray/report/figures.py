@@ -1,9 +1,13 @@
-"""The report's figures (matplotlib, Agg backend), in the style of the paper's appendix.
+"""The report's figures (matplotlib, Agg backend), in the layout of the paper.
 
-setting_figure: one PNG per (task, setting); a row per forget ratio, a column per
-method pair, each panel the metrics along t for the linear (solid) and quadratic
-Bezier (dashed) curves, losses on a symlog right axis. barrier_figure: one PNG per
-task, heat maps of the retain barrier and forget cliff per setting × pair.
+setting_figure: per (task, setting), a block of rows per forget ratio and a column per method
+pair; each block one small panel per metric family (accuracy, score, loss, Forget Quality on a
+log axis with the 0.05 line), so no panel mixes scales; the retrained model's value dotted for
+every metric; the t axis named by its endpoints. barrier_figure: per task, heat maps of the
+retain barrier and forget cliff per setting × pair, ✓ within tolerance. mcu_matrix_figure: the
+paper's Figure 3, per Met-type setting a method × method matrix per ratio and curve kind.
+Each ``*_figure_of`` returns the matplotlib Figure (tests inspect it); ``*_figure`` saves PNG and
+PDF. A metric keeps its colour (Okabe–Ito) in every figure.
 """
 from __future__ import annotations
 
@@ -15,134 +19,227 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import SymLogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
+from mcu_ray.plan import SETTINGS_TABLE  # noqa: E402
 from mcu_ray.report.tables import (  # noqa: E402
-    PATHWAY_LABELS, PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
+    NO_CURVE, PATHWAY_LABELS, PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
 )
+from mcu_ray.tables import METRICS, direction, metric_names as registered_metrics  # noqa: E402
 
 CURVE_STYLES = {"linear": "-", "bezier": "--", "polychain": ":"}  # other curve kinds: dash-dot
 CURVE_NAMES = {"linear": "linear", "bezier": "Bezier", "polychain": "polygonal chain"}
-PANEL_INCHES = (3.3, 2.5)  # width, height of one panel
+PANEL_INCHES = (3.0, 1.5)  # width, height of one family panel
 DPI = 110
 LOSS_LINTHRESH = 1.0  # the loss axis is linear below 1 and logarithmic above (Bezier losses reach 10+)
 LOSS_TICKS = (0, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+FQ_THRESHOLD = 0.05  # TOFU's significance line: Forget Quality above it = indistinguishable from retrained
+FQ_FLOOR = 1e-12  # lowest Forget Quality drawn on the log axis (p-values of 0 sit here)
 FAILED_COLOUR, MISSING_COLOUR = "#f6d5d5", "#eeeeee"
+# Okabe & Ito (2008), colour-blind safe, in the order of the registered metrics (metric_colour): every
+# task's figure metrics get distinct colours; the pale yellow falls on ZRF, alone in its digits panel.
+OKABE_ITO = ("#0072b2", "#e69f00", "#009e73", "#f0e442", "#d55e00", "#cc79a7", "#56b4e9", "#000000")
+HOLDS_COLOUR = "#009e73"  # the mark where MCU holds / a barrier is within tolerance
+
+# One panel per metric family, in this order (families of mcu_ray.tables.METRICS).
+FAMILIES = ("accuracy", "score", "loss", "forget_quality")
+FAMILY_WORDS = {"accuracy": "accuracy", "score": "score (0–1)", "loss": "loss (nats)",
+                "forget_quality": "Forget Quality (p)"}
+# Words for the parts of a metric's column name: acc_forget -> "forget accuracy".
+NAME_WORDS = {"zrf": "ZRF", "forget_quality": "Forget Quality", "model_utility": "Model Utility"}
+STEM_WORDS = {"acc": "accuracy", "loss": "loss", "rouge": "ROUGE-L", "prob": "probability",
+              "truth_ratio": "truth ratio"}
+ARROWS = {1: "↑", -1: "↓"}
 
 
 def is_loss(metric: str) -> bool:
-    """Losses are unbounded: they go on the right axis."""
-    return "loss" in metric
+    """Losses are unbounded: they get their own panel on a symlog axis."""
+    return family_of(metric) == "loss"
 
 
-def is_reference_metric(metric: str) -> bool:
-    """Metrics drawn as a dotted line at the retrained model's value (e.g. acc_forget)."""
-    return "forget" in metric and not is_loss(metric)
+def family_of(metric: str) -> str:
+    """The metric's family (mcu_ray.tables.METRICS); an unregistered one: loss by name, else score."""
+    if metric in METRICS:
+        return METRICS[metric].family
+    return "loss" if "loss" in metric else "score"
+
+
+def metric_words(metric: str) -> str:
+    """``acc_forget`` -> 'forget accuracy', ``truth_ratio_real_authors`` -> 'real authors truth ratio'."""
+    if metric in NAME_WORDS:
+        return NAME_WORDS[metric]
+    for stem, word in sorted(STEM_WORDS.items(), key=lambda item: -len(item[0])):
+        if metric.startswith(stem + "_"):
+            return f"{metric[len(stem) + 1:].replace('_', ' ')} {word}"
+    return metric.replace("_", " ")
+
+
+def metric_label(metric: str) -> str:
+    """Words and the better direction after unlearning: 'forget accuracy ↓' (tasks' metric_directions)."""
+    try:
+        arrow = ARROWS.get(direction(metric), "")
+    except ValueError:  # no registered task declares it, or tasks disagree
+        arrow = ""
+    return f"{metric_words(metric)} {arrow}".strip()
+
+
+def metric_colour(metric: str) -> str:
+    """The same colour for a metric in every figure: its place among the registered metrics."""
+    registered = registered_metrics()
+    index = registered.index(metric) if metric in registered else len(registered) + sum(map(ord, metric))
+    return OKABE_ITO[index % len(OKABE_ITO)]
+
+
+def save(fig, path: str) -> None:
+    """Write ``path`` (PNG) and the same figure as PDF beside it."""
+    fig.savefig(path, dpi=DPI)
+    fig.savefig(path.rsplit(".", 1)[0] + ".pdf")
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------- curves of one setting
-MAX_COLUMNS = 4  # panels per row before the method pairs wrap
+MAX_COLUMNS = 4  # method pairs per row before they wrap
 
 
 def setting_figure(path: str, task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
                    references: pd.DataFrame, metrics: list[str]) -> None:
-    """Metrics along every curve of one (task, setting): rows = forget ratios, columns = method pairs."""
+    """Draw setting_figure_of into ``path`` (PNG) and its PDF."""
+    save(setting_figure_of(task, setting, results, verdicts, references, metrics), path)
+
+
+def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
+                      references: pd.DataFrame, metrics: list[str]):
+    """Metrics along every curve of one (task, setting): a block of rows per forget ratio, a column
+    per method pair; each block one small panel per metric family, so no panel mixes scales."""
     ratios = sorted(results["ratio"].unique())
     pairs = method_pairs(results)
-    colours = {m: f"C{i}" for i, m in enumerate(metrics)}
+    families = [f for f in FAMILIES if any(family_of(m) == f for m in metrics)]
+    families += sorted({family_of(m) for m in metrics} - set(families))
+    by_family = {f: [m for m in metrics if family_of(m) == f] for f in families}
     limits = _axis_limits(results, metrics)
-    reference = {r: {m: v for m, v in retrained_values(references, task, r).items()
-                     if m in metrics and is_reference_metric(m)} for r in ratios}
-    # Many method pairs (Met settings: 12 for 4 methods) wrap onto several rows per ratio.
+    reference = {r: {m: v for m, v in retrained_values(references, task, r).items() if m in metrics}
+                 for r in ratios}
+    # Many method pairs (Met settings: 12 for 4 methods) wrap onto several blocks per ratio.
     cols = min(len(pairs), MAX_COLUMNS)
-    rows_per_ratio = -(-len(pairs) // cols)
-    n_rows = len(ratios) * rows_per_ratio
+    blocks_per_ratio = -(-len(pairs) // cols)
+    n_rows = len(ratios) * blocks_per_ratio * len(families)
     fig, axes = plt.subplots(n_rows, cols, squeeze=False, layout="constrained",
-                             figsize=(PANEL_INCHES[0] * cols + 1, PANEL_INCHES[1] * n_rows + 1))
+                             figsize=(PANEL_INCHES[0] * cols + 1.2, PANEL_INCHES[1] * n_rows + 1.2))
     for i, ratio in enumerate(ratios):
         for j, pair in enumerate(pairs):
-            row, col = i * rows_per_ratio + j // cols, j % cols
+            top, col = (i * blocks_per_ratio + j // cols) * len(families), j % cols
             rows, cell_verdicts = _panel_rows(results, ratio, pair), _panel_rows(verdicts, ratio, pair)
-            ax = axes[row, col]
-            loss_ax = _draw_panel(ax, rows, reference[ratio], metrics, colours, limits)
-            ax.set_title(f"{pair_label(*pair)}{_seed_note(rows)}\n{_verdict_line(cell_verdicts)}", fontsize=8.5)
-            _label_axes(ax, loss_ax, first_col=col == 0, last_col=col == cols - 1 or j == len(pairs) - 1,
-                        bottom=row == n_rows - 1 or j + cols >= len(pairs) and i == len(ratios) - 1, ratio=ratio)
-        for j in range(len(pairs), rows_per_ratio * cols):  # empty slots of the last wrapped row
-            axes[i * rows_per_ratio + j // cols, j % cols].set_axis_off()
-    fig.suptitle(f"{task} · {setting}: metrics along the curves between unlearned models", fontsize=12)
-    handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics, colours,
-                              with_reference=any(reference.values()))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * len(pairs)), fontsize=8,
-               frameon=False)  # about two legend entries fit under each panel
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+            for k, family in enumerate(families):
+                ax = axes[top + k, col]
+                _draw_panel(ax, rows, reference[ratio], by_family[family], family, limits)
+                if col == 0:
+                    ax.set_ylabel(f"forget {ratio:g} %\n{FAMILY_WORDS.get(family, family)}" if k == 0
+                                  else FAMILY_WORDS.get(family, family), fontsize=8)
+                if k < len(families) - 1:
+                    ax.tick_params(labelbottom=False)
+            axes[top, col].set_title(f"{pair_label(*pair)}{_seed_note(rows)}\n{_verdict_line(cell_verdicts)}",
+                                     fontsize=8.5)
+            axes[top + len(families) - 1, col].set_xlabel(endpoints_label(rows, pair), fontsize=7.5)
+        for j in range(len(pairs), blocks_per_ratio * cols):  # empty slots of the last wrapped block
+            for k in range(len(families)):
+                axes[(i * blocks_per_ratio + j // cols) * len(families) + k, j % cols].set_axis_off()
+    fig.suptitle(f"{task} · {setting}: metrics along the curves between unlearned models\n"
+                 f"(↑ / ↓: higher / lower is better after unlearning)", fontsize=11)
+    handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics,
+                              with_reference=any(reference.values()), with_fq="forget_quality" in families)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), max(3, 2 * cols)), fontsize=8,
+               frameon=False)
+    return fig
+
+
+def endpoints_label(rows: pd.DataFrame, pair: tuple[str, str]) -> str:
+    """The t axis named by its endpoints: 't = 0: GA seed 0 → t = 1: GA seed 1'."""
+    return f"t = 0: {_endpoint_name(rows, pair[0], '1')} → t = 1: {_endpoint_name(rows, pair[1], '2')}"
+
+
+def _endpoint_name(rows: pd.DataFrame, method: str, side: str) -> str:
+    """'GA', with its optimiser / curriculum variant when not the plain one, and its seed(s)."""
+    words = [method.upper()]
+    for column, plain in ((f"optimizer_{side}", "fo"), (f"curriculum_{side}", "none")):
+        values = rows[column].dropna().unique() if column in rows.columns else []
+        words += [str(v).upper() for v in values if v != plain]
+    column = f"seed_{side}" if f"seed_{side}" in rows.columns and rows[f"seed_{side}"].notna().any() else "seed"
+    seeds = sorted(int(s) for s in rows[column].dropna().unique()) if column in rows.columns else []
+    if seeds:
+        words.append(f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ",".join(map(str, seeds)))
+    return " ".join(words)
 
 
 def _panel_rows(frame: pd.DataFrame, ratio: float, pair: tuple[str, str]) -> pd.DataFrame:
     return frame[(frame["ratio"] == ratio) & (frame["method_1"] == pair[0]) & (frame["method_2"] == pair[1])]
 
 
-def _draw_panel(ax, rows: pd.DataFrame, reference: dict, metrics: list[str], colours: dict, limits: dict):
-    """Seed-mean metrics along t, or a shaded 'failed' / 'not run' panel; returns the loss axis if any."""
+def _draw_panel(ax, rows: pd.DataFrame, reference: dict, metrics: list[str], family: str, limits: dict) -> None:
+    """Seed-mean metrics of one family along t, the retrained model's values dotted; or a shaded
+    'failed' / 'not run' panel."""
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         _empty_panel(ax, ", ".join(sorted(set(rows["status"]) - {"ok"})) or "not run", failed=len(rows) > 0)
-        return None
-    loss_ax = ax.twinx() if any(is_loss(m) for m in metrics) else None
+        return
     means = ok.groupby(["curve", "t"])[metrics].mean()  # over the seeds that finished
+    floor = FQ_FLOOR if family == "forget_quality" else -np.inf
     for curve in ordered_curves(ok["curve"]):
         along = means.loc[curve]
         for metric in metrics:
-            target = loss_ax if is_loss(metric) else ax
-            target.plot(along.index, along[metric], CURVE_STYLES.get(curve, "-."), color=colours[metric], lw=1.3)
-    for metric, value in reference.items():
-        ax.axhline(value, color=colours[metric], ls=":", lw=1.1)
+            ax.plot(along.index, along[metric].clip(lower=floor), CURVE_STYLES.get(curve, "-."),
+                    color=metric_colour(metric), lw=1.3)
+    for metric in metrics:
+        if metric in reference:
+            ax.axhline(max(reference[metric], floor), color=metric_colour(metric), ls=":", lw=1.1)
     ax.set_xlim(0, 1)
-    ax.set_ylim(*limits["left"])
     ax.tick_params(labelsize=7)
-    if loss_ax is not None:
-        loss_ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
-        loss_ax.set_ylim(*limits["loss"])
-        loss_ax.set_yticks([v for v in LOSS_TICKS if v <= limits["loss"][1]])
-        loss_ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-        loss_ax.yaxis.set_minor_locator(NullLocator())
-        loss_ax.tick_params(labelsize=7)
-    return loss_ax
+    if family == "loss":
+        ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
+        ax.set_ylim(*limits["loss"])
+        ax.set_yticks([v for v in LOSS_TICKS if v <= limits["loss"][1]])
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+    elif family == "forget_quality":
+        ax.set_yscale("log")
+        ax.axhline(FQ_THRESHOLD, color="#666666", ls="-.", lw=0.9)
+        ax.set_ylim(*limits["forget_quality"])
+    else:
+        ax.set_ylim(*limits.get(family, limits["bounded"]))
 
 
 def _empty_panel(ax, text: str, failed: bool) -> None:
     ax.set_facecolor(FAILED_COLOUR if failed else MISSING_COLOUR)
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=13,
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11,
             color="#8b0000" if failed else "#555555")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _label_axes(ax, loss_ax, first_col: bool, last_col: bool, bottom: bool, ratio: float) -> None:
-    """Axis labels and tick labels only on the outer panels, so the grid stays readable."""
-    if first_col:
-        ax.set_ylabel(f"forget {ratio:g}%\naccuracy / score", fontsize=9)
-    else:
-        ax.tick_params(labelleft=False)
-    if loss_ax is not None and last_col:
-        loss_ax.set_ylabel("loss (symlog)", fontsize=8)
-    elif loss_ax is not None:
-        loss_ax.tick_params(labelright=False)
-    if bottom:
-        ax.set_xlabel("t", fontsize=9)
-
-
 def _axis_limits(results: pd.DataFrame, metrics: list[str]) -> dict:
-    """y ranges shared by every panel of a figure: at least [0, 1] on the left, losses from 0."""
+    """y ranges shared by every panel of a family: at least [0, 1] for bounded metrics, losses
+    from 0, Forget Quality from its smallest positive value (log axis) to 1."""
     ok = results[results["status"] == "ok"]
-    left = ok[[m for m in metrics if not is_loss(m)]].to_numpy(float)
-    losses = ok[[m for m in metrics if is_loss(m)]].to_numpy(float)
-    low = min(0.0, np.nanmin(left)) if np.isfinite(left).any() else 0.0
-    high = max(1.0, np.nanmax(left)) if np.isfinite(left).any() else 1.0
-    pad = 0.04 * (high - low)
+
+    def values(family):
+        return ok[[m for m in metrics if family_of(m) == family]].to_numpy(float)
+
+    limits = {}
+    for family in ("accuracy", "score"):
+        found = values(family)
+        low = min(0.0, np.nanmin(found)) if np.isfinite(found).any() else 0.0
+        high = max(1.0, np.nanmax(found)) if np.isfinite(found).any() else 1.0
+        pad = 0.04 * (high - low)
+        limits[family] = (low - pad, high + pad)
+    limits["bounded"] = limits["score"]
+    losses = values("loss")
     loss_high = np.nanmax(losses) if np.isfinite(losses).any() else 1.0
-    return {"left": (low - pad, high + pad), "loss": (0.0, max(loss_high, 1e-3) * 1.15)}
+    limits["loss"] = (0.0, max(loss_high, 1e-3) * 1.15)
+    quality = values("forget_quality")
+    positive = quality[np.isfinite(quality) & (quality > 0)]
+    low = max(FQ_FLOOR, positive.min() / 3) if positive.size else 1e-3
+    limits["forget_quality"] = (min(low, FQ_THRESHOLD / 3), 1.5)
+    return limits
 
 
 def _seed_note(rows: pd.DataFrame) -> str:
@@ -155,60 +252,134 @@ def _seed_note(rows: pd.DataFrame) -> str:
 
 
 def _verdict_line(verdicts: pd.DataFrame) -> str:
-    """'linear: MCU, bezier: barrier' for one panel."""
-    return ", ".join(f"{curve}: {panel_verdict(verdicts.loc[verdicts['curve'] == curve, 'verdict'])}"
+    """'linear: MCU, Bezier: barrier' for one panel."""
+    return ", ".join(f"{CURVE_NAMES.get(curve, curve)}: "
+                     f"{panel_verdict(verdicts.loc[verdicts['curve'] == curve, 'verdict'])}"
                      for curve in ordered_curves(verdicts["curve"]))
 
 
-def _legend_handles(curves: list[str], metrics: list[str], colours: dict, with_reference: bool) -> list:
-    handles = [Line2D([], [], color=colours[m], lw=2, label=f"{m} (right axis)" if is_loss(m) else m)
-               for m in metrics]
-    handles += [Line2D([], [], color="black", ls=CURVE_STYLES.get(c, "-."), label=CURVE_NAMES.get(c, c))
+def _legend_handles(curves: list[str], metrics: list[str], with_reference: bool, with_fq: bool) -> list:
+    handles = [Line2D([], [], color=metric_colour(m), lw=2, label=metric_label(m)) for m in metrics]
+    handles += [Line2D([], [], color="black", ls=CURVE_STYLES.get(c, "-."), label=f"{CURVE_NAMES.get(c, c)} curve")
                 for c in curves]
     if with_reference:
-        handles.append(Line2D([], [], color="grey", ls=":", label="retrained model"))
+        handles.append(Line2D([], [], color="grey", ls=":", label="retrained model (metric's colour)"))
+    if with_fq:
+        handles.append(Line2D([], [], color="#666666", ls="-.", label=f"Forget Quality p = {FQ_THRESHOLD:g}"))
     return handles
 
 
 # ---------------------------------------------------------------------- barrier summary of one task
 def barrier_figure(path: str, task: str, verdicts: pd.DataFrame) -> None:
-    """Heat maps of the retain barrier B_r and forget cliff B_f (mean over seeds; grey ×: failed)."""
+    """Draw barrier_figure_of into ``path`` (PNG) and its PDF."""
+    save(barrier_figure_of(task, verdicts), path)
+
+
+def barrier_figure_of(task: str, verdicts: pd.DataFrame):
+    """Heat maps of the retain barrier B_r and forget cliff B_f (mean over seeds); a green ✓ and
+    frame where the mean is within the tolerance, a grey × where the cell failed."""
     table = verdicts.groupby(["setting", "method_1", "method_2", "ratio", "curve"])[
-        ["retain_barrier", "forget_barrier"]].mean()
+        ["retain_barrier", "forget_barrier", "tolerance"]].mean()
     rows = [(setting, *pair) for setting in ordered_settings(verdicts["setting"])
             for pair in method_pairs(verdicts[verdicts["setting"] == setting])]
     columns = [(ratio, curve) for ratio in sorted(verdicts["ratio"].unique())
                for curve in ordered_curves(verdicts["curve"])]
     fig, axes = plt.subplots(1, 2, layout="constrained", sharey=True,
-                             figsize=(2 * (1.5 + 0.75 * len(columns)) + 2, 1.5 + 0.3 * len(rows)))
+                             figsize=(2 * (1.5 + 0.75 * len(columns)) + 2, 1.8 + 0.3 * len(rows)))
     titles = {"retain_barrier": "retain barrier $B_r$ (retain loss above chord)",
               "forget_barrier": "forget cliff $B_f$ (forget loss below chord)"}
+    tolerance = np.array([[_lookup(table, "tolerance", row + column) for column in columns] for row in rows])
     for ax, (quantity, title) in zip(axes, titles.items()):
         grid = np.array([[_lookup(table, quantity, row + column) for column in columns] for row in rows])
-        _heat_map(fig, ax, grid)
+        _heat_map(fig, ax, grid, grid <= tolerance)
         ax.set_title(title, fontsize=10)
-        ax.set_xticks(range(len(columns)), [f"{r:g}% {c}" for r, c in columns], rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(range(len(columns)), [f"{r:g} % {CURVE_NAMES.get(c, c)}" for r, c in columns], rotation=45,
+                      ha="right", fontsize=8)
     axes[0].set_yticks(range(len(rows)), [f"{s}  {pair_label(m1, m2)}" for s, m1, m2 in rows], fontsize=8)
-    fig.suptitle(f"{task}: barriers per setting and method pair (grey ×: failed)", fontsize=12)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    fig.suptitle(f"{task}: barriers per setting and method pair, mean over seeds, in nats\n"
+                 f"(green ✓ and frame: within the loss tolerance; grey ×: failed)", fontsize=11)
+    return fig
 
 
 def _lookup(table: pd.DataFrame, quantity: str, key: tuple) -> float:
     return float(table.loc[key, quantity]) if key in table.index else np.nan
 
 
-def _heat_map(fig, ax, grid: np.ndarray) -> None:
-    """Red where a barrier stands; symlog colours so that small and huge barriers both read."""
+def _heat_map(fig, ax, grid: np.ndarray, holds: np.ndarray, missing: str = "×", notes=None) -> None:
+    """Red where a barrier stands (symlog colours, so small and huge barriers both read); a green
+    ✓ and frame on the cells where ``holds``; ``notes``: a word under a cell's value (what breaks MCU)."""
     top = np.nanmax(grid) if np.isfinite(grid).any() else 1.0
     norm = SymLogNorm(linthresh=0.01, vmin=0.0, vmax=max(top, 0.02))
     cmap = plt.get_cmap("Reds").with_extremes(bad="#cccccc")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
-        dark = np.isfinite(value) and norm(value) > 0.6
-        ax.text(j, i, "×" if np.isnan(value) else f"{value:.2g}", ha="center", va="center", fontsize=7,
-                color="white" if dark else "black")
+        if np.isnan(value):
+            ax.text(j, i, missing, ha="center", va="center", fontsize=8, color="#555555")
+        elif holds[i, j]:
+            ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec=HOLDS_COLOUR, lw=2))
+            ax.text(j, i, f"✓ {value:.2g}", ha="center", va="center", fontsize=7.5, color=HOLDS_COLOUR,
+                    fontweight="bold")
+        else:
+            note = f"\n{notes[i][j]}" if notes is not None and notes[i][j] else ""
+            ax.text(j, i, f"{value:.2g}{note}", ha="center", va="center", fontsize=7,
+                    color="white" if norm(value) > 0.6 else "black")
     fig.colorbar(image, ax=ax, shrink=0.8)
+
+
+# ---------------------------------------------------------------------- paper Figure 3: method × method
+def is_ordered_setting(setting: str, verdicts: pd.DataFrame) -> bool:
+    """A Met-type setting: ordered pairs of different methods."""
+    if setting in SETTINGS_TABLE:
+        return SETTINGS_TABLE[setting][0] == "ordered"
+    return bool((verdicts["method_1"] != verdicts["method_2"]).any())
+
+
+def mcu_matrix_figure(path: str, task: str, setting: str, verdicts: pd.DataFrame) -> None:
+    """Draw mcu_matrix_figure_of into ``path`` (PNG) and its PDF."""
+    save(mcu_matrix_figure_of(task, setting, verdicts), path)
+
+
+def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
+    """The paper's Figure 3 for one Met-type setting: a row per forget ratio, a column per curve
+    kind, each panel a method × method matrix of the retain barrier B_r (mean over seeds), ✓ where
+    MCU holds (no barrier and no cliff in every seed). Linear curves are symmetric when both
+    endpoints share a variant (the matrix is mirrored to fill it); Bezier curves are not: row =
+    the method whose objective trained the bend (the first endpoint), column = the other."""
+    rows = verdicts[verdicts["curve"].notna() & (verdicts["curve"] != NO_CURVE)]  # NO_CURVE: failed before any
+    methods = sorted(set(rows["method_1"]) | set(rows["method_2"]))
+    ratios, curves = sorted(rows["ratio"].unique()), ordered_curves(rows["curve"])
+    symmetric = setting not in SETTINGS_TABLE or SETTINGS_TABLE[setting][1] == SETTINGS_TABLE[setting][2]
+    side = 0.55 * len(methods) + 1.6
+    fig, axes = plt.subplots(len(ratios), len(curves), squeeze=False, layout="constrained",
+                             figsize=(side * len(curves) + 0.8, side * len(ratios) + 1.0))
+    ok = rows.assign(holds=(rows["verdict"] == "MCU").astype(float)).where(rows["status"] == "ok")
+    keys = [rows["ratio"], rows["curve"], rows["method_1"], rows["method_2"]]
+    means = ok.groupby(keys)[["retain_barrier", "holds"]].mean()
+    words = rows.groupby(keys)["verdict"].agg(panel_verdict)  # 'cliff', 'barrier + cliff', 'MCU 1/3'...
+    for i, ratio in enumerate(ratios):
+        for j, curve in enumerate(curves):
+            grid, holds = (np.full((len(methods), len(methods)), np.nan) for _ in range(2))
+            notes = np.full((len(methods), len(methods)), "", dtype=object)
+            for a, m1 in enumerate(methods):
+                for b, m2 in enumerate(methods):
+                    if (ratio, curve, m1, m2) in means.index:
+                        grid[a, b], holds[a, b] = means.loc[(ratio, curve, m1, m2)]
+                        notes[a, b] = words.loc[(ratio, curve, m1, m2)]
+            if curve == "linear" and symmetric:  # the same straight line either way: fill the mirror
+                mirror = np.isnan(grid)
+                grid, holds, notes = (np.where(mirror, x.T, x) for x in (grid, holds, notes))
+            ax = axes[i, j]
+            _heat_map(fig, ax, grid, holds == 1.0, missing="", notes=notes)
+            ax.set_xticks(range(len(methods)), [m.upper() for m in methods], fontsize=8)
+            ax.set_yticks(range(len(methods)), [m.upper() for m in methods], fontsize=8)
+            shape = ("symmetric" if symmetric else "row: the t = 0 endpoint") if curve == "linear" \
+                else "row: the method that trained it"
+            ax.set_title(f"forget {ratio:g} %, {CURVE_NAMES.get(curve, curve)} curve\n({shape})", fontsize=8.5)
+            ax.set_ylabel("from (t = 0)", fontsize=8)
+            ax.set_xlabel("to (t = 1)", fontsize=8)
+    fig.suptitle(f"{task} · {setting}: retain barrier $B_r$ (nats) between unlearning methods, mean over seeds\n"
+                 f"(green ✓ and frame: MCU holds in every seed; grey: same method, not run or failed)", fontsize=10)
+    return fig
 
 
 # ---------------------------------------------------------------------- pathway unlearning
