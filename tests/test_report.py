@@ -341,11 +341,11 @@ def test_forget_quality_on_a_log_axis_with_the_005_line():
                             "seed": 0, "seed_1": 0, "seed_2": 1, "optimizer_1": "fo", "optimizer_2": "fo",
                             "curriculum_1": "none", "curriculum_2": "none", "curve": "linear", "t": t,
                             "status": "ok", "forget_quality": 10.0 ** (-4 * t), "model_utility": 0.5,
-                            "loss_retain": 1.0})
+                            "loss_retain": 6.0 + t})
     verdicts = pd.DataFrame({"ratio": [1.0], "method_1": ["gd"], "method_2": ["gd"], "curve": ["linear"],
                              "verdict": ["MCU"]})
     references = pd.DataFrame({"task": ["tofu"], "ratio": [1.0], "model": ["retrained"], "forget_quality": [1.0],
-                               "model_utility": [0.6], "loss_retain": [0.9]})
+                               "model_utility": [0.6], "loss_retain": [3.0]})
     fig = figures.setting_figure_of("tofu", "Rand", results, verdicts, references,
                                     ["forget_quality", "model_utility", "loss_retain"])
     assert len(fig.axes) == 3  # score, loss, Forget Quality
@@ -354,6 +354,9 @@ def test_forget_quality_on_a_log_axis_with_the_005_line():
     levels = {line.get_ydata()[0] for line in quality[0].get_lines() if len(set(line.get_ydata())) == 1}
     assert {0.05, 1.0} <= levels  # the significance line and the retrained model's value
     assert fig.axes[-1].get_xlabel() == "t = 0: GD seed 0 → t = 1: GD seed 1"
+    loss = [ax for ax in fig.axes if ax.get_yscale() == "symlog"][0]
+    low, high = loss.get_ylim()
+    assert 0 < low < 3.0 and high > 7.0  # every loss is large: from below the retrained model's 3 nats, not 0
     labels = [text.get_text() for text in fig.legends[0].get_texts()]
     assert "Forget Quality ↑" in labels and "Model Utility ↑" in labels
 

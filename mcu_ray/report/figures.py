@@ -37,9 +37,10 @@ LOSS_TICKS = (0, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 FQ_THRESHOLD = 0.05  # TOFU's significance line: Forget Quality above it = indistinguishable from retrained
 FQ_FLOOR = 1e-12  # lowest Forget Quality drawn on the log axis (p-values of 0 sit here)
 FAILED_COLOUR, MISSING_COLOUR = "#f6d5d5", "#eeeeee"
-# Okabe & Ito (2008), colour-blind safe, in the order of the registered metrics (metric_colour): every
-# task's figure metrics get distinct colours; the pale yellow falls on ZRF, alone in its digits panel.
-OKABE_ITO = ("#0072b2", "#e69f00", "#009e73", "#f0e442", "#d55e00", "#cc79a7", "#56b4e9", "#000000")
+# Okabe & Ito (2008), colour-blind safe, without its pale yellow, in the order of the registered
+# metrics (metric_colour): every task's figure metrics get distinct colours (digits: the first six;
+# TOFU: FQ, MU, ROUGE-L and the losses wrap onto the unused ones).
+OKABE_ITO = ("#0072b2", "#e69f00", "#009e73", "#56b4e9", "#d55e00", "#cc79a7", "#000000")
 HOLDS_COLOUR = "#009e73"  # the mark where MCU holds / a barrier is within tolerance
 
 # One panel per metric family, in this order (families of mcu_ray.tables.METRICS).
@@ -117,9 +118,9 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
     families = [f for f in FAMILIES if any(family_of(m) == f for m in metrics)]
     families += sorted({family_of(m) for m in metrics} - set(families))
     by_family = {f: [m for m in metrics if family_of(m) == f] for f in families}
-    limits = _axis_limits(results, metrics)
     reference = {r: {m: v for m, v in retrained_values(references, task, r).items() if m in metrics}
                  for r in ratios}
+    limits = _axis_limits(results, metrics, list(reference.values()))
     # Many method pairs (Met settings: 12 for 4 methods) wrap onto several blocks per ratio.
     cols = min(len(pairs), MAX_COLUMNS)
     blocks_per_ratio = -(-len(pairs) // cols)
@@ -197,7 +198,7 @@ def _draw_panel(ax, rows: pd.DataFrame, reference: dict, metrics: list[str], fam
     if family == "loss":
         ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
         ax.set_ylim(*limits["loss"])
-        ax.set_yticks([v for v in LOSS_TICKS if v <= limits["loss"][1]])
+        ax.set_yticks([v for v in LOSS_TICKS if limits["loss"][0] <= v <= limits["loss"][1]])
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
     elif family == "forget_quality":
@@ -216,10 +217,11 @@ def _empty_panel(ax, text: str, failed: bool) -> None:
     ax.set_yticks([])
 
 
-def _axis_limits(results: pd.DataFrame, metrics: list[str]) -> dict:
-    """y ranges shared by every panel of a family: at least [0, 1] for bounded metrics, losses
-    from 0, Forget Quality from its smallest positive value (log axis) to 1."""
-    ok = results[results["status"] == "ok"]
+def _axis_limits(results: pd.DataFrame, metrics: list[str], references: list[dict] = ()) -> dict:
+    """y ranges shared by every panel of a family, the retrained model's values (``references``)
+    included: at least [0, 1] for bounded metrics, losses from 0, Forget Quality from its
+    smallest positive value (log axis) to 1."""
+    ok = pd.concat([results[results["status"] == "ok"], pd.DataFrame(list(references))])
 
     def values(family):
         return ok[[m for m in metrics if family_of(m) == family]].to_numpy(float)
@@ -234,7 +236,9 @@ def _axis_limits(results: pd.DataFrame, metrics: list[str]) -> dict:
     limits["bounded"] = limits["score"]
     losses = values("loss")
     loss_high = np.nanmax(losses) if np.isfinite(losses).any() else 1.0
-    limits["loss"] = (0.0, max(loss_high, 1e-3) * 1.15)
+    loss_low = np.nanmin(losses) if np.isfinite(losses).any() else 0.0
+    # from 0, unless every loss is on the log part of the axis (TOFU: 4-12 nats): then from below the lowest
+    limits["loss"] = (0.0 if loss_low < 2 * LOSS_LINTHRESH else loss_low / 1.5, max(loss_high, 1e-3) * 1.15)
     quality = values("forget_quality")
     positive = quality[np.isfinite(quality) & (quality > 0)]
     low = max(FQ_FLOOR, positive.min() / 3) if positive.size else 1e-3
