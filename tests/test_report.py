@@ -392,3 +392,15 @@ def test_barrier_heat_map_marks_what_is_within_tolerance(drawn):
         assert sum(text.get_text().startswith("✓") for text in ax.texts) == within
         assert len(ax.patches) == within  # a frame around each
     assert sum(text.get_text() == "×" for text in retain.texts) == 2  # the failed cell's two curves
+
+
+def test_pathway_figure_names_metrics_in_words(storage, report):
+    from mcu_ray.report.tables import pathway_curves, pathway_table
+
+    pathway = load_sweep(storage, SWEEP).pathway
+    fig = figures.pathway_figure_of("digits", pathway_table(pathway, "digits"), pathway_curves(pathway, "digits"))
+    assert len(fig.axes) == len(RATIOS) * (len(PATHWAY_SOURCES) + 1)  # sources + the gap-along-t column
+    ticks = [label.get_text() for label in fig.axes[0].get_xticklabels()]
+    assert ticks == ["test accuracy ↑", "retain accuracy ↑", "forget accuracy ↓", "ZRF ↑"]
+    with open(f"{report[0].rsplit('/', 1)[0]}/digits_pathway.pdf", "rb") as pdf:
+        assert pdf.read(5) == b"%PDF-"

@@ -387,20 +387,26 @@ def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
 
 
 # ---------------------------------------------------------------------- pathway unlearning
-PATHWAY_COLOURS = {"original": "#1f77b4", "source": "#d62728", "pathway": "#2ca02c", "retrained": "#7f7f7f"}
+PATHWAY_PANEL = (3.3, 2.8)  # width, height of one bar panel (room for the rotated metric names)
+PATHWAY_COLOURS = {"original": "#0072b2", "source": "#d55e00", "pathway": "#009e73", "retrained": "#999999"}
 
 
 def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFrame) -> None:
+    """Draw pathway_figure_of into ``path`` (PNG) and its PDF."""
+    save(pathway_figure_of(task, table, curves), path)
+
+
+def pathway_figure_of(task: str, table: pd.DataFrame, curves: pd.DataFrame):
     """A row per forget ratio. A column per source method: bars of every bounded metric for the
     original, the source endpoint, the pathway model at t* and the retrained model, gaps in the title. Last
     column: the mean gap to the retrained model along each pathway curve, t* marked."""
     ratios, sources = sorted(table["ratio (%)"].unique()), sorted(table["source"].unique())
     metrics = [c for c in table.columns if c not in PATHWAY_LABELS and not is_loss(c)]
     fig, axes = plt.subplots(len(ratios), len(sources) + 1, squeeze=False,
-                             figsize=(max(PANEL_INCHES[0], 0.5 * len(metrics)) * (len(sources) + 1) + 0.5,
-                                      PANEL_INCHES[1] * len(ratios) + 0.8))
+                             figsize=(max(PATHWAY_PANEL[0], 0.5 * len(metrics)) * (len(sources) + 1) + 0.5,
+                                      PATHWAY_PANEL[1] * len(ratios) + 1.2))
     width = 0.8 / len(PATHWAY_MODELS)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = OKABE_ITO
     for i, ratio in enumerate(ratios):
         gap_ax = axes[i, -1]
         for j, source in enumerate(sources):
@@ -415,7 +421,8 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFra
                               if m in by_model)
             t_star = by_model["pathway"]["t*"] if "pathway" in by_model else float("nan")
             ax.set_title(f"{source.upper()} → pathway, {ratio:g} %\ngap {gaps} (t*={t_star:.2f})", fontsize=8)
-            ax.set_xticks(np.arange(len(metrics)), metrics, rotation=45, ha="right", fontsize=7)
+            ax.set_xticks(np.arange(len(metrics)), [metric_label(m) for m in metrics], rotation=45, ha="right",
+                          fontsize=7)
             ax.tick_params(axis="y", labelsize=7)
             along = curves[(curves["ratio"] == ratio) & (curves["source_method"] == source)]
             colour = colours[j % len(colours)]
@@ -427,9 +434,8 @@ def pathway_figure(path: str, task: str, table: pd.DataFrame, curves: pd.DataFra
         gap_ax.tick_params(labelsize=7)
         gap_ax.legend(fontsize=7)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=len(PATHWAY_MODELS), fontsize=7)
-    fig.suptitle(f"{task}: pathway unlearning vs its source endpoint and the retrained model "
+    fig.suptitle(f"{task}: pathway unlearning vs its source endpoint and the retrained model\n"
                  f"(gap = mean |metric - retrained| on the gap metrics, out of sample: t* is chosen without the "
                  f"retrained model; means over seeds)", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    return fig
