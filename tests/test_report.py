@@ -143,6 +143,7 @@ def test_index_lists_every_figure_and_the_verdicts(report):
                       "digits_pathway.png"}  # the method x method matrix for the Met setting only
     for image in images:
         assert not image.startswith("/")  # relative: the folder can be moved
+        assert f'<a href="{image[:-4]}.pdf">PDF</a>' in text
     assert ">MCU<" in text and ">barrier<" in text
     assert "GA→RL" in text and "RL→GA" in text
 

@@ -25,7 +25,7 @@ img { max-width: 100%; border: 1px solid #ddd; }
 @dataclass(frozen=True)
 class TaskSection:
     name: str
-    figures: list[tuple[str, str]]  # (caption, PNG path relative to index.html)
+    figures: list[tuple[str, str]]  # (caption, PNG path relative to index.html; its PDF beside it)
     mcu_counts: pd.DataFrame  # setting, curve, MCU, no MCU, failed
     barriers: pd.DataFrame  # one row per cell and curve, display columns
     references: pd.DataFrame  # one row per ratio and model
@@ -46,9 +46,15 @@ def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSectio
             f"{body}</body></html>\n")
 
 
+def _pdf(png: str) -> str:
+    """The PDF drawn beside a figure's PNG (mcu_ray.report.figures.save)."""
+    return png.rsplit(".", 1)[0] + ".pdf"
+
+
 def _section(section: TaskSection) -> str:
     figures = "".join(f'<figure><img src="{escape(src)}" alt="{escape(caption)}">'
-                      f"<figcaption>{escape(caption)}</figcaption></figure>\n" for caption, src in section.figures)
+                      f'<figcaption>{escape(caption)} (<a href="{escape(_pdf(src))}">PDF</a>)</figcaption></figure>\n'
+                      for caption, src in section.figures)
     return (f'<h2 id="{escape(section.name)}">{escape(section.name)}</h2>\n'
             f"<h3>Curves with mode connectivity (MCU) per setting</h3>\n{html_table(section.mcu_counts)}"
             f"<h3>Figures</h3>\n{figures}"
