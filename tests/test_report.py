@@ -405,3 +405,13 @@ def test_pathway_figure_names_metrics_in_words(storage, report):
     assert ticks == ["test accuracy ↑", "retain accuracy ↑", "forget accuracy ↓", "ZRF ↑"]
     with open(f"{report[0].rsplit('/', 1)[0]}/digits_pathway.pdf", "rb") as pdf:
         assert pdf.read(5) == b"%PDF-"
+
+
+def test_figure_3_mirrors_linear_curves_only_when_both_ends_share_a_variant(drawn):
+    """Met-CL-Non-CL joins a CL endpoint to a non-CL one: GA(CL)→RL is not RL(CL)→GA reversed."""
+    _, verdicts, _ = drawn
+    met = verdicts[verdicts["setting"] == "Met"].assign(setting="Met-CL-Non-CL")
+    fig = figures.mcu_matrix_figure_of("digits", "Met-CL-Non-CL", met)
+    linear_10 = np.ma.filled([ax for ax in fig.axes if ax.images][2].images[0].get_array(), np.nan)
+    assert np.isnan(linear_10[1, 0]) and np.isfinite(linear_10[0, 1])  # the failed RL→GA stays empty
+    assert "row: the t = 0 endpoint" in [ax for ax in fig.axes if ax.images][2].get_title()

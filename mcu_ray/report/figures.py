@@ -355,7 +355,7 @@ def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
     symmetric = setting not in SETTINGS_TABLE or SETTINGS_TABLE[setting][1] == SETTINGS_TABLE[setting][2]
     side = 0.55 * len(methods) + 1.6
     fig, axes = plt.subplots(len(ratios), len(curves), squeeze=False, layout="constrained",
-                             figsize=(side * len(curves) + 0.8, side * len(ratios) + 1.0))
+                             figsize=(max(side * len(curves) + 0.8, 7.5), side * len(ratios) + 1.0))
     ok = rows.assign(holds=(rows["verdict"] == "MCU").astype(float)).where(rows["status"] == "ok")
     keys = [rows["ratio"], rows["curve"], rows["method_1"], rows["method_2"]]
     means = ok.groupby(keys)[["retain_barrier", "holds"]].mean()
@@ -381,8 +381,9 @@ def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
             ax.set_title(f"forget {ratio:g} %, {CURVE_NAMES.get(curve, curve)} curve\n({shape})", fontsize=8.5)
             ax.set_ylabel("from (t = 0)", fontsize=8)
             ax.set_xlabel("to (t = 1)", fontsize=8)
-    fig.suptitle(f"{task} · {setting}: retain barrier $B_r$ (nats) between unlearning methods, mean over seeds\n"
-                 f"(green ✓ and frame: MCU holds in every seed; grey: same method, not run or failed)", fontsize=10)
+    fig.suptitle(f"{task} · {setting}: retain barrier $B_r$ (nats) between unlearning methods\n"
+                 f"mean over seeds; "
+                 f"green ✓ and frame: MCU holds in every seed; grey: same method, not run or failed", fontsize=10)
     return fig
 
 
