@@ -300,7 +300,7 @@ def test_setting_figure_has_a_panel_per_ratio_pair_and_metric_family(drawn):
         drawn_colours = _line_colours(ax)
         assert sum(drawn_colours <= family for family in colours.values()) == 1, drawn_colours  # one scale each
     scales = {ax.get_ylabel().split("\n")[-1]: ax.get_yscale() for ax in axes if ax.get_ylabel()}
-    assert scales == {"accuracy": "linear", "score (0–1)": "linear", "loss (nats)": "symlog"}
+    assert scales == {"accuracy": "linear", "ZRF ↑": "linear", "loss (nats)": "symlog"}  # ZRF alone: named
     assert [ax.get_ylabel().split("\n")[0] for ax in axes if "\n" in ax.get_ylabel()] == ["forget 2 %", "forget 10 %"]
 
 
@@ -351,6 +351,7 @@ def test_forget_quality_on_a_log_axis_with_the_005_line():
                                     ["forget_quality", "model_utility", "loss_retain"])
     assert len(fig.axes) == 3  # score, loss, Forget Quality
     quality = [ax for ax in fig.axes if "Forget Quality" in ax.get_ylabel()]
+    assert quality[0].get_ylabel() == "Forget Quality ↑ (p)"
     assert len(quality) == 1 and quality[0].get_yscale() == "log"
     levels = {line.get_ydata()[0] for line in quality[0].get_lines() if len(set(line.get_ydata())) == 1}
     assert {0.05, 1.0} <= levels  # the significance line and the retrained model's value

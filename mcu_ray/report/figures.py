@@ -135,8 +135,8 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
                 ax = axes[top + k, col]
                 _draw_panel(ax, rows, reference[ratio], by_family[family], family, limits)
                 if col == 0:
-                    ax.set_ylabel(f"forget {ratio:g} %\n{FAMILY_WORDS.get(family, family)}" if k == 0
-                                  else FAMILY_WORDS.get(family, family), fontsize=8)
+                    label = family_label(family, by_family[family])
+                    ax.set_ylabel(f"forget {ratio:g} %\n{label}" if k == 0 else label, fontsize=8)
                 if k < len(families) - 1:
                     ax.tick_params(labelbottom=False)
             axes[top, col].set_title(f"{pair_label(*pair)}{_seed_note(rows)}\n{_verdict_line(cell_verdicts)}",
@@ -152,6 +152,15 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), max(3, 2 * cols)), fontsize=8,
                frameon=False)
     return fig
+
+
+def family_label(family: str, metrics: list[str]) -> str:
+    """A panel's y label: the metric in words with its direction when alone ('ZRF ↑'), else the
+    family ('accuracy'; the legend names each metric)."""
+    if len(metrics) == 1:
+        unit = {"loss": " (nats)", "forget_quality": " (p)"}.get(family, "")
+        return metric_label(metrics[0]) + unit
+    return FAMILY_WORDS.get(family, family)
 
 
 def endpoints_label(rows: pd.DataFrame, pair: tuple[str, str]) -> str:
