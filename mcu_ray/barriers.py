@@ -55,6 +55,12 @@ class CurveVerdict:
     metrics: tuple  # MetricSummary per metric
 
 
+def verdict_word(retain_barrier: float, forget_barrier: float, tolerance: float) -> str:
+    """'MCU', or what breaks it: 'barrier' (the retain side), 'cliff' (the forget side), or both."""
+    broken = [word for word, value in (("barrier", retain_barrier), ("cliff", forget_barrier)) if value > tolerance]
+    return " + ".join(broken) or "MCU"
+
+
 def curve_verdict(rows: list[dict], directions: dict, retain_loss: str, forget_loss: str,
                   tolerance: float) -> CurveVerdict:
     """Barriers of one curve from its evaluated rows (each with ``t`` and every metric)."""

@@ -24,7 +24,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcu_ray import __version__, jobs
-from mcu_ray.barriers import curve_verdict
+from mcu_ray.barriers import curve_verdict, verdict_word
 from mcu_ray.curves import curve_length
 from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
@@ -378,7 +378,8 @@ def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
                                  "max": m.maximum, "mean": m.mean, "start": m.start, "end": m.end,
                                  "integral": m.integral, "curve_length": length, "status": "ok", "reason": ""})
         summary |= {f"mcu_{kind}": verdict.mcu, f"retain_barrier_{kind}": verdict.retain_barrier,
-                    f"forget_barrier_{kind}": verdict.forget_barrier}
+                    f"forget_barrier_{kind}": verdict.forget_barrier,
+                    f"verdict_{kind}": verdict_word(verdict.retain_barrier, verdict.forget_barrier, spec.tolerance.loss)}
     return rows, barrier_rows, summary
 
 
@@ -421,7 +422,8 @@ class Progress(tune.Callback):
         cfg, res = trial.config["cell"], trial.last_result or {}
         if "cell_seconds" in res:
             self.cell_seconds.append(res["cell_seconds"])
-        verdicts = " ".join(f"{k[4:]}={'failed' if v is None else 'MCU' if v else 'barrier'}"
+        # the report's words: MCU, or barrier (retain side), cliff (forget side), barrier + cliff
+        verdicts = " ".join(f"{k[4:]}={'failed' if v is None else res[f'verdict_{k[4:]}']}"
                             for k, v in res.items() if k.startswith("mcu_"))
         print(f"{self.status(trials, trial)} {cfg['task']} {cfg['setting']:<13} {cfg['methods']:<9} "
               f"ratio={cfg['ratio']:g}% seed={cfg['seed']}  {verdicts}  "

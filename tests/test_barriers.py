@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mcu_ray.barriers import chord_deviation, curve_verdict, summarise_metric
+from mcu_ray.barriers import chord_deviation, curve_verdict, summarise_metric, verdict_word
 
 DIRECTIONS = {"loss_retain": -1, "loss_forget": +1, "acc_test": +1}
 
@@ -66,3 +66,11 @@ def test_barrier_flag_per_family():
     assert not barrier("forget_quality", 0.05, 0.4, 0.1, 0.5, 0.9)  # a large dip, still above 0.05
     assert not barrier("forget_quality", 0.05, 0.01, 0.001, 0.02, 0.5)  # an endpoint is below already
     assert list(barrier("score", 0.01, np.array([0.0, 0.5, np.nan]), 0, 0, 0)) == [False, True, False]
+
+
+def test_verdict_words_are_the_reports():
+    """Retain side above tolerance: a barrier; forget side: a cliff (the paper's Eq. 3/4 words)."""
+    assert verdict_word(0.0, 0.005, 0.01) == "MCU"
+    assert verdict_word(0.5, 0.0, 0.01) == "barrier"
+    assert verdict_word(0.0, 0.2, 0.01) == "cliff"
+    assert verdict_word(0.5, 0.2, 0.01) == "barrier + cliff"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from mcu_ray.barriers import verdict_word
 from mcu_ray.plan import SETTINGS_TABLE
 from mcu_ray.spec import Tolerances
 from mcu_ray.store import Store
@@ -201,9 +202,8 @@ def _verdict(row) -> str:
         return "no barriers"
     if row.mcu:
         return "MCU"
-    broken = [word for word, value in (("barrier", row.retain_barrier), ("cliff", row.forget_barrier))
-              if value > row.tolerance]
-    return " + ".join(broken) or "no MCU"
+    word = verdict_word(row.retain_barrier, row.forget_barrier, row.tolerance)
+    return "no MCU" if word == "MCU" else word
 
 
 def panel_verdict(verdicts) -> str:
