@@ -245,21 +245,21 @@ def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]
     comparison, out of sample: t* was chosen without the retrained model), and the evaluated points
     of its curve (model "curve", with t). ``selection_gap``: the gap t* was chosen on (mean
     |accuracy - the original's target| on Df and Dr), where it was measured (curve points, so the
-    original at t=0 and the source at t=1, and the pathway model), else NaN."""
+    original at t=0 and the source at t=1, and the pathway model); NaN for the retrained model."""
     meta = store.read_meta(item.key)
     chosen = meta["pathway"]
     targets = store.read_meta(item.reference)["metrics"]
-    names = chosen.get("gap_metrics") or TASKS[item.task].gap_metrics
+    names = chosen["gap_metrics"]
     ident = {"task": item.task, "ratio": item.ratio, "seed": item.seed, "method": item.method,
              "source_method": source_method, "optimizer": item.optimizer, "curriculum": item.curriculum,
              "endpoint": item.key, "t_star": chosen["t_star"]}
     curve = store.load_points(item.key).to_pylist()  # the points t* was chosen from; t=0 is the original
-    selection = chosen.get("selection")
-    along = ([pathway.selection_gap({n: selection[n][i] for n in pathway.SELECTION_SPLITS}, chosen["targets"])
-              for i in range(len(curve))] if selection else [float("nan")] * len(curve))
+    selection = chosen["selection"]
+    along = [pathway.selection_gap({n: selection[n][i] for n in pathway.SELECTION_SPLITS}, chosen["targets"])
+             for i in range(len(curve))]
     models = (("original", {k: v for k, v in curve[0].items() if k != "t"}, along[0]),
               ("source", store.read_meta(item.source)["metrics"], along[-1]),
-              ("pathway", meta["metrics"], chosen.get("selection_gap", float("nan"))),
+              ("pathway", meta["metrics"], chosen["selection_gap"]),
               ("retrained", targets, float("nan")))
     rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": mean_gap(metrics, targets, names),
              "selection_gap": gap, **metrics} for model, metrics, gap in models]

@@ -26,9 +26,10 @@ from mcu_ray.batches import shard, to_device, trim_padding
 from mcu_ray.spec import PRECISIONS
 
 
-def default_device() -> torch.device:
-    """CUDA when this process sees a GPU, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(gpu: bool | None = None) -> torch.device:
+    """CUDA when this process has a GPU, else the CPU. ``gpu``: whether Ray gave it one (an
+    evaluation task); None: whether it sees one."""
+    return torch.device("cuda" if (torch.cuda.is_available() if gpu is None else gpu) else "cpu")
 
 
 def ray_placement(role: str, grad_accum: int = 1) -> "Placement":
@@ -51,7 +52,7 @@ def ray_placement(role: str, grad_accum: int = 1) -> "Placement":
     if role == "local":
         return Placement(grad_accum=grad_accum)
     if role == "task":
-        return Placement(device="cuda" if ray.get_gpu_ids() else "cpu")
+        return Placement(device=default_device(gpu=bool(ray.get_gpu_ids())))
     raise ValueError(f"role {role!r} is not one of train, local, task")
 
 
