@@ -72,7 +72,7 @@ def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, b
     """What every trained artifact records about how it was computed."""
     return {"kind": kind, "item": asdict(item), "train_log": log, "train_seconds": seconds,
             "device": placement.device.type, "precision": placement.precision, "workers": placement.world_size,
-            "grad_accum": placement.grad_accum, "effective_batch": batch_size}
+            "strategy": placement.strategy, "grad_accum": placement.grad_accum, "effective_batch": batch_size}
 
 
 def _supervised(store: Store, item, split: str, ratio: float, placement: Placement) -> dict | None:
@@ -84,7 +84,8 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
         model = task.new_model({**options, "model": reference}, seed=opts.model_seed, placement=placement)
         started, log = time.time(), {"steps": 0, "loaded": reference}
     else:
-        model = task.new_model(options, seed=opts.model_seed, placement=placement)
+        model = placement.shard_model(task.new_model(options, seed=opts.model_seed,
+                                                     placement=placement.on(placement.build_device)))
         started = time.time()
         try:
             log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
@@ -92,6 +93,7 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
                                    placement=placement)
         except DivergedError as exc:
             return _diverged(store, item.key, item, exc, placement)
+        model = placement.gather(model, lambda: task.new_model(options, seed=opts.model_seed, placement=placement))
     seconds = time.time() - started
     if not placement.writes:
         return None
@@ -138,11 +140,11 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
     """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
     placement = start_job(store, item.key, "endpoint", item, placement)
     if item.source:
-        return build_pathway(store, item, placement)
+        return build_pathway(store, item, placement.replicated())
     task, options, data = task_data(item.task, item.options, item.ratio)
-    model = task.new_model(options, seed=0, placement=placement)
+    model = task.new_model(options, seed=0, placement=placement.on(placement.build_device))
     original = store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
-    load_state(model, original)
+    model = placement.shard_model(load_state(model, original))
     params = METHODS[item.method].Params(**item.hparams)
     frozen = teachers(task, options, item.method, lambda: original, placement, item.curriculum_params)
     started = time.time()  # train_seconds: the loop alone, not model building or evaluation
@@ -152,6 +154,7 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
                       curriculum_params=item.curriculum_params, seed=item.seed, placement=placement, teachers=frozen)
     except DivergedError as exc:
         return _diverged(store, item.key, item, exc, placement)
+    model = placement.gather(model, lambda: task.new_model(options, seed=0, placement=placement))
     seconds = time.time() - started
     if not placement.writes:
         return None
@@ -285,7 +288,7 @@ def unpack_bends(weights: dict, count: int) -> list[dict]:
 
 def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -> dict | None:
     """Fit a curve's bends with the first endpoint's recipe (method, optimiser, curriculum, budget)."""
-    placement = start_job(store, bend_key(curve), "curve", curve, placement)
+    placement = start_job(store, bend_key(curve), "curve", curve, placement).replicated()
     task, options, data = task_data(curve.task, curve.options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)

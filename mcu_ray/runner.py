@@ -128,7 +128,7 @@ def _train_loop(config: dict):
     from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 
     jobs.use_threads(config["threads"])
-    placement = ray_placement("local" if config["local"] else "train", config["grad_accum"])
+    placement = ray_placement("local" if config["local"] else "train", config["grad_accum"], config["strategy"])
     store = Store(config["storage"])
     kind, item = config["kind"], config["item"]
     build = {"original": (jobs.build_original, Original), "retrained": (jobs.build_retrained, Retrained),
@@ -145,7 +145,7 @@ def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"kind": kind, "item": asdict(item), "storage": grid.storage, "grad_accum": scaling.grad_accum,
-                           "local": scaling.num_workers == 0,
+                           "strategy": scaling.strategy, "local": scaling.num_workers == 0,
                            "threads": max(1.0, grid.spec.resources.trial_cpus if scaling.num_workers == 0
                                           else scaling.resources_per_worker.get("CPU", 1))},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,

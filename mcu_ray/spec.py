@@ -84,6 +84,7 @@ class Problems:
 
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # what each means: mcu_ray.placement
+STRATEGIES = ("ddp", "fsdp")  # how a job of several workers holds its model: mcu_ray.placement
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class ScalingSpec:
     use_gpu: bool = False
     resources_per_worker: dict = field(default_factory=dict)  # e.g. {CPU: 4, GPU: 1}
     grad_accum: int = 1  # micro-batches per worker per step: a step's batch is still the method's batch_size
+    strategy: str = "ddp"  # ddp: each worker the whole model | fsdp: model, gradients, optimiser state sharded
 
 
 @dataclass(frozen=True)
@@ -539,6 +541,15 @@ def _parse_resources(raw, path) -> ResourcesSpec:
         if train.grad_accum < 1:
             problems.errors.append(SpecError(_join(train_path, "grad_accum"), train.grad_accum,
                                              "expected an integer >= 1"))
+        if train.strategy not in STRATEGIES:
+            problems.errors.append(SpecError(_join(train_path, "strategy"), train.strategy,
+                                             f"unknown strategy{did_you_mean(str(train.strategy), STRATEGIES)}; "
+                                             f"allowed: ddp (each worker the whole model), fsdp (FSDP2: model, "
+                                             f"gradients and optimiser state sharded over the workers)"))
+        elif train.strategy == "fsdp" and train.num_workers < 2:
+            problems.errors.append(SpecError(_join(train_path, "num_workers"), train.num_workers,
+                                             "strategy fsdp shards the model over the job's workers: expected 2 or "
+                                             "more (or strategy: ddp)"))
         if not isinstance(train.resources_per_worker, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
                 for k, v in train.resources_per_worker.items()):

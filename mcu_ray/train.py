@@ -6,6 +6,7 @@ same inside a Ray Train worker, a Tune trial or a unit test. Each takes the proc
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -21,7 +22,7 @@ from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
 from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
 from mcu_ray.methods.optimizers import adamw, gnb_refresh, make_optimizer
-from mcu_ray.placement import Placement
+from mcu_ray.placement import Placement, untouched
 
 
 class DivergedError(RuntimeError):
@@ -40,7 +41,7 @@ FINITE_CHECK_EVERY = 10  # steps between loss checks: each check waits for the d
 
 
 def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=None, draw=None,
-              before_step=None, after_step=None) -> dict:
+              before_step=None, after_step=None, untouched=contextlib.nullcontext) -> dict:
     """The one training-step loop: unlearning, Bezier and pathway bends, supervised training.
 
     ``batches`` yields global (forget, retain) batches, the same on every worker of a job.
@@ -54,7 +55,8 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
     stops the job at the next check (every ``FINITE_CHECK_EVERY`` steps and at the end).
     ``before_step(drawn)`` runs on the synced, masked gradients just before the optimiser's step
     (the Bezier bend rescales them there); ``after_step(step, forget, retain)`` right after it
-    (Sophia's sampled-label curvature refresh).
+    (Sophia's sampled-label curvature refresh). ``untouched()``: the context a sharded worker's
+    stand-in pass runs in (``placement.untouched`` over the model and the forget reducer).
     """
     params = [p for group in opt.param_groups for p in group["params"]]
     step, logs, padded = 0, {}, 0
@@ -66,14 +68,18 @@ def run_steps(loss_of, batches, opt, placement: Placement, masks=None, schedule=
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=placement.device)
         for forget_part, retain_part in zip(placement.micro_batches(forget), placement.micro_batches(retain)):
-            if batch_length(forget_part) == 0:
-                continue  # a global batch smaller than the job's shards: this one adds nothing
-            with placement.autocast():
-                loss, logs = loss_of(forget_part, retain_part, drawn)
-            weighted = loss.float() * (batch_length(forget_part) / n)
-            weighted.backward()
+            share = batch_length(forget_part) / n
+            if share == 0:  # a global batch smaller than the job's shards: this one adds nothing
+                if not placement.sharded:
+                    continue
+                forget_part, retain_part = placement.stand_in(forget), placement.stand_in(retain)
+            with untouched() if share == 0 else contextlib.nullcontext():  # restored after the backward pass
+                with placement.autocast():
+                    loss, logs = loss_of(forget_part, retain_part, drawn)
+                weighted = loss.float() * share
+                weighted.backward()
             total += weighted.detach()
-            for part in (forget_part, retain_part):
+            for part in (forget_part, retain_part) if share else ():
                 if part is not None and "attention_mask" in part:
                     padded += part["attention_mask"].numel()
                     real += part["attention_mask"].sum()
@@ -117,7 +123,7 @@ def train_supervised(model: nn.Module, task, batch: dict, *, epochs: int, lr: fl
                for minibatch in iterate_batches(batch, batch_size, order, group_by_length=True))
     model.train()
     return run_steps(lambda minibatch, _, __: (task.example_losses(model, minibatch).mean(), {}), batches,
-                     optimizer, placement, schedule=schedule)
+                     optimizer, placement, schedule=schedule, untouched=lambda: untouched(model))
 
 
 def _forever(batch: dict, batch_size: int, generator: torch.Generator):
@@ -213,7 +219,7 @@ def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer
     model.train()
     batches = unlearning_batches(data, params, order_generator, method.draws_retain(params), run.order)
     return run_steps(lambda forget, retain, _: method.loss(ctx, forget, retain, params), batches, run.opt, placement,
-                     run.masks, after_step=run.refresh)
+                     run.masks, after_step=run.refresh, untouched=lambda: untouched(model, run.reduce))
 
 
 @torch.no_grad()
@@ -232,7 +238,7 @@ def _grad_masks(method, teachers: Teachers, task, data, params, parts: list[dict
     if method.grad_mask is None:
         return None
     by_name = method.grad_mask(teachers.original, task, data, params, placement)
-    return [(tensor, by_name[name].to(tensor.device)) for part in parts for name, tensor in part.items()
+    return [(tensor, placement.like(tensor, by_name[name])) for part in parts for name, tensor in part.items()
             if name in by_name]
 
 

@@ -28,7 +28,8 @@ def assert_same_weights(one_worker: dict, two_workers: dict) -> None:
 
 
 @pytest.mark.ray
-def test_two_workers_match_one_worker_with_two_micro_batches(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_workers_match_one_worker_with_two_micro_batches(tmp_path, strategy):
     spec_file = tmp_path / "dp.yaml"
     spec_file.write_text(yaml.safe_dump({
         "name": "dp", "settings": ["Rand"], "curves": ["bezier"], "points": 3,
@@ -38,7 +39,7 @@ def test_two_workers_match_one_worker_with_two_micro_batches(tmp_path):
                    "hparams": {"gd": {"steps": 3, "batch_size": 8, "retain_batch_size": 8}},
                    "curve_fit": {"epochs": 1, "batch_size": 8}}],
         "resources": {"max_concurrent_trials": 1, "trial_cpus": 0.25, "eval_cpus": 0.5, "eval_points_per_task": 1,
-                      "train": {"num_workers": 2, "resources_per_worker": {"CPU": 0.5}}}}))
+                      "train": {"num_workers": 2, "strategy": strategy, "resources_per_worker": {"CPU": 0.5}}}}))
     storage = tmp_path / "runs"
     done = subprocess.run([sys.executable, "-m", "mcu_ray.sweep", str(spec_file), "--storage", str(storage),
                            "--num-cpus", "2", "--no-report"], capture_output=True, text=True, timeout=900)
@@ -51,6 +52,8 @@ def test_two_workers_match_one_worker_with_two_micro_batches(tmp_path):
     for key in (original.key, endpoint.key, bend):
         meta = store.read_meta(key)
         assert meta["workers"] == 2 and meta["grad_accum"] == 1 and meta.get("status", "ok") == "ok", key
+        # FSDP shards the models that train; a curve's bends train data-parallel (placement.replicated)
+        assert meta["strategy"] == (strategy if key != bend else "ddp"), key
     assert store.read_meta(endpoint.key)["effective_batch"] == 8
 
     single = Store(str(tmp_path / "single"))

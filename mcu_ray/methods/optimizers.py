@@ -24,6 +24,7 @@ labels. FO is AdamW with the same decay groups: MU-Bench's Hugging Face Trainer 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from mcu_ray.batches import batch_length
+from mcu_ray.placement import untouched
 from mcu_ray.spec import SpecError
 
 OPTIMIZERS = ("fo", "so")
@@ -232,12 +234,16 @@ def gnb_refresh(opt: torch.optim.Optimizer, task, model: nn.Module, placement, g
         opt.zero_grad(set_to_none=True)
         for batch in batches:
             for part in placement.micro_batches(batch):
-                if batch_length(part) == 0:
-                    continue  # a global batch smaller than the job's shards
-                with placement.autocast():
-                    sampled = task.sampled_targets(model, part, generator)
-                    loss = task.example_losses(model, sampled, reduction="sum").sum()
-                (loss.float() / max(n, 1)).backward()
+                counts = 1.0
+                if batch_length(part) == 0:  # a global batch smaller than the job's shards
+                    if not placement.sharded:
+                        continue
+                    part, counts = placement.stand_in(batch), 0.0  # a sharded model: every worker runs every pass
+                with untouched(model) if not counts else contextlib.nullcontext():  # restored after backward
+                    with placement.autocast():
+                        sampled = task.sampled_targets(model, part, generator)
+                        loss = task.example_losses(model, sampled, reduction="sum").sum()
+                    (loss.float() / max(n, 1) * counts).backward()
         placement.sync_gradients(params)
         if chain is not None:  # a curve's bends: the gradients the step itself sees
             chain()
