@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mcu_ray import pathway
+from mcu_ray import pathway, provenance
 from mcu_ray.curves import curve_parameters, load_point, load_state, savable_state
 from mcu_ray.evaluate import eval_context, evaluate_curve_points, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
@@ -47,7 +47,8 @@ def _diverged(store: Store, key: str, item, exc: DivergedError, placement: Place
     if not placement.writes:
         return None
     return store.save_artifact(key, {"kind": type(item).__name__.lower(), "item": asdict(item),
-                                     "status": "diverged", "reason": str(exc)})
+                                     "status": "diverged", "reason": str(exc),
+                                     "provenance": provenance.describe(placement.device)})
 
 
 def t_grid(points: int) -> np.ndarray:
@@ -69,10 +70,12 @@ def start_job(store: Store, key: str, kind: str, item, placement: Placement | No
 
 
 def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, batch_size: int) -> dict:
-    """What every trained artifact records about how it was computed."""
+    """What every trained artifact records about how it was computed, and by what (``provenance``:
+    this process's code, libraries and device)."""
     return {"kind": kind, "item": asdict(item), "train_log": log, "train_seconds": seconds,
             "device": placement.device.type, "precision": placement.precision, "workers": placement.world_size,
-            "strategy": placement.strategy, "grad_accum": placement.grad_accum, "effective_batch": batch_size}
+            "strategy": placement.strategy, "grad_accum": placement.grad_accum, "effective_batch": batch_size,
+            "provenance": provenance.describe(placement.device)}
 
 
 def _supervised(store: Store, item, split: str, ratio: float, placement: Placement) -> dict | None:
@@ -248,10 +251,11 @@ def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]
     comparison, out of sample: t* was chosen without the retrained model), and the evaluated points
     of its curve (model "curve", with t). ``selection_gap``: the gap t* was chosen on (mean
     |accuracy - the original's target| on Df and Dr), where it was measured (curve points, so the
-    original at t=0 and the source at t=1, and the pathway model); NaN for the retrained model."""
-    meta = store.read_meta(item.key)
+    original at t=0 and the source at t=1, and the pathway model); NaN for the retrained model.
+    Each row has the provenance columns of the job that evaluated it (the pathway's for its curve)."""
+    meta, source, reference = (store.read_meta(key) for key in (item.key, item.source, item.reference))
     chosen = meta["pathway"]
-    targets = store.read_meta(item.reference)["metrics"]
+    targets = reference["metrics"]
     names = chosen["gap_metrics"]
     ident = {"task": item.task, "ratio": item.ratio, "seed": item.seed, "method": item.method,
              "source_method": source_method, "optimizer": item.optimizer, "curriculum": item.curriculum,
@@ -260,14 +264,14 @@ def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]
     selection = chosen["selection"]
     along = [pathway.selection_gap({n: selection[n][i] for n in pathway.SELECTION_SPLITS}, chosen["targets"])
              for i in range(len(curve))]
-    models = (("original", {k: v for k, v in curve[0].items() if k != "t"}, along[0]),
-              ("source", store.read_meta(item.source)["metrics"], along[-1]),
-              ("pathway", meta["metrics"], chosen["selection_gap"]),
-              ("retrained", targets, float("nan")))
+    models = (("original", {k: v for k, v in curve[0].items() if k != "t"}, along[0], meta),
+              ("source", source["metrics"], along[-1], source),
+              ("pathway", meta["metrics"], chosen["selection_gap"], meta),
+              ("retrained", targets, float("nan"), reference))
     rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": mean_gap(metrics, targets, names),
-             "selection_gap": gap, **metrics} for model, metrics, gap in models]
+             "selection_gap": gap, **metrics, **traced(by)} for model, metrics, gap, by in models]
     return rows + [{**ident, "model": "curve", "gap_to_retrained": mean_gap(point, targets, names),
-                    "selection_gap": gap, **point} for point, gap in zip(curve, along)]
+                    "selection_gap": gap, **point, **traced(meta)} for point, gap in zip(curve, along)]
 
 
 def bend_key(curve: Curve) -> str:
@@ -350,11 +354,17 @@ def evaluate_curve_serially(store: Store, curve: Curve, ts: list[float] | None =
                                  placed(placement, curve), blend(curve))
 
 
-def save_points(store: Store, curve: Curve, rows: list[dict], length: float) -> dict:
-    """A curve's evaluated points, and its length in parameter space (``curves.curve_length``)."""
+def save_points(store: Store, curve: Curve, rows: list[dict], length: float, computed_by: dict | None = None,
+                seconds: float | None = None) -> dict:
+    """A curve's evaluated points, and its length in parameter space (``curves.curve_length``).
+
+    ``computed_by``: the provenance of the processes that evaluated them (``provenance.combine``);
+    default this one's. ``seconds``: the evaluation's wall time, when known.
+    """
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["t"]))
-    return store.save_artifact(curve.key, {"kind": "curve_points", "item": asdict(curve), "length": length},
-                               points=table)
+    meta = {"kind": "curve_points", "item": asdict(curve), "length": length, "eval_seconds": seconds,
+            "provenance": computed_by or provenance.describe()}
+    return store.save_artifact(curve.key, meta, points=table)
 
 
 def original_metrics(store: Store, original: Original, reference: Retrained,
@@ -364,15 +374,22 @@ def original_metrics(store: Store, original: Original, reference: Retrained,
                           (store.uri, reference.key), placed(placement, original))
 
 
+def traced(meta: dict) -> dict:
+    """The provenance columns of a row whose values an artifact's job computed (``meta``: its meta.json)."""
+    return provenance.columns(meta.get("provenance"))
+
+
 def curve_rows(store: Store, curve: Curve, first_endpoint: str) -> list[dict]:
     """Every evaluated point of a curve, oriented so that t=0 is ``first_endpoint``.
 
     t=0 and t=1 come from the endpoints' own evaluations (same BatchNorm
-    re-estimation), the interior from the curve's stored points.
+    re-estimation), the interior from the curve's stored points; each row with the provenance
+    columns of the artifact whose job evaluated it.
     """
-    start = store.read_meta(curve.endpoint_1)["metrics"]
-    end = store.read_meta(curve.endpoint_2)["metrics"]
-    rows = [{"t": 0.0, **start}, *store.load_points(curve.key).to_pylist(), {"t": 1.0, **end}]
+    start, inside, end = (store.read_meta(key) for key in (curve.endpoint_1, curve.key, curve.endpoint_2))
+    rows = [{"t": 0.0, **start["metrics"], **traced(start)},
+            *({**point, **traced(inside)} for point in store.load_points(curve.key).to_pylist()),
+            {"t": 1.0, **end["metrics"], **traced(end)}]
     if first_endpoint != curve.endpoint_1:  # a shared linear curve stored the other way round
         rows = [{**r, "t": 1.0 - r["t"]} for r in reversed(rows)]
     return rows

@@ -23,7 +23,7 @@ import ray
 from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mcu_ray import __version__, jobs
+from mcu_ray import jobs, provenance
 from mcu_ray.barriers import curve_verdict, verdict_word
 from mcu_ray.curves import curve_length
 from mcu_ray.placement import ray_placement
@@ -236,20 +236,26 @@ def renewing_lease(store: Store, key: str):
 
 
 @ray.remote
-def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: str, threads: float) -> list[dict]:
+def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: str,
+                         threads: float) -> tuple[dict, list[dict]]:
     """Evaluate phi(t) for each t in ``ts`` (one or a few points per task), on the GPU Ray
-    gave this task if it asked for one (``eval_gpus``), else on the CPU."""
+    gave this task if it asked for one (``eval_gpus``), else on the CPU; with this process's provenance."""
     jobs.use_threads(threads)
     from mcu_ray.plan import Curve
 
-    return jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, ray_placement("task"), control_points)
+    placement = ray_placement("task")
+    rows = jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, placement, control_points)
+    return provenance.describe(placement.device), rows
 
 
 @ray.remote
 def evaluate_original_task(storage: str, original, reference, threads: float) -> dict:
-    """The original model on one ratio's splits (the figures' reference line), on this task's device."""
+    """The original model on one ratio's splits (the figures' reference line), on this task's device;
+    with this process's provenance columns."""
     jobs.use_threads(threads)
-    return jobs.original_metrics(Store(storage), original, reference, ray_placement("task"))
+    placement = ray_placement("task")
+    metrics = jobs.original_metrics(Store(storage), original, reference, placement)
+    return {**metrics, **provenance.columns(provenance.describe(placement.device))}
 
 
 def evaluate_curve(grid: Grid, curve) -> None:
@@ -260,6 +266,7 @@ def evaluate_curve(grid: Grid, curve) -> None:
     """
     store = grid.store
     store.record_job(curve.key, "evaluation")
+    started = time.time()
     res = grid.spec.resources
     cps = jobs.control_points(store, curve)
     cps_ref = ray.put(cps)
@@ -268,7 +275,9 @@ def evaluate_curve(grid: Grid, curve) -> None:
     ts, size = jobs.interior_ts(curve), res.eval_points_per_task
     refs = [task.remote(asdict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus)
             for i in range(0, len(ts), size)]
-    jobs.save_points(store, curve, [row for rows in ray.get(refs) for row in rows], curve_length(cps, jobs.blend(curve)))
+    done = ray.get(refs)
+    jobs.save_points(store, curve, [row for _, rows in done for row in rows], curve_length(cps, jobs.blend(curve)),
+                     provenance.combine([described for described, _ in done]), time.time() - started)
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -308,9 +317,10 @@ def run_cell(config: dict, grid: Grid) -> dict:
     for endpoint in (e1, e2):  # pathway endpoints are built only on healthy inputs
         if endpoint.source and inputs_ok and not jobs.failure(store, endpoint.key):
             write_pathway_table(grid, endpoint)
-    write_table(store, sweep, "barriers", barrier_rows, cell.key)
-    write_table(store, sweep, "results", rows, cell.key)  # last: its file marks the cell done
-    return {**summary, "cell_seconds": time.time() - started}
+    seconds = {"cell_seconds": time.time() - started}
+    write_table(store, sweep, "barriers", [{**row, **seconds} for row in barrier_rows], cell.key)
+    write_table(store, sweep, "results", [{**row, **seconds} for row in rows], cell.key)  # last: marks the cell done
+    return {**summary, **seconds}
 
 
 def write_pathway_table(grid: Grid, endpoint) -> None:
@@ -318,7 +328,7 @@ def write_pathway_table(grid: Grid, endpoint) -> None:
     store, sweep = grid.store, grid.spec.name
     if store.has_table(sweep, "pathway", endpoint.key):
         return
-    ident = {"sweep": sweep, "spec_hash": grid.spec_hash, "code_version": __version__}
+    ident = {"sweep": sweep, "spec_hash": grid.spec_hash}
     rows = jobs.pathway_rows(store, endpoint, grid.plan.endpoints[endpoint.source].method)
     write_table(store, sweep, "pathway", [{**ident, **row} for row in rows], endpoint.key)
 
@@ -326,32 +336,35 @@ def write_pathway_table(grid: Grid, endpoint) -> None:
 def reference_rows(grid: Grid, original, reference) -> list[dict]:
     """The original and the retrained model at one ratio: the figures' reference lines."""
     store = grid.store
-    ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash, "code_version": __version__,
+    ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash,
              "task": reference.task, "ratio": reference.ratio, "precision": reference.precision}
     res = grid.spec.resources
     # on an evaluation worker (its GPU, when eval_gpus asks for one), outside the trial's placement group
     metrics = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
                                              num_gpus=res.eval_gpus).remote(store.uri, original, reference,
                                                                             res.eval_cpus)
+    retrained = store.read_meta(reference.key)
     return [{**ident, "model": "original", "key": original.key, **ray.get(metrics)},
-            {**ident, "model": "retrained", "key": reference.key, **store.read_meta(reference.key)["metrics"]}]
+            {**ident, "model": "retrained", "key": reference.key, **retrained["metrics"], **jobs.traced(retrained)}]
 
 
 def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
     """Rows (one per curve and t) and barrier rows (one per curve and metric) of a cell.
 
     Barrier rows hold deviations only; verdicts are drawn from them when read (``mcu_ray.tables``),
-    so the tolerance plays no part here but in the summary printed on the console.
+    so the tolerance plays no part here but in the summary printed on the console. A row's
+    provenance is that of the job that computed its numbers: the evaluating artifact's for a point
+    (``jobs.curve_rows``), this process's (on its CPU) for deviations and for a failed cell's NaNs.
     """
     plan, store, spec = grid.plan, grid.store, grid.spec
     task = TASKS[cell.task]
     e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
-    ident = {"sweep": spec.name, "spec_hash": grid.spec_hash, "code_version": __version__, "cell_id": cell.key,
+    ident = {"sweep": spec.name, "spec_hash": grid.spec_hash, "cell_id": cell.key,
              "task": cell.task, "setting": cell.setting, "method_1": e1.method, "method_2": e2.method,
              "optimizer_1": e1.optimizer, "optimizer_2": e2.optimizer, "curriculum_1": e1.curriculum,
              "curriculum_2": e2.curriculum, "ratio": cell.ratio, "seed": cell.seed,
              "endpoint_1": e1.key, "endpoint_2": e2.key, "seed_1": e1.seed, "seed_2": e2.seed,
-             "precision": e1.precision}
+             "precision": e1.precision, **provenance.columns(provenance.describe("cpu"))}
     rows, barrier_rows, summary = [], [], {}
     for kind, key in cell.curves:
         curve = plan.curves[key]

@@ -120,10 +120,20 @@ def _metric_columns() -> list[Column]:
 
 
 # ----------------------------------------------------------------------------- tables
+_COMPUTED_BY = ("of the code that computed the row's values: the job that evaluated the model for a model's "
+                "row (the artifact's meta.json `provenance`), the cell's trial for deviations and failed rows")
 PROVENANCE = [
     Column("sweep", STRING, "", "the sweep's name (its folder under the storage root)"),
     Column("spec_hash", STRING, "", "hash of the resolved sweep file that wrote the row, tolerances left out"),
-    Column("code_version", STRING, "", "mcu_ray version that wrote the row"),
+    # mcu_ray.provenance.ROW_FIELDS, in order
+    Column("code_commit", STRING, "", f"git commit (HEAD) {_COMPUTED_BY}; 'unknown' when its mcu_ray is not a "
+                                      f"git checkout"),
+    Column("code_dirty", pa.bool_(), "", "whether that checkout had uncommitted changes or new files under mcu_ray/ "
+                                         "(the commit alone does not pin the code then); null when unknown"),
+    Column("code_version", STRING, "", "mcu_ray version of that code"),
+    *(Column(f"{lib}_version", STRING, "", f"{lib} version installed where the values were computed")
+      for lib in ("torch", "transformers", "ray", "peft", "python")),
+    Column("device_name", STRING, "", "device the values were computed on, 'cuda: <GPU name>' or 'cpu: <CPU model>'"),
 ]
 CELL = [
     Column("cell_id", STRING, "", "content key of the cell (task, setting, method pair, ratio, seed)"),
@@ -149,6 +159,9 @@ STATUS = [
     Column("status", STRING, "", "ok | diverged (a model the row needs failed to train; its numbers are NaN)"),
     Column("reason", STRING, "", "why the status is not ok: the failed artifact's key and its reason; '' if ok"),
 ]
+CELL_SECONDS = Column("cell_seconds", FLOAT, "seconds",
+                      "wall time of the trial that wrote the cell: building what it needed and was not stored yet, "
+                      "evaluating its curves, summarising them (the same on every row of the cell)")
 _SUMMARY_UNIT = "the metric's unit"
 BARRIER_COLUMNS = [
     Column("metric", STRING, "", "the metric this row summarises (a metric column of the results table)"),
@@ -194,8 +207,9 @@ def _tables() -> dict[str, list[Column]]:
     metrics = _metric_columns()
     return {
         "results": [*PROVENANCE, *CELL, Column("t", FLOAT, "t (0-1)", "position along the curve: 0 = endpoint 1, "
-                                                                       "1 = endpoint 2"), *metrics, *STATUS],
-        "barriers": [*PROVENANCE, *CELL, *BARRIER_COLUMNS, *STATUS],
+                                                                       "1 = endpoint 2"), *metrics, *STATUS,
+                    CELL_SECONDS],
+        "barriers": [*PROVENANCE, *CELL, *BARRIER_COLUMNS, *STATUS, CELL_SECONDS],
         "references": [*PROVENANCE, *_REFERENCE_COLUMNS, *metrics],
         "pathway": [*PROVENANCE, *_PATHWAY_COLUMNS, *metrics],
     }

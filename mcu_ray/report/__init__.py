@@ -18,7 +18,7 @@ from mcu_ray.report.figures import barrier_figure, is_ordered_setting, mcu_matri
 from mcu_ray.report.page import TaskSection, index_html
 from mcu_ray.report.tables import (
     EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
-    ordered_settings, pair_label, pathway_curves, pathway_table,
+    ordered_settings, pair_label, pathway_curves, pathway_table, provenance_table,
 )
 
 __all__ = ["build_report", "EmptySweepError"]
@@ -41,7 +41,8 @@ def build_report(storage: str, sweep: str, out_dir: str, tolerance=None) -> str:
                 for task in sorted(tables.results["task"].unique())]
     index = os.path.join(out_dir, "index.html")
     with open(index, "w", encoding="utf-8") as page:
-        page.write(index_html(sweep, storage, _header(tables.results, tables.tolerances), sections))
+        page.write(index_html(sweep, storage, _header(tables.results, tables.tolerances), sections,
+                              provenance_table(tables.results)))
     return index
 
 

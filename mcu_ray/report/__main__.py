@@ -4,11 +4,14 @@
     python -m mcu_ray.report mcu_runs quickstart --tolerance 0.05
     python -m mcu_ray.report s3://bucket/runs/full_grid --out reports/full_grid \
         --tolerance accuracy=0.02 --tolerance forget_quality=0.01
+    python -m mcu_ray.report mcu_runs quickstart --reproduce cell-0123abcd > cell.yaml
 
 The arguments are the sweep folder, <storage root>/<sweep name>, or the storage root and
 the sweep name. Verdicts are decided from the stored deviations with the sweep file's
 tolerances, or those given here: nothing is trained or evaluated again. Prints the path
-of index.html; exits 2 when the folder holds no results.
+of index.html; exits 2 when the folder holds no results. ``--reproduce CELL_ID`` draws nothing:
+it prints the sweep file (with the command in its comments) that rebuilds that cell, and warns
+on stderr when the cell was computed by other code than this checkout's clean commit.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import os
 import sys
 
 from mcu_ray.report import EmptySweepError, build_report
+from mcu_ray.report.reproduce import ReproduceError, reproduce
 from mcu_ray.spec import SpecError, Tolerances, parse_tolerance
 
 
@@ -58,10 +62,23 @@ def main(argv=None) -> int:
                              "verdict), or family=value for accuracy (absolute), score (absolute: ZRF, ROUGE, "
                              "probabilities, truth ratio, model utility) or forget_quality (a significance level); "
                              "repeatable; families not given keep the sweep file's")
+    parser.add_argument("--reproduce", metavar="CELL_ID",
+                        help="print, instead of drawing the report, the sweep file excerpt and the command that "
+                             "rebuild this cell (its cell_id in the results table, or a unique prefix); warns when "
+                             "it was computed at another commit or from a dirty tree")
     args = parser.parse_args(argv)
     storage, sweep = (args.sweep_dir, args.sweep) if args.sweep else split_sweep_dir(args.sweep_dir)
     if not sweep:
         parser.error(f"{args.sweep_dir!r} does not name a sweep folder")
+    if args.reproduce:
+        try:
+            text, warnings = reproduce(storage, sweep, args.reproduce)
+        except ReproduceError as err:
+            parser.error(str(err))
+        sys.stdout.write(text)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return 0
     try:
         overrides = tolerance_overrides(args.tolerance)
         index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None)

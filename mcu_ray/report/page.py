@@ -34,16 +34,28 @@ class TaskSection:
     metric_barriers: pd.DataFrame = field(default_factory=pd.DataFrame)  # setting, curve, "k/n" per metric
 
 
-def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:
-    """The whole page; ``header`` holds a few facts shown under the title (cells, spec hash, ...)."""
+def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection],
+               provenance: pd.DataFrame | None = None) -> str:
+    """The whole page; ``header`` holds a few facts shown under the title (cells, spec hash, ...),
+    ``provenance`` what computed the rows (``report.tables.provenance_table``)."""
     facts = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in header.items())
     contents = "".join(f'<li><a href="#{escape(s.name)}">{escape(s.name)}</a></li>' for s in sections)
     body = "".join(_section(s) for s in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>MCU report: {escape(sweep)}</title><style>{STYLE}</style></head><body>\n"
             f"<h1>Mode connectivity in unlearning: sweep {escape(sweep)}</h1>\n"
-            f"<ul>{facts}<li>storage: {escape(storage)}</li></ul>\n<p>Tasks:</p><ul>{contents}</ul>\n"
-            f"{body}</body></html>\n")
+            f"<ul>{facts}<li>storage: {escape(storage)}</li></ul>\n{_provenance(provenance)}"
+            f"<p>Tasks:</p><ul>{contents}</ul>\n{body}</body></html>\n")
+
+
+def _provenance(table: pd.DataFrame | None) -> str:
+    if table is None or table.empty:
+        return ""
+    return ("<h2>Provenance</h2>\n<p>The code, libraries, device and precision that computed the result rows "
+            "(each model's row: the job that evaluated it), with the cells and rows each computed. A dirty "
+            "checkout had uncommitted changes: its commit alone does not pin the code. "
+            "<code>python -m mcu_ray.report STORAGE SWEEP --reproduce CELL_ID</code> prints the sweep file and "
+            "command that rebuild one cell.</p>\n" + html_table(table))
 
 
 def _pdf(png: str) -> str:

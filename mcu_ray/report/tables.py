@@ -14,6 +14,7 @@ import pandas as pd
 
 from mcu_ray.barriers import verdict_word
 from mcu_ray.plan import SETTINGS_TABLE
+from mcu_ray.provenance import ROW_FIELDS as PROVENANCE_FIELDS
 from mcu_ray.spec import Tolerances
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table, tolerances_of, verdicts as decide_verdicts, with_barriers
@@ -22,7 +23,8 @@ from mcu_ray.tasks import TASKS
 # Columns that identify a row rather than measure something.
 IDENTIFIERS = ("sweep", "spec_hash", "code_version", "cell_id", "task", "setting", "method_1", "method_2",
                "optimizer_1", "optimizer_2", "curriculum_1", "curriculum_2", "ratio", "seed", "curve",
-               "curve_key", "t", "status", "model", "key", "endpoint_1", "endpoint_2", "seed_1", "seed_2")
+               "curve_key", "t", "status", "model", "key", "endpoint_1", "endpoint_2", "seed_1", "seed_2",
+               *PROVENANCE_FIELDS, "cell_seconds")
 CELL = ["task", "setting", "method_1", "method_2", "ratio", "seed", "cell_id"]
 CURVES = ("linear", "bezier", "polychain")  # drawing and table order; other curve kinds follow
 NO_CURVE = "—"  # curve of a cell that failed before any curve was evaluated
@@ -221,3 +223,25 @@ def retrained_values(references: pd.DataFrame, task: str, ratio: float) -> dict:
     if rows.empty:
         return {}
     return {m: float(rows.iloc[0][m]) for m in metric_names(rows, task) if pd.notna(rows.iloc[0][m])}
+
+
+PROVENANCE_LABELS = {"code_commit": "commit", "code_dirty": "dirty", "code_version": "mcu_ray",
+                     "torch_version": "torch", "transformers_version": "transformers", "ray_version": "ray",
+                     "peft_version": "peft", "python_version": "python", "device_name": "device",
+                     "precision": "precision"}
+
+
+def provenance_table(results: pd.DataFrame) -> pd.DataFrame:
+    """What computed a sweep's result rows: one row per distinct commit, dirty flag, library versions,
+    device and precision, with the cells and rows it computed and the wall time of those cells'
+    trials (summed; a cell whose rows came from two devices counts in both)."""
+    keys = list(PROVENANCE_LABELS)
+    found = []
+    for values, rows in results.groupby(keys, dropna=False, sort=True):
+        cells = rows.drop_duplicates("cell_id")
+        found.append({**dict(zip(keys, values)), "cells": len(cells), "rows": len(rows),
+                      "trial wall time (s)": cells["cell_seconds"].sum(min_count=1)})
+    table = pd.DataFrame(found, columns=[*keys, "cells", "rows", "trial wall time (s)"]).rename(
+        columns=PROVENANCE_LABELS)
+    table["commit"] = [c[:12] if isinstance(c, str) else c for c in table["commit"]]  # 'unknown' stays whole
+    return table
