@@ -4,11 +4,14 @@
     python -m mcu_ray.report mcu_runs quickstart --tolerance 0.05
     python -m mcu_ray.report s3://bucket/runs/full_grid --out reports/full_grid \
         --tolerance accuracy=0.02 --tolerance forget_quality=0.01
+    python -m mcu_ray.report mcu_runs/quickstart --csv tables/csv --latex tables/tex
 
 The arguments are the sweep folder, <storage root>/<sweep name>, or the storage root and
 the sweep name. Verdicts are decided from the stored deviations with the sweep file's
-tolerances, or those given here: nothing is trained or evaluated again. Prints the path
-of index.html; exits 2 when the folder holds no results.
+tolerances, or those given here: nothing is trained or evaluated again. --csv / --latex
+also write every table (the stored ones whole, and those the page shows) as CSV / LaTeX
+files (mcu_ray.report.files). Prints the path of index.html; exits 2 when the folder holds
+no results.
 """
 from __future__ import annotations
 
@@ -58,13 +61,18 @@ def main(argv=None) -> int:
                              "verdict), or family=value for accuracy (absolute), score (absolute: ZRF, ROUGE, "
                              "probabilities, truth ratio, model utility) or forget_quality (a significance level); "
                              "repeatable; families not given keep the sweep file's")
+    parser.add_argument("--csv", metavar="DIR", help="also write every table as DIR/<table>.csv: results, barriers, "
+                                                     "verdicts, references, pathway (as mcu_ray.load reads them) "
+                                                     "and each task's page tables")
+    parser.add_argument("--latex", metavar="DIR", help="the same tables as DIR/<table>.tex (booktabs)")
     args = parser.parse_args(argv)
     storage, sweep = (args.sweep_dir, args.sweep) if args.sweep else split_sweep_dir(args.sweep_dir)
     if not sweep:
         parser.error(f"{args.sweep_dir!r} does not name a sweep folder")
     try:
         overrides = tolerance_overrides(args.tolerance)
-        index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None)
+        index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None,
+                             args.csv, args.latex)
     except (EmptySweepError, SpecError) as err:
         parser.error(str(err))
     print(index)
