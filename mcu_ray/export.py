@@ -32,7 +32,7 @@ import io
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -135,7 +135,8 @@ def find_cell(store: Store, cell_id: str):
     """(sweep, the cell's results rows as a DataFrame) of the first sweep whose results hold the cell; None."""
     for sweep in store.folders():
         if store.has_table(sweep, "results", cell_id):
-            return sweep, pq.read_table(io.BytesIO(store.read_bytes(sweep, "results", f"{cell_id}.parquet"))).to_pandas()
+            blob = store.read_bytes(sweep, "results", f"{cell_id}.parquet")
+            return sweep, pq.read_table(io.BytesIO(blob)).to_pandas()
     return None
 
 
@@ -251,7 +252,7 @@ def export(storage: str, name: str, out_dir: str, t: float | None = None, curve:
 
 
 def summary(store: Store, target: Target, name: str) -> dict:
-    """What the model card shows, as JSON: the artifact's meta.json and, for a curve point, its endpoints' and bend's."""
+    """What the model card shows, as JSON: the artifact's meta.json; for a curve point its endpoints' and bend's too."""
     meta, item = target.meta, target.meta["item"]
     facts = {"exported_by": f"mcu_ray {__version__}", "storage": store.uri, "asked_for": name, "key": target.key,
              "kind": "curve_point" if target.t is not None else meta["kind"], "t": target.t,
@@ -261,8 +262,8 @@ def summary(store: Store, target: Target, name: str) -> dict:
         facts["metrics_by_ratio"] = original_metrics(store, target.key)
     if target.t is not None:
         curve = Curve(**item)
-        facts["endpoints"] = [{"key": k, "item": store.read_meta(k)["item"], "metrics": store.read_meta(k).get("metrics")}
-                              for k in (curve.endpoint_1, curve.endpoint_2)]
+        ends = {k: store.read_meta(k) for k in (curve.endpoint_1, curve.endpoint_2)}
+        facts["endpoints"] = [{"key": k, "item": m["item"], "metrics": m.get("metrics")} for k, m in ends.items()]
         if curve.trained:
             bend = store.read_meta(bend_key(curve))
             facts["bend"] = {k: v for k, v in bend.items() if k != "item"}
@@ -295,7 +296,8 @@ def _t(value: str) -> float:
 def main(argv=None, prog: str = "python -m mcu_ray.export") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("storage", help="the storage root (a path or pyarrow.fs URI), as the sweep's --storage")
+    parser.add_argument("storage", metavar="STORAGE",
+                        help="the storage root (a path or pyarrow.fs URI), as the sweep's --storage")
     parser.add_argument("key_or_cell", metavar="KEY_OR_CELL",
                         help="an artifact key (orig-, retrain-, ep-, curve-) or a cell_id of a results table")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="a new or empty folder for the Hugging Face files")

@@ -42,7 +42,8 @@ logits = model(**inputs).logits""",
 from transformers import AutoImageProcessor, AutoTokenizer, ViltForImagesAndTextClassification
 
 model = ViltForImagesAndTextClassification.from_pretrained({FOLDER}).eval()
-tokenizer, processor = AutoTokenizer.from_pretrained({FOLDER}), AutoImageProcessor.from_pretrained({FOLDER}, backend="pil")
+tokenizer = AutoTokenizer.from_pretrained({FOLDER})
+processor = AutoImageProcessor.from_pretrained({FOLDER}, backend="pil")
 text = tokenizer(sentences, padding="max_length", truncation=True, max_length={{max_length}}, return_tensors="pt")
 pixels = torch.stack([processor(left, return_tensors="pt").pixel_values,
                       processor(right, return_tensors="pt").pixel_values], dim=1)  # (batch, 2, 3, H, W)

@@ -29,7 +29,7 @@ from mcu_ray.tables import write_table
 from mcu_ray.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
-# tests/tasks/test_tofu.py's TOFU: the smallest of its models whose Model Utility is above 0 (so the check means something)
+# tests/tasks/test_tofu.py's TOFU: its smallest whose Model Utility is above 0 (so that the check means something)
 TOFU_OPTIONS = {"synthetic_authors": 10, "eval_size": 20, "n_embd": 64, "n_layer": 2, "vocab_size": 800, "epochs": 30,
                 "max_new_tokens": 24}
 
@@ -228,6 +228,19 @@ def test_a_cell_point_follows_the_results_tables_orientation(digits, tmp_path):
     assert facts["named_by"]["cell_t"] == pytest.approx(1 / 3) and facts["t"] == pytest.approx(2 / 3)
     export(store.uri, "cell-flipped", str(tmp_path / "end"), t=0.0)  # t = 0: the cell's endpoint_1 itself
     assert json.loads((tmp_path / "end" / "mcu_ray.json").read_text())["key"] == line.endpoint_2
+
+
+def test_an_originals_card_gives_its_rows_of_the_references_table(digits, tmp_path):
+    plan, store = digits
+    original, reference = next(iter(plan.originals.values())), next(iter(plan.retrained.values()))
+    metrics = jobs.original_metrics(store, original, reference)
+    write_table(store, "d", "references", [{"task": "digits", "ratio": reference.ratio, "model": "original",
+                                            "key": original.key, **metrics}], key="refs")
+    export(store.uri, original.key, str(tmp_path / "o"))
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "# digits original model" in card and "At forget ratio 5 % (the references table):" in card
+    assert f"| acc_forget | {metrics['acc_forget']:.6g} | ↓ |" in card
+    assert "library_name: mcu_ray" in card and "Classifier.from_pretrained" in card
 
 
 # ----------------------------------------------------------------------------- bad input
