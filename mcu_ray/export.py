@@ -118,13 +118,12 @@ def _artifact(store: Store, key: str, t: float | None, named_by: dict) -> Target
         raise SpecError("--t", None, f"{key} is a curve: give the point, a number in [0, 1]")
     item = Curve(**meta["item"])
     rows = store.load_points(key).to_pylist()  # the evaluated interior points
-    evaluated = [r for r in rows if abs(r["t"] - t) <= SNAP]
-    t = evaluated[0]["t"] if evaluated else t
+    t = next((s for s in (0.0, 1.0, *(r["t"] for r in rows)) if abs(s - t) <= SNAP), t)  # an evaluated point's
     named_by = {**named_by, "curve_key": key, "curve_t": t}
     if t in (0.0, 1.0):  # its endpoints themselves, as the results table's t = 0 and t = 1 rows are
         return _artifact(store, item.endpoint_1 if t == 0.0 else item.endpoint_2, None, named_by)
-    metrics = {k: v for k, v in evaluated[0].items() if k != "t"} if evaluated else {}
-    return Target(key, meta, t=t, metrics=metrics, named_by=named_by)
+    evaluated = [{k: v for k, v in r.items() if k != "t"} for r in rows if r["t"] == t]
+    return Target(key, meta, t=t, metrics=evaluated[0] if evaluated else {}, named_by=named_by)
 
 
 def _cell_ids(store: Store, sweep: str) -> list[str]:

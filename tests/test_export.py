@@ -226,7 +226,7 @@ def test_a_cell_point_follows_the_results_tables_orientation(digits, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     facts = json.loads((tmp_path / "cell" / "mcu_ray.json").read_text())
     assert facts["named_by"]["cell_t"] == pytest.approx(1 / 3) and facts["t"] == pytest.approx(2 / 3)
-    export(store.uri, "cell-flipped", str(tmp_path / "end"), t=0.0)  # t = 0: the cell's endpoint_1 itself
+    export(store.uri, "cell-flipped", str(tmp_path / "end"), t=1e-7)  # t = 0: the cell's endpoint_1 itself
     assert json.loads((tmp_path / "end" / "mcu_ray.json").read_text())["key"] == line.endpoint_2
 
 
