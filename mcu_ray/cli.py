@@ -2,6 +2,7 @@
 
     mcu-ray sweep sweeps/quickstart.yaml --dry-run     # = python -m mcu_ray.sweep ...
     mcu-ray report mcu_runs/quickstart                 # = python -m mcu_ray.report ...
+    mcu-ray export mcu_runs ep-... exported/npo        # = python -m mcu_ray.export ...
 
 Each subcommand hands the rest of the line to that module's ``main``; ``mcu-ray
 <command> --help`` shows its options. (``python -m mcu_ray`` works too, uninstalled.)
@@ -13,10 +14,11 @@ import sys
 
 from mcu_ray.spec import did_you_mean
 
-# subcommand -> (module with main(argv), what it does); an `export` command goes here once one exists
+# subcommand -> (module with main(argv), what it does)
 COMMANDS = {
     "sweep": ("mcu_ray.sweep", "plan a sweep file, run or resume it on Ray, draw its report"),
     "report": ("mcu_ray.report.__main__", "draw the report of a stored sweep (<storage>/<sweep>)"),
+    "export": ("mcu_ray.export", "write a stored model or curve point as a Hugging Face folder"),
 }
 
 
@@ -37,8 +39,8 @@ def main(argv=None) -> int:
         print(f"error: unknown command {command!r}{did_you_mean(command, COMMANDS)}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    if command == "sweep":
-        return module.main(rest, prog="mcu-ray sweep")
+    if command in ("sweep", "export"):
+        return module.main(rest, prog=f"mcu-ray {command}")
     return module.main(rest)
 
 

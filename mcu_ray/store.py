@@ -77,6 +77,12 @@ class Store:
         return sorted(info.path for info in self.fs.get_file_info(selector)
                       if info.type == pafs.FileType.File and ".tmp-" not in info.path)
 
+    def folders(self, *parts: str) -> list[str]:
+        """Names of the folders directly under ``parts`` (the sweeps, at the root)."""
+        selector = pafs.FileSelector(self._path(*parts), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector)
+                      if info.type == pafs.FileType.Directory)
+
     def delete_dir(self, *parts: str) -> None:
         path = self._path(*parts)
         if self.fs.get_file_info(path).type == pafs.FileType.Directory:

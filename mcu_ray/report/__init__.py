@@ -14,6 +14,7 @@ import re
 
 import pandas as pd
 
+from mcu_ray.report.files import report_tables, write_tables
 from mcu_ray.report.figures import barrier_figure, is_ordered_setting, mcu_matrix_figure, pathway_figure, setting_figure
 from mcu_ray.report.page import TaskSection, index_html
 from mcu_ray.report.tables import (
@@ -26,19 +27,22 @@ __all__ = ["build_report", "EmptySweepError"]
 logger = logging.getLogger(__name__)
 
 
-def build_report(storage: str, sweep: str, out_dir: str, tolerance=None) -> str:
+def build_report(storage: str, sweep: str, out_dir: str, tolerance=None, csv_dir: str | None = None,
+                 latex_dir: str | None = None) -> str:
     """Draw every figure of ``<storage>/<sweep>`` into ``out_dir``; returns the path of index.html.
 
     Every verdict is decided here from the stored deviations: ``tolerance`` (a number for the
     losses, or a mapping per metric family, over the sweep file's; None: the sweep file's)
-    changes them without recomputing anything. Raises EmptySweepError (a ValueError) when the
-    sweep has no results.
+    changes them without recomputing anything. ``csv_dir`` / ``latex_dir``: also write every
+    table there (``report.files``). Raises EmptySweepError (a ValueError) when the sweep has no results.
     """
     tables = load_sweep(storage, sweep, tolerance)
     verdicts = curve_verdicts(tables.results, tables.barriers, tables.tolerances)
     os.makedirs(out_dir, exist_ok=True)
     sections = [_task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
                 for task in sorted(tables.results["task"].unique())]
+    if csv_dir or latex_dir:
+        write_tables(report_tables(storage, sweep, tolerance, sections), csv_dir, latex_dir)
     index = os.path.join(out_dir, "index.html")
     with open(index, "w", encoding="utf-8") as page:
         page.write(index_html(sweep, storage, _header(tables.results, tables.tolerances), sections,

@@ -4,12 +4,15 @@
     python -m mcu_ray.report mcu_runs quickstart --tolerance 0.05
     python -m mcu_ray.report s3://bucket/runs/full_grid --out reports/full_grid \
         --tolerance accuracy=0.02 --tolerance forget_quality=0.01
+    python -m mcu_ray.report mcu_runs/quickstart --csv tables/csv --latex tables/tex
     python -m mcu_ray.report mcu_runs quickstart --reproduce cell-0123abcd > cell.yaml
 
 The arguments are the sweep folder, <storage root>/<sweep name>, or the storage root and
 the sweep name. Verdicts are decided from the stored deviations with the sweep file's
 tolerances, or those given here: nothing is trained or evaluated again. Prints the path
-of index.html; exits 2 when the folder holds no results. ``--reproduce CELL_ID`` draws nothing:
+of index.html; exits 2 when the folder holds no results. --csv / --latex
+also write every table (the stored ones whole, and those the page shows) as CSV / LaTeX
+files (mcu_ray.report.files). ``--reproduce CELL_ID`` draws nothing:
 it prints the sweep file (with the command in its comments) that rebuilds that cell, and warns
 on stderr when the cell was computed by other code than this checkout's clean commit.
 """
@@ -66,6 +69,10 @@ def main(argv=None) -> int:
                         help="print, instead of drawing the report, the sweep file excerpt and the command that "
                              "rebuild this cell (its cell_id in the results table, or a unique prefix); warns when "
                              "it was computed at another commit or from a dirty tree")
+    parser.add_argument("--csv", metavar="DIR", help="also write every table as DIR/<table>.csv: results, barriers, "
+                                                     "verdicts, references, pathway (as mcu_ray.load reads them) "
+                                                     "and each task's page tables")
+    parser.add_argument("--latex", metavar="DIR", help="the same tables as DIR/<table>.tex (booktabs)")
     args = parser.parse_args(argv)
     storage, sweep = (args.sweep_dir, args.sweep) if args.sweep else split_sweep_dir(args.sweep_dir)
     if not sweep:
@@ -81,7 +88,8 @@ def main(argv=None) -> int:
         return 0
     try:
         overrides = tolerance_overrides(args.tolerance)
-        index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None)
+        index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None,
+                             args.csv, args.latex)
     except (EmptySweepError, SpecError) as err:
         parser.error(str(err))
     print(index)

@@ -131,6 +131,19 @@ def _tokenizer(task: str, options_json: str):
     return train_bpe(list(_rows(task, opts, opts.train_split, opts.max_train)[text]), opts.vocab_size)
 
 
+def input_columns(task: str, options: dict) -> tuple[tuple, str]:
+    """(image columns, text column) a task's options read: what its model's inputs are made from."""
+    return _columns(Options(**options), MODALITIES[task])
+
+
+def tokenizer_for(task: str, options: dict):
+    """The text tokenizer ``task``'s inputs are encoded with (a checkpoint's own, or the tiny models'
+    BPE trained on the task text); None for an images-only task."""
+    if not input_columns(task, options)[1]:
+        return None
+    return _tokenizer(task, json.dumps(Options(**options).__dict__, sort_keys=True))
+
+
 def _encode(task: str, opts: Options, rows) -> dict:
     images, text = _columns(opts, MODALITIES[task])
     batch = {}
