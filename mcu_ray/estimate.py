@@ -88,11 +88,12 @@ def classifier_evaluation(test: int, retain: int, forget: int, batchnorm: bool) 
     return (split_pass(retain) if batchnorm else Work()) + split_pass(test) + split_pass(retain) + split_pass(forget)
 
 
-def tofu_evaluation(sets: list[tuple[int, int]], eval_batch: int, max_new_tokens: int) -> Work:
+def tofu_evaluation(sets: list[tuple[int, int]], eval_batch: int, max_new_tokens: int, forget: int) -> Work:
     """TofuTask.evaluate: per evaluation set of (rows, teacher-forced answers per row), the
     answer losses, and greedy answers of up to max_new_tokens (an upper bound: a batch stops
-    once every row has ended)."""
-    work = Work()
+    once every row has ended); then the membership attacks' one pass over all ``forget`` rows of
+    Df and as many held-out rows."""
+    work = split_pass(2 * forget, eval_batch)
     for rows, answers in sets:
         decode = Work(decode_steps=math.ceil(rows / eval_batch) * max_new_tokens)
         work += split_pass(rows * answers, eval_batch) + decode
@@ -440,7 +441,7 @@ def assumed_sizes(task_name: str, options: dict, ratio: float, path: str, batchn
         sets = [(min(cap, forget), 7), (min(cap, TOFU_ROWS["retain_perturbed"]), 7),  # answer, paraphrase, 5 perturbed
                 (min(cap, TOFU_ROWS["real_authors"]), 4),  # answer, 3 perturbed
                 (min(cap, TOFU_ROWS["world_facts"]), 4)]
-        evaluation = tofu_evaluation(sets, eval_batch, options["max_new_tokens"])
+        evaluation = tofu_evaluation(sets, eval_batch, options["max_new_tokens"], forget)
         return Sizes(train, train - forget, forget, forget, evaluation)
     index_file = options.get("forget_index_file", "")
     if index_file:
@@ -473,7 +474,7 @@ def measured_sizes(task, options: dict, data, batchnorm: bool, eval_batch: int) 
                 for name in tofu.EVAL_ROWS]
         rows = data.rows
         return Sizes(len(rows.train), len(rows.retain), len(rows.forget), len(rows.forget),
-                     tofu_evaluation(sets, eval_batch, options["max_new_tokens"]))
+                     tofu_evaluation(sets, eval_batch, options["max_new_tokens"], len(rows.forget)))
     counts = {name: len(data.split(name)["y"]) for name in ("train", "retain", "forget", "test", "validation")}
     return Sizes(counts["train"], counts["retain"], counts["forget"], counts["validation"],
                  classifier_evaluation(counts["test"], counts["retain"], counts["forget"], batchnorm))

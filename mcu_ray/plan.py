@@ -15,7 +15,8 @@ from mcu_ray.methods import METHODS
 from mcu_ray.spec import SweepSpec
 
 # Bump when a change alters what an artifact of an unchanged spec would contain.
-SCIENCE_VERSION = 2  # 2: issue 12's fidelity fixes (SuperLoss, NPO, Sophia, random network, ZRF, curves)
+SCIENCE_VERSION = 3  # 2: issue 12's fidelity fixes (SuperLoss, NPO, Sophia, random network, ZRF, curves);
+# 3: the tiny TOFU models' tokenizer also reads the held-out authors (issue 14's membership attacks)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ included, in one schema declared here, so a folder, a glob and a single file rea
     polars.read_parquet("mcu_runs/quickstart/results/*.parquet")
     mcu_ray.load("mcu_runs", "quickstart", "results")
 
-The metric columns are those of every registered task (``Task.metric_directions``); a row
-of one task holds the other tasks' metrics as nulls. Everything that writes or reads a table
+The metric columns are the metrics of the registry (``mcu_ray.metrics``) that some registered
+task emits (``Task.metric_directions``), in registry order; a row of one task holds the other
+tasks' metrics as nulls. Everything that writes or reads a table
 goes through ``write_table`` / ``read_table``.
 
 Verdicts are never stored. The barriers table holds each curve's deviations from the chord;
@@ -34,6 +35,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from mcu_ray.barriers import barrier
+from mcu_ray.metrics import METRICS, direction
 from mcu_ray.spec import Tolerances, parse_tolerance
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
@@ -49,74 +51,22 @@ class Column:
     meaning: str
 
 
-@dataclass(frozen=True)
-class Metric:
-    """What a metric column holds; its direction comes from the tasks that write it."""
-
-    family: str  # loss | accuracy | score | forget_quality: which tolerance (spec.Tolerances) applies
-    unit: str
-    meaning: str
-
-
-# ----------------------------------------------------------------------------- metrics
-_TOFU_SPLITS = {"forget": "the forget authors' questions", "retain": "the retain authors' questions",
-                "real_authors": "questions about real authors", "world_facts": "world-fact questions"}
-
-METRICS = {
-    "acc_test": Metric("accuracy", "fraction (0-1)", "accuracy on the test split"),
-    "acc_retain": Metric("accuracy", "fraction (0-1)", "accuracy on the retain set Dr"),
-    "acc_forget": Metric("accuracy", "fraction (0-1)", "accuracy on the forget set Df"),
-    "zrf": Metric("score", "score (0-1)", "Zero Retrain Forgetting on Df (Chundawat et al. 2023): 1 - mean "
-                                          "Jensen-Shannon divergence to a randomly initialised network's "
-                                          "predictions; 1 = as uninformed as that network"),
-    "loss_retain": Metric("loss", "nats", "L(Dr), the MCU retain condition: mean cross-entropy on Dr "
-                                          "(TOFU: answer-token NLL, mean over tokens then questions)"),
-    "loss_forget": Metric("loss", "nats", "L(Df), the MCU forget condition: mean cross-entropy on Df "
-                                          "(TOFU: answer-token NLL, mean over tokens then questions)"),
-    "forget_quality": Metric("forget_quality", "p-value (0-1)",
-                             "TOFU Forget Quality: KS-test p-value between this model's and the retrained "
-                             "(retain-only) model's truth ratios on the forget set; high = indistinguishable"),
-    "model_utility": Metric("score", "score (0-1)", "TOFU Model Utility: harmonic mean of probability, ROUGE-L "
-                                                    "recall and truth ratio on retain, real authors, world facts"),
-    **{f"rouge_{s}": Metric("score", "recall (0-1)", f"ROUGE-L recall of greedy answers to {text}")
-       for s, text in _TOFU_SPLITS.items()},
-    **{f"prob_{s}": Metric("score", "probability (0-1)",
-                           f"probability of the true answer to {text}, "
-                           + ("exp(-mean token NLL)" if s in ("forget", "retain")
-                              else "normalised over it and its perturbed answers"))
-       for s, text in _TOFU_SPLITS.items()},
-    **{f"truth_ratio_{s}": Metric("score", "ratio (0-1)",
-                                  f"TOFU truth ratio on {text}: "
-                                  + ("mean min(r, 1/r)" if s == "forget" else "mean max(0, 1 - r)")
-                                  + ", r = exp(NLL(true or paraphrased answer) - mean NLL(perturbed answers)), "
-                                    "NLLs averaged over tokens")
-       for s, text in _TOFU_SPLITS.items()},
-}
-
-
 def metric_names() -> list[str]:
-    """Every metric column: each registered task's metrics, in registry order, each once."""
-    names = list(dict.fromkeys(m for task in TASKS.values() for m in task.metric_directions))
-    undeclared = [m for m in names if m not in METRICS]
+    """Every metric column: the registry's metrics (``mcu_ray.metrics``) that a registered task emits, in
+    registry order; a metric a task emits without a registry entry is refused."""
+    emitted = {m for task in TASKS.values() for m in task.metric_directions}
+    undeclared = sorted(emitted - set(METRICS))
     if undeclared:
-        raise KeyError(f"metrics {undeclared} have no entry in mcu_ray.tables.METRICS (family, unit, meaning)")
-    return names
+        raise KeyError(f"metrics {undeclared} have no entry in mcu_ray.metrics.METRICS")
+    return [m for m in METRICS if m in emitted]
 
 
 def metric_tasks(metric: str) -> list[str]:
     return [name for name, task in TASKS.items() if metric in task.metric_directions]
 
 
-def direction(metric: str) -> int:
-    """+1: higher is better after unlearning; -1: lower is. The same in every task that has the metric."""
-    found = {task.metric_directions[metric] for task in TASKS.values() if metric in task.metric_directions}
-    if len(found) != 1:
-        raise ValueError(f"metric {metric!r} has directions {sorted(found)} across tasks")
-    return found.pop()
-
-
 def _metric_columns() -> list[Column]:
-    return [Column(m, FLOAT, METRICS[m].unit, METRICS[m].meaning) for m in metric_names()]
+    return [Column(m, FLOAT, METRICS[m].unit, METRICS[m].definition) for m in metric_names()]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -225,7 +175,8 @@ ROWS = {"results": "one per cell, curve and evaluated t", "barriers": "one per c
 DERIVED = {
     "barriers": [
         Column("family", STRING, "", "the metric's family: which tolerance applies"),
-        Column("tolerance", FLOAT, _SUMMARY_UNIT, "the family's tolerance used for `barrier`"),
+        Column("tolerance", FLOAT, _SUMMARY_UNIT, "the family's tolerance used for `barrier`, in the metric's unit "
+                                                  "(PrivLeak, in percent: the score tolerance x 100)"),
         Column("barrier", pa.bool_(), "",
                "deviation > tolerance; Forget Quality: its min below the significance level while both endpoints "
                "are at or above it; null when the curve failed"),
@@ -305,7 +256,9 @@ def tolerances_of(store: Store, sweep: str, tolerance=None) -> Tolerances:
 def with_barriers(barriers: pd.DataFrame, tolerances: Tolerances) -> pd.DataFrame:
     """The barriers table with each row's metric family, its tolerance and the ``barrier`` flag."""
     family = barriers["metric"].map(lambda m: METRICS[m].family if m in METRICS else None)
-    tolerance = family.map(lambda f: getattr(tolerances, f) if isinstance(f, str) else np.nan).astype(float)
+    tolerance = barriers["metric"].map(
+        lambda m: getattr(tolerances, METRICS[m].family) * METRICS[m].tolerance_scale if m in METRICS else np.nan
+    ).astype(float)
     flags = pd.Series(pd.NA, index=barriers.index, dtype="boolean")
     for name in family.dropna().unique():
         rows = family == name
@@ -372,7 +325,7 @@ def _column_rows(columns, metrics: set) -> list[str]:
 
 def data_dictionary() -> str:
     """docs/tables.md: every table, every column, its type, unit and meaning; every metric's family,
-    unit and direction."""
+    unit, range, direction, meaning and source."""
     metrics = metric_names()
     arrows = {+1: "↑ higher is better", -1: "↓ lower is better"}
     tolerance = Tolerances()
@@ -425,21 +378,25 @@ def data_dictionary() -> str:
         "| family | default tolerance | rule |", "|---|---|---|",
         f"| loss | {tolerance.loss:g} nats | deviation > tolerance; the MCU verdict uses this one |",
         f"| accuracy | {tolerance.accuracy:g} (absolute) | deviation > tolerance (0.01 = 1 percentage point) |",
-        f"| score | {tolerance.score:g} (absolute) | deviation > tolerance |",
+        f"| score | {tolerance.score:g} (absolute) | deviation > tolerance (PrivLeak, in percent: deviation > "
+        f"100 x tolerance) |",
         f"| forget_quality | {tolerance.forget_quality:g} (significance level) | the curve's lowest Forget Quality "
         f"is below it while both endpoints are at or above it (a p-value's size carries no more) |",
         "",
         "## Metrics",
         "",
-        "Direction: which way is better for an unlearned model (the tasks' `metric_directions`); the barriers",
-        "table's `deviation` is signed with it so that positive is always bad.",
+        "Declared once in `mcu_ray/metrics.py` (the metric registry), which this table prints. Direction: which",
+        "way is better for an unlearned model; the barriers table's `deviation` is signed with it so that",
+        "positive is always bad. Range: the values the metric can take.",
         "",
-        "| metric | tasks | family | unit | direction | meaning |", "|---|---|---|---|---|---|",
+        "| metric | tasks | family | unit | range | direction | meaning | source |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in metrics:
         info = METRICS[m]
-        lines.append(f"| `{m}` | {', '.join(metric_tasks(m))} | {info.family} | {info.unit} | "
-                     f"{arrows[direction(m)]} | {_cell(info.meaning)} |")
+        low, high = (f"{b:g}".replace("inf", "∞") for b in info.bounds)
+        lines.append(f"| `{m}` | {', '.join(metric_tasks(m))} | {info.family} | {info.unit} | [{low}, {high}] | "
+                     f"{arrows[direction(m)]} | {_cell(info.definition)} | {_cell(info.source)} |")
     return "\n".join(lines) + "\n"
 
 

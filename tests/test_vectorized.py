@@ -48,6 +48,9 @@ def test_vmapped_points_match_one_by_one_on_digits():
     options = dataclasses.asdict(DIGITS.Options(width=8))
     rows = compare(DIGITS, options, DIGITS.load(options, 10), 1e-5)
     assert len({round(r["loss_retain"], 6) for r in rows}) == len(TS)  # the points really differ
+    # the membership attacks too: an SVC fitted per point (MIA-efficacy) and the loss attack's AUC
+    assert {"mia_efficacy", "mia_loss"} <= set(rows[0])
+    assert len({round(r["mia_loss"], 6) for r in rows}) == len(TS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,8 @@ from mcu_ray.plan import SETTINGS_TABLE  # noqa: E402
 from mcu_ray.report.tables import (  # noqa: E402
     NO_CURVE, PATHWAY_LABELS, PATHWAY_MODELS, method_pairs, ordered_curves, ordered_settings, pair_label, panel_verdict, retrained_values,
 )
-from mcu_ray.tables import METRICS, direction, metric_names as registered_metrics  # noqa: E402
+from mcu_ray.metrics import METRICS  # noqa: E402
+from mcu_ray.tables import metric_names as registered_metrics  # noqa: E402
 
 CURVE_STYLES = {"linear": "-", "bezier": "--", "polychain": ":"}  # other curve kinds: dash-dot
 CURVE_NAMES = {"linear": "linear", "bezier": "Bezier", "polychain": "polygonal chain"}
@@ -43,14 +44,10 @@ FAILED_COLOUR, MISSING_COLOUR = "#f6d5d5", "#eeeeee"
 OKABE_ITO = ("#0072b2", "#e69f00", "#009e73", "#56b4e9", "#d55e00", "#cc79a7", "#000000")
 HOLDS_COLOUR = "#009e73"  # the mark where MCU holds / a barrier is within tolerance
 
-# One panel per metric family, in this order (families of mcu_ray.tables.METRICS).
+# One panel per metric family, in this order (families of the registry, mcu_ray.metrics).
 FAMILIES = ("accuracy", "score", "loss", "forget_quality")
 FAMILY_WORDS = {"accuracy": "accuracy", "score": "score (0–1)", "loss": "loss (nats)",
                 "forget_quality": "Forget Quality (p)"}
-# Words for the parts of a metric's column name: acc_forget -> "forget accuracy".
-NAME_WORDS = {"zrf": "ZRF", "forget_quality": "Forget Quality", "model_utility": "Model Utility"}
-STEM_WORDS = {"acc": "accuracy", "loss": "loss", "rouge": "ROUGE-L", "prob": "probability",
-              "truth_ratio": "truth ratio"}
 ARROWS = {1: "↑", -1: "↓"}
 
 
@@ -60,28 +57,18 @@ def is_loss(metric: str) -> bool:
 
 
 def family_of(metric: str) -> str:
-    """The metric's family (mcu_ray.tables.METRICS); an unregistered one: loss by name, else score."""
-    if metric in METRICS:
-        return METRICS[metric].family
-    return "loss" if "loss" in metric else "score"
+    """The metric's family in the registry (mcu_ray.metrics); a metric it does not declare: score."""
+    return METRICS[metric].family if metric in METRICS else "score"
 
 
 def metric_words(metric: str) -> str:
-    """``acc_forget`` -> 'forget accuracy', ``truth_ratio_real_authors`` -> 'real authors truth ratio'."""
-    if metric in NAME_WORDS:
-        return NAME_WORDS[metric]
-    for stem, word in sorted(STEM_WORDS.items(), key=lambda item: -len(item[0])):
-        if metric.startswith(stem + "_"):
-            return f"{metric[len(stem) + 1:].replace('_', ' ')} {word}"
-    return metric.replace("_", " ")
+    """The registry's words for a metric (``acc_forget`` -> 'forget accuracy'); an undeclared one's name."""
+    return METRICS[metric].label if metric in METRICS else metric.replace("_", " ")
 
 
 def metric_label(metric: str) -> str:
-    """Words and the better direction after unlearning: 'forget accuracy ↓' (tasks' metric_directions)."""
-    try:
-        arrow = ARROWS.get(direction(metric), "")
-    except ValueError:  # no registered task declares it, or tasks disagree
-        arrow = ""
+    """Words and the better direction after unlearning, from the registry: 'forget accuracy ↓'."""
+    arrow = ARROWS[METRICS[metric].sign] if metric in METRICS else ""
     return f"{metric_words(metric)} {arrow}".strip()
 
 

@@ -63,7 +63,9 @@ class Task(Protocol):
     Options: type  # frozen dataclass of the task's options, validated from the sweep file
     default_ratios: tuple  # forget ratios (percent) when a sweep names none
     default_hparams: dict  # method -> {knob: value}: the task's tuned defaults
-    metric_directions: dict  # metric -> +1 (higher is better after unlearning) or -1
+    # the metrics ``evaluate`` returns -> +1 (higher is better after unlearning) or -1, each declared in
+    # the metric registry (mcu_ray.metrics), which gives the direction: ``metrics.directions(names)``
+    metric_directions: dict
     figure_metrics: tuple  # metrics drawn along t in the report
     retain_loss: str  # the metric that is L(Dr) in the MCU retain condition
     forget_loss: str  # the metric that is L(Df) in the MCU forget condition

@@ -1,8 +1,9 @@
 """What every classification task shares: splits in memory, batches, metrics.
 
 A concrete task (``digits``, later CIFAR-10 ...) supplies only a loader for its
-arrays and a model builder; the unlearning splits, the metrics of MU-Bench and
-the BatchNorm re-estimation live here once.
+arrays and a model builder; the unlearning splits, the metrics of MU-Bench, the
+membership attacks (SalUn's MIA-efficacy, a loss attack's AUC) and the BatchNorm
+re-estimation live here once.
 """
 from __future__ import annotations
 
@@ -11,26 +12,23 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mcu_ray.batches import iterate_batches, select
+from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks.base import evaluate_one_by_one, random_network
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
-from mcu_ray.tasks.vectorized import curve_probabilities, faster_of, in_groups
+from mcu_ray.tasks.privacy import mia_auc, svc_mia_efficacy
+from mcu_ray.tasks.vectorized import curve_logits, faster_of, in_groups
 
-# Metrics of one evaluated model; +1 = higher is better for an unlearned model.
-METRIC_DIRECTIONS = {
-    "acc_test": +1,
-    "acc_retain": +1,
-    "acc_forget": -1,  # forgetting means the forget set is no longer fit
-    "zrf": +1,  # 1 = predictions on Df as uninformed as a random network's
-    "loss_retain": -1,
-    "loss_forget": +1,
-}
+# Metrics of one evaluated model (declared in the registry, mcu_ray.metrics); the first six drawn along t.
+FIGURE_METRICS = ("acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget")
+METRICS = (*FIGURE_METRICS, "mia_efficacy", "mia_loss")
 
 
 @dataclass
@@ -157,16 +155,22 @@ def hf_logits(forward: Callable, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, batch: dict, placement: Placement, logits_fn: Callable = plain_logits,
-                  batch_size: int = 256) -> torch.Tensor:
-    """Softmax predictions over a batch dict, computed on the placement's device; shape (n, classes), CPU."""
+def predict_logits(model: nn.Module, batch: dict, placement: Placement, logits_fn: Callable = plain_logits,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Class logits over a batch dict, computed on the placement's device; shape (n, classes), float32, CPU."""
     model.eval()
     out = []
     for minibatch in iterate_batches(batch, batch_size):
         with placement.autocast():
             logits = logits_fn(model, placement.batch(minibatch))
-        out.append(F.softmax(logits.float(), dim=-1).cpu())
+        out.append(logits.float().cpu())
     return torch.cat(out)
+
+
+def predict_proba(model: nn.Module, batch: dict, placement: Placement,
+                  logits_fn: Callable = plain_logits) -> torch.Tensor:
+    """Softmax predictions over a batch dict, shape (n, classes), CPU."""
+    return F.softmax(predict_logits(model, batch, placement, logits_fn), dim=-1)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -198,17 +202,19 @@ def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_pro
                    placement: Placement, logits_fn: Callable = plain_logits) -> dict:
     """Every metric of one model; BatchNorm statistics must already be set."""
     splits = {name: data.split(name) for name in EVAL_SPLITS}
-    return metrics_from_proba({name: predict_proba(model, split, placement, logits_fn) for name, split in splits.items()},
-                              {name: split["y"] for name, split in splits.items()}, random_forget_proba)
+    return metrics_from_logits({name: predict_logits(model, split, placement, logits_fn)
+                                for name, split in splits.items()},
+                               {name: split["y"] for name, split in splits.items()}, random_forget_proba)
 
 
 EVAL_SPLITS = ("test", "retain", "forget")
 
 
-def metrics_from_proba(proba_by_split: dict, labels: dict, random_forget_proba: torch.Tensor) -> dict:
-    """MU-Bench's metrics from the model's softmax outputs and the labels on test, retain and forget;
-    inf (a diverged model's loss) recorded as NaN, like every other failed number."""
+def metrics_from_logits(logits_by_split: dict, labels: dict, random_forget_proba: torch.Tensor) -> dict:
+    """MU-Bench's metrics and the membership attacks from the model's logits and the labels on test,
+    retain and forget; inf (a diverged model's loss) recorded as NaN, like every other failed number."""
     metrics = {}
+    proba_by_split = {split: F.softmax(logits, dim=-1) for split, logits in logits_by_split.items()}
     for split in EVAL_SPLITS:
         y, proba = labels[split], proba_by_split[split]  # (n,), (n, classes)
         metrics[f"acc_{split}"] = float((proba.argmax(-1) == y).float().mean())
@@ -217,7 +223,23 @@ def metrics_from_proba(proba_by_split: dict, labels: dict, random_forget_proba: 
             metrics[f"loss_{split}"] = float(nll)
         if split == "forget":
             metrics["zrf"] = zrf_score(proba, random_forget_proba)
+    metrics |= membership_attacks(logits_by_split, proba_by_split, labels)
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
+
+
+def membership_attacks(logits_by_split: dict, proba_by_split: dict, labels: dict) -> dict:
+    """``mia_efficacy``: SalUn's SVC attack on the true-class softmax confidence (shadow members: Dr's first
+    |test| rows, in Dr's order, as SalUn's ``Subset(retain, range(len(test)))``; shadow non-members: the
+    test split; target: Df). ``mia_loss``: ROC AUC of the per-example cross-entropy, Df against the test
+    split, from float64 log-softmax (float32 rounds a confident example's loss to 0, tying it with others)."""
+    def true_class(values: dict, split: str) -> np.ndarray:  # (n,)
+        return values[split].gather(1, labels[split][:, None])[:, 0].numpy()
+
+    confidence = {split: true_class(proba_by_split, split) for split in EVAL_SPLITS}
+    log_proba = {split: F.log_softmax(logits_by_split[split].double(), dim=-1) for split in ("forget", "test")}
+    n_test = len(confidence["test"])
+    return {"mia_efficacy": svc_mia_efficacy(confidence["retain"][:n_test], confidence["test"], confidence["forget"]),
+            "mia_loss": mia_auc(-true_class(log_proba, "forget"), -true_class(log_proba, "test"))}
 
 
 @dataclass
@@ -231,8 +253,8 @@ class ClassificationTask:
     default_ratios: tuple
     default_hparams: dict  # method -> {param: value}; the task's tuned defaults
     family: str = "classification"
-    metric_directions: dict = dataclasses.field(default_factory=lambda: dict(METRIC_DIRECTIONS))
-    figure_metrics: tuple = tuple(METRIC_DIRECTIONS)  # drawn along t in the report
+    metric_directions: dict = dataclasses.field(default_factory=lambda: directions(METRICS))
+    figure_metrics: tuple = FIGURE_METRICS  # drawn along t in the report
     retain_loss: str = "loss_retain"  # the L(Dr) of the MCU retain condition
     forget_loss: str = "loss_forget"  # the L(Df) of the MCU forget condition
     logits: Callable = plain_logits  # (forward, batch) -> (batch, classes)
@@ -347,9 +369,9 @@ class ClassificationTask:
         labels = {name: split["y"] for name, split in splits.items()}
 
         def vmapped(ts_group: list[float]) -> list[dict]:
-            outputs = curve_probabilities(model, control_points, ts_group, splits, splits["retain"], placement,
-                                          self.logits, kind)
-            return [{"t": t, **metrics_from_proba(proba, labels, context)} for t, proba in zip(ts_group, outputs)]
+            outputs = curve_logits(model, control_points, ts_group, splits, splits["retain"], placement, self.logits,
+                                   kind)
+            return [{"t": t, **metrics_from_logits(logits, labels, context)} for t, logits in zip(ts_group, outputs)]
 
         if vectorize or placement.device.type == "cuda":
             return in_groups(vmapped, model, list(ts), placement, key=(self.name, placement))

@@ -3,7 +3,9 @@
 The model is any Hugging Face causal LM by name or path, or a tiny GPT-2 / Llama built
 from a config with a tokenizer trained here on the task's own text (offline, CPU-sized).
 Loss is taken on answer tokens only. Metrics follow TOFU's code (``tofu_metrics``):
-Forget Quality against the retrained (retain-only) reference, Model Utility, ROUGE-L.
+Forget Quality against the retrained (retain-only) reference, Model Utility, ROUGE-L; and
+open-unlearning's membership attacks between Df and the held-out authors (``privacy``), with
+PrivLeak against the retrained reference.
 """
 from __future__ import annotations
 
@@ -21,34 +23,23 @@ from torch import nn
 
 from mcu_ray.batches import grouped_order, select, trim_padding
 from mcu_ray.curves import load_state
+from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
 from mcu_ray.tasks.base import absolute, check_reference_model, evaluate_one_by_one
+from mcu_ray.tasks.privacy import mia_auc, min_k_score, privleak
 from mcu_ray.tasks.tokenizers import train_bpe
-from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, load_config, local_dir, tofu_rows
+from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, holdout_config, load_config, local_dir, tofu_rows
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-phi")  # built from a config at n_layer x n_embd (random init)
 SOURCES = ("synthetic", "local", "hub")
 
-METRIC_DIRECTIONS = {
-    "forget_quality": +1,
-    "model_utility": +1,
-    "rouge_forget": -1,
-    "rouge_retain": +1,
-    "rouge_real_authors": +1,
-    "rouge_world_facts": +1,
-    "prob_forget": -1,
-    "prob_retain": +1,
-    "prob_real_authors": +1,
-    "prob_world_facts": +1,
-    "truth_ratio_forget": +1,  # mean min(r, 1/r): 1 = indifferent between true and perturbed
-    "truth_ratio_retain": +1,
-    "truth_ratio_real_authors": +1,
-    "truth_ratio_world_facts": +1,
-    "loss_retain": -1,
-    "loss_forget": +1,
-}
+# Metrics of one evaluated model, declared in the registry (mcu_ray.metrics).
+METRICS = ("forget_quality", "model_utility",
+           *(f"{stat}_{split}" for stat in ("rouge", "prob", "truth_ratio")
+             for split in ("forget", "retain", "real_authors", "world_facts")),
+           "loss_retain", "loss_forget", "mia_loss", "mia_min_k", "privleak")
 
 
 @dataclass(frozen=True)
@@ -180,8 +171,12 @@ def load_split(opts: Options, name: str) -> list[dict]:
 
 
 def _all_text(opts: Options):
-    """Every string of every config the task reads (the tiny tokenizer's corpus)."""
-    for name in ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed", forget_config(10)):
+    """Every string of every config the task reads (the tiny tokenizer's corpus). The held-out authors
+    (holdout10, which holds holdout01 and 05) are in it as Df is: otherwise their names alone (single
+    tokens for Df's authors, a few letters each for theirs) let any model, the retrained one included,
+    tell Df from them, and the membership attacks (AUC ~1) and PrivLeak would measure the tokenizer."""
+    for name in ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed", forget_config(10),
+                 holdout_config(10)):
         for row in load_split(opts, name):
             yield opts.question_template.format(question=row["question"])
             yield opts.answer_template.format(answer=row["answer"])
@@ -307,23 +302,54 @@ def eval_batch_size(opts: Options, placement: Placement) -> int:
     return opts.eval_batch_size or (256 if placement.device.type == "cuda" else 32)
 
 
-@torch.no_grad()
-def answer_losses(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> np.ndarray:
-    """Token-mean answer loss of every row of a tokenised batch, in length-grouped minibatches
-    on the device, each trimmed to its own longest row; returned in the rows' order."""
-    model.eval()
+def _eval_minibatches(data: TofuData, batch: dict, placement: Placement):
+    """(row indices, minibatch on the device) over a tokenised batch, in length-grouped minibatches
+    each trimmed to its own longest row; padding counted in ``data.eval_tokens``."""
     size = eval_batch_size(data.options, placement)
-    lengths = batch["attention_mask"].sum(-1)
-    order = grouped_order(lengths, size, None)  # longest first; no shuffle
-    out = torch.empty(len(lengths))
+    order = grouped_order(batch["attention_mask"].sum(-1), size, None)  # longest first; no shuffle
     for start in range(0, len(order), size):
         index = order[start:start + size]
         minibatch = trim_padding(select(batch, index))
         data.eval_tokens[0] += minibatch["attention_mask"].numel()
         data.eval_tokens[1] += int(minibatch["attention_mask"].sum())
+        yield index, placement.batch(minibatch)
+
+
+@torch.no_grad()
+def answer_losses(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> np.ndarray:
+    """Token-mean answer loss of every row of a tokenised batch, in the rows' order."""
+    model.eval()
+    out = torch.empty(len(batch["attention_mask"]))
+    for index, minibatch in _eval_minibatches(data, batch, placement):
         with placement.autocast():
-            out[index] = example_losses(model, placement.batch(minibatch)).float().cpu()
+            out[index] = example_losses(model, minibatch).float().cpu()
     return out.numpy()
+
+
+@torch.no_grad()
+def answer_token_nlls(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> list[np.ndarray]:
+    """Each row's answer-token NLLs, in answer order (the EOS last), as a list in the rows' order."""
+    model.eval()
+    out = [None] * len(batch["attention_mask"])
+    for index, minibatch in _eval_minibatches(data, batch, placement):
+        with placement.autocast():
+            nll, _, labels = _answer_nll(model, minibatch)  # (b, len) each
+        nll, answer = nll.float().cpu(), (labels != -100).cpu()
+        for row, i in enumerate(index.tolist()):
+            out[i] = nll[row][answer[row]].double().numpy()
+    return out
+
+
+def membership_aucs(model: nn.Module, data: TofuData, placement: Placement) -> dict:
+    """open-unlearning's loss and Min-K% attacks between the forget set (all of Df) and the held-out
+    authors (holdoutXX), as ROC AUCs. Scores: the answer's token-mean NLL (``mia/loss.py``), and Min-K%
+    of the answer's token log-probabilities without its last token (the EOS unless truncated), which
+    open-unlearning's ``tokenwise_logprobs`` leaves out (``evals/metrics/utils.py:127-143``)."""
+    nlls = {name: answer_token_nlls(model, data, data.split(name), placement) for name in ("forget", "holdout")}
+    loss = {name: [float(np.mean(row)) for row in rows] for name, rows in nlls.items()}
+    min_k = {name: [min_k_score(-row[:-1]) for row in rows] for name, rows in nlls.items()}
+    return {"mia_loss": mia_auc(loss["forget"], loss["holdout"]),
+            "mia_min_k": mia_auc(min_k["forget"], min_k["holdout"])}
 
 
 def split_losses(model: nn.Module, data: TofuData, name: str, placement: Placement) -> dict:
@@ -403,7 +429,7 @@ class TofuTask:
         # for CIFAR ResNets); 16 QA rows a step, as the methods above take 8 forget + 8 retain
         **{f"pathway_{m}": {"optimizer": "adamw", "lr": 5e-4, "batch_size": 16} for m in ("ga", "gd", "npo", "rl")},
     })
-    metric_directions: dict = field(default_factory=lambda: dict(METRIC_DIRECTIONS))
+    metric_directions: dict = field(default_factory=lambda: directions(METRICS))
     # the paper's TOFU panels: Forget Quality, Model Utility, ROUGE; plus the MCU losses
     figure_metrics: tuple = ("forget_quality", "model_utility", "rouge_forget", "rouge_retain", "loss_retain",
                              "loss_forget")
@@ -478,10 +504,12 @@ class TofuTask:
         return placement.model(model) if placement is not None else model
 
     def eval_context(self, options: dict, data: TofuData, reference_state: dict, placement: Placement) -> dict:
-        """The reference (retrained) model's forget truth ratios, for Forget Quality."""
+        """The reference (retrained) model's forget truth ratios, for Forget Quality, and its Min-K% attack
+        AUC, for PrivLeak (open-unlearning's ``retain_model_logs``)."""
         reference = self.new_model(options, seed=0, placement=placement)
         load_state(reference, reference_state)
-        return {"forget_truth_ratios": forget_truth_ratios(reference, data, placement)}
+        return {"forget_truth_ratios": forget_truth_ratios(reference, data, placement),
+                "mia_min_k": membership_aucs(reference, data, placement)["mia_min_k"]}
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement,
                        control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[dict]:
@@ -510,6 +538,8 @@ class TofuTask:
                 metrics["loss_retain"] = float(np.mean(losses["answer"]))
             utility += [prob, rouge, truth]
         metrics["model_utility"] = tm.model_utility(utility)
+        metrics |= membership_aucs(model, data, placement)
+        metrics["privleak"] = privleak(metrics["mia_min_k"], context["mia_min_k"])
         return metrics
 
 

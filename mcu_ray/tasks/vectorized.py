@@ -13,7 +13,6 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -84,10 +83,11 @@ def stacked_forward(model: nn.Module, logits_fn: Callable):
 
 
 @torch.no_grad()
-def curve_probabilities(model: nn.Module, control_points: list[dict], ts: list[float], splits: dict,
-                        bn_data: dict, placement: Placement, logits_fn: Callable, kind: str = "bezier",
-                        batch_size: int = 256) -> list[dict]:
-    """Softmax outputs of phi(t) on each of ``splits`` for every t: one dict split -> (n, classes) per t.
+def curve_logits(model: nn.Module, control_points: list[dict], ts: list[float], splits: dict,
+                 bn_data: dict, placement: Placement, logits_fn: Callable, kind: str = "bezier",
+                 batch_size: int = 256) -> list[dict]:
+    """Class logits of phi(t) on each of ``splits`` for every t: one dict split -> (n, classes) per t,
+    float32 on the CPU (as ``classification.predict_logits`` gives them for one point).
 
     ``bn_data`` is what BatchNorm statistics are re-estimated on (Dr), at every t separately.
     """
@@ -105,12 +105,12 @@ def curve_probabilities(model: nn.Module, control_points: list[dict], ts: list[f
     forward = stacked_forward(model, logits_fn)
     recompute_batchnorm(model, bn_data, placement, lambda _, batch: forward(params, buffers, batch), batch_size)
     model.eval()
-    proba = {}
+    out = {}
     for name, split in splits.items():
         parts = []
         for minibatch in iterate_batches(split, batch_size):
             with placement.autocast():
                 logits = forward(params, buffers, placement.batch(minibatch))  # (K, b, classes)
-            parts.append(F.softmax(logits.float(), dim=-1).cpu())
-        proba[name] = torch.cat(parts, dim=1)  # (K, n, classes)
-    return [{name: p[k] for name, p in proba.items()} for k in range(len(ts))]
+            parts.append(logits.float().cpu())
+        out[name] = torch.cat(parts, dim=1)  # (K, n, classes)
+    return [{name: logits[k] for name, logits in out.items()} for k in range(len(ts))]

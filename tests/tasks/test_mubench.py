@@ -83,7 +83,8 @@ def test_task_trains_unlearns_and_evaluates_from_hub_layout(tmp_path, name):
     retrained = jobs.build_retrained(store, next(iter(plan.retrained.values())))
     endpoint = jobs.build_endpoint(store, next(iter(plan.endpoints.values())))
     for metrics in (retrained["metrics"], endpoint["metrics"]):
-        assert set(metrics) == {"acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget"}
+        assert set(metrics) == {"acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget",
+                                "mia_efficacy", "mia_loss"}
         assert all(np.isfinite(v) for v in metrics.values())
     task, _, data = jobs.task_data(name, spec.tasks[0].options, 10)
     assert data.forget_idx.tolist() == [3, 7, 11, 19, 23]

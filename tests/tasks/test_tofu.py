@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from mcu_ray import jobs
 from mcu_ray.methods import METHODS
@@ -97,6 +98,7 @@ def test_reference_compared_with_itself_has_forget_quality_one(tofu_store):
     plan, store = tofu_store
     metrics = store.read_meta(next(iter(plan.retrained)))["metrics"]
     assert metrics["forget_quality"] == pytest.approx(1.0)
+    assert metrics["privleak"] == 0.0  # PrivLeak is relative to the retrained model's own attack AUC
     assert set(metrics) == set(TASK.metric_directions)
     assert 0 < metrics["model_utility"] <= 1
 
@@ -109,6 +111,53 @@ def test_unlearning_lowers_forget_rouge(tofu_store):
         after = store.read_meta(endpoint.key)["metrics"]
         assert after["rouge_forget"] < original["rouge_forget"] - 0.2, endpoint.method
         assert after["loss_forget"] > original["loss_forget"], endpoint.method
+
+
+def open_unlearning_attack_scores(model, batch: dict) -> tuple[list, list]:
+    """Each row of a tokenised batch run alone (no padding), scored as open-unlearning scores it: the LOSS
+    attack's summed answer-token NLL over the number of labelled tokens (utils.py:82-103, evaluate_probability),
+    and Min-K% Prob over the log-probabilities of the labelled tokens but the last (utils.py:106-146,
+    tokenwise_logprobs): minus the mean of the lowest max(1, int(0.4 n)) (min_k.py:19-26)."""
+    loss, min_k = [], []
+    for i in range(len(batch["input_ids"])):
+        n = int(batch["attention_mask"][i].sum())
+        input_ids, labels = batch["input_ids"][i:i + 1, :n], batch["labels"][i:i + 1, :n]
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits.double()  # (1, n, vocab)
+        summed = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100, reduction="sum")
+        loss.append(float(summed / (labels != -100).sum()))
+        target = torch.log_softmax(logits, -1)[0, :-1].gather(1, input_ids[0, 1:, None])[:, 0]  # log p(token j+1)
+        actual = (labels[0] != -100).nonzero()[:, 0][:-1]  # -1 to ignore eos prediction
+        logprobs = np.sort(target[actual[0] - 1:actual[-1]].numpy())
+        min_k.append(float(-logprobs[:max(1, int(len(logprobs) * 0.4))].mean()))
+    return loss, min_k
+
+
+def test_membership_attacks_and_privleak_follow_open_unlearning(tofu_store):
+    """The original's loss and Min-K% attack AUCs (forget set vs held-out authors) and its PrivLeak against
+    the retrained model, recomputed here from each row's logits with open-unlearning's formulas."""
+    plan, store = tofu_store
+    original, retrained = next(iter(plan.originals.values())), next(iter(plan.retrained.values()))
+    metrics = jobs.original_metrics(store, original, retrained)
+    task, options, data = jobs.task_data("tofu", original.options, retrained.ratio)
+    auc = {}
+    for name, key in (("original", original.key), ("retrained", retrained.key)):
+        model = task.new_model(options, seed=0).eval()
+        model.load_state_dict(store.load_weights(key))
+        forget, holdout = (open_unlearning_attack_scores(model, data.split(s)) for s in ("forget", "holdout"))
+        labels = [0] * len(forget[0]) + [1] * len(holdout[0])  # mia/utils.py:64-68: forget 0, holdout 1
+        auc[name] = {attack: roc_auc_score(labels, forget[i] + holdout[i])
+                     for i, attack in enumerate(("mia_loss", "mia_min_k"))}
+    assert len(data.split("holdout")["input_ids"]) == len(data.rows.forget)  # holdoutXX: as many rows as Df
+    stored = {"original": metrics, "retrained": store.read_meta(retrained.key)["metrics"]}
+    for name in stored:
+        for attack in ("mia_loss", "mia_min_k"):
+            assert stored[name][attack] == pytest.approx(auc[name][attack], abs=1e-9), (name, attack)
+    score, reference = 1 - auc["original"]["mia_min_k"], 1 - auc["retrained"]["mia_min_k"]  # privacy.py:50-52
+    assert metrics["privleak"] == pytest.approx((score - reference) / (reference + 1e-10) * 100, abs=1e-6)
+    assert metrics["mia_min_k"] > 0.9 and metrics["privleak"] < -50  # the original memorised its forget set
+    # 20 forget vs 20 held-out rows, neither trained on: near 0.5 (the held-out names are in the tokenizer too)
+    assert abs(auc["retrained"]["mia_min_k"] - 0.5) < 0.2 and abs(auc["retrained"]["mia_loss"] - 0.5) < 0.2
 
 
 def test_perfect_memorisation_gives_forget_rouge_one(tofu_store):
