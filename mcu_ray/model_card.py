@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from mcu_ray.metrics import METRICS
 from mcu_ray.tasks import TASKS
 
 PIPELINES = {"tofu": "text-generation", "digits": "image-classification", "cifar10": "image-classification",
@@ -126,11 +127,9 @@ def how_computed(meta: dict) -> list[tuple]:
 
 
 def metric_rows(task: str, metrics: dict) -> list[tuple]:
-    from mcu_ray.tables import METRICS
-
+    """(name, value, ↑/↓, definition) of each metric, from the registry (``mcu_ray.metrics``)."""
     arrows = {+1: "↑", -1: "↓"}
-    directions = TASKS[task].metric_directions if task in TASKS else {}
-    return [(m, v, arrows.get(directions.get(m), ""), METRICS[m].meaning if m in METRICS else "")
+    return [(m, v, arrows[METRICS[m].sign], METRICS[m].definition) if m in METRICS else (m, v, "", "")
             for m, v in metrics.items()]
 
 

@@ -69,15 +69,15 @@ EVALUATE_EXPORTED = """
 import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from mcu_ray.placement import Placement
-from mcu_ray.tasks.tofu import TASK, TofuData, forget_truth_ratios
+from mcu_ray.tasks.tofu import TASK, TofuData, reference_context
 
 folder, reference, options, ratio = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
 tokenizer = AutoTokenizer.from_pretrained(folder)
 rows = TASK.load(options, ratio).rows  # the same questions and answers, encoded by the exported tokenizer
 data, placement = TofuData(tokenizer, TASK.Options(**options), rows), Placement("cpu")
 model = AutoModelForCausalLM.from_pretrained(folder)
-retrained = AutoModelForCausalLM.from_pretrained(reference)  # Forget Quality's reference, exported too
-context = {"forget_truth_ratios": forget_truth_ratios(retrained, data, placement)}
+retrained = AutoModelForCausalLM.from_pretrained(reference)  # Forget Quality's and PrivLeak's reference, exported too
+context = reference_context(retrained, data, placement)
 print(json.dumps({"tokenizer": type(tokenizer).__name__, "model": type(model).__name__,
                   "metrics": TASK.evaluate(model, options, data, context, placement)}))
 """

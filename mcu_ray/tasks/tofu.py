@@ -340,6 +340,13 @@ def answer_token_nlls(model: nn.Module, data: TofuData, batch: dict, placement: 
     return out
 
 
+def reference_context(reference: nn.Module, data: TofuData, placement: Placement) -> dict:
+    """What the metrics take from the retrained model: its forget truth ratios (Forget Quality) and
+    its Min-K% attack AUC (PrivLeak, open-unlearning's ``retain_model_logs``)."""
+    return {"forget_truth_ratios": forget_truth_ratios(reference, data, placement),
+            "mia_min_k": membership_aucs(reference, data, placement)["mia_min_k"]}
+
+
 def membership_aucs(model: nn.Module, data: TofuData, placement: Placement) -> dict:
     """open-unlearning's loss and Min-K% attacks between the forget set (all of Df) and the held-out
     authors (holdoutXX), as ROC AUCs. Scores: the answer's token-mean NLL (``mia/loss.py``), and Min-K%
@@ -508,8 +515,7 @@ class TofuTask:
         AUC, for PrivLeak (open-unlearning's ``retain_model_logs``)."""
         reference = self.new_model(options, seed=0, placement=placement)
         load_state(reference, reference_state)
-        return {"forget_truth_ratios": forget_truth_ratios(reference, data, placement),
-                "mia_min_k": membership_aucs(reference, data, placement)["mia_min_k"]}
+        return reference_context(reference, data, placement)
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement,
                        control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[dict]:
