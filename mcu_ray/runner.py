@@ -32,6 +32,7 @@ from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, Store
 from mcu_ray.tables import write_table
 from mcu_ray.tasks import TASKS
+from mcu_ray.tracking import cell_metrics, tracking_callbacks, trial_name
 
 log = logging.getLogger(__name__)
 NAMESPACE = "mcu_ray"
@@ -109,9 +110,10 @@ class Grid:
 
 
 def spec_hash(spec: SweepSpec) -> str:
-    """A hash of the resolved sweep file, without its tolerances: they decide verdicts when the
-    report is drawn, not what a row holds, so changing them leaves stored rows current."""
-    resolved = {k: v for k, v in spec_to_dict(spec).items() if k != "tolerance"}
+    """A hash of the resolved sweep file, without its tolerances (they decide verdicts when the
+    report is drawn, not what a row holds, so changing them leaves stored rows current) and its
+    tracking (where cells are logged besides the store)."""
+    resolved = {k: v for k, v in spec_to_dict(spec).items() if k not in ("tolerance", "tracking")}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -320,7 +322,7 @@ def run_cell(config: dict, grid: Grid) -> dict:
     seconds = {"cell_seconds": time.time() - started}
     write_table(store, sweep, "barriers", [{**row, **seconds} for row in barrier_rows], cell.key)
     write_table(store, sweep, "results", [{**row, **seconds} for row in rows], cell.key)  # last: marks the cell done
-    return {**summary, **seconds}
+    return {**summary, **cell_metrics(rows, barrier_rows), **seconds}  # the trial's result: what tracking logs
 
 
 def write_pathway_table(grid: Grid, endpoint) -> None:
@@ -507,11 +509,13 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
         trainable,
         param_space={"cell": tune.grid_search([cell_config(c, plan) for c in todo])},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(res, ray.cluster_resources().get("CPU", 0)),
-                                    reuse_actors=True),  # no process start-up (torch import) per cell
+                                    reuse_actors=True,  # no process start-up (torch import) per cell
+                                    trial_name_creator=trial_name),
         run_config=tune.RunConfig(
             name="tune", storage_path=f"{storage.rstrip('/')}/{spec.name}",
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
-            callbacks=[Progress(len(plan.cells), done_before, storage)], verbose=0),
+            callbacks=[Progress(len(plan.cells), done_before, storage),
+                       *tracking_callbacks(spec.tracking, storage, spec.name, grid.spec_hash)], verbose=0),
     )
     results = tuner.fit()
     failed = sum(1 for r in results if r.error is not None)

@@ -189,6 +189,64 @@ class CurveFitSpec:
             raise SpecError(f"{path}.lr_scale", self.lr_scale, f"allowed: {', '.join(LR_SCALES)}")
 
 
+TRACKERS = ("none", "mlflow", "tensorboard")
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """Where every cell (a Tune trial) and its metrics are logged besides the result tables, through
+    Ray Tune's logger callbacks (``mcu_ray.tracking``).
+
+    Read by the driver only: no artifact key, row or spec hash depends on it, so turning it on
+    for a sweep already run changes nothing stored.
+    """
+
+    kind: str = "none"  # none | mlflow | tensorboard
+    # mlflow: any tracking URI (sqlite:///mlflow.db, http://host:5000); tensorboard: a log folder;
+    # "" = under the sweep's storage, <storage>/<sweep>/mlruns (a file: store) or <storage>/<sweep>/tensorboard
+    uri: str = ""
+    experiment: str = ""  # the MLflow experiment; "" = the sweep's name
+
+    def location(self, storage: str, sweep: str) -> str:
+        """The tracking URI (mlflow) or log folder (tensorboard) this sweep writes to."""
+        if self.uri:
+            return self.uri
+        folder = _local_folder(storage) / sweep / ("mlruns" if self.kind == "mlflow" else "tensorboard")
+        return folder.as_uri() if self.kind == "mlflow" else str(folder)
+
+
+def _local_folder(storage: str) -> Path:
+    """``storage`` as an absolute local folder; a SpecError for a remote one (s3://, gs://...)."""
+    if storage.startswith("file://"):
+        storage = storage[len("file://"):]
+    if "://" in storage:
+        raise SpecError("tracking.uri", None, f"storage {storage} is not a local folder, where tracking writes by "
+                                              f"default: give tracking.uri (an MLflow tracking server, or a local "
+                                              f"folder for TensorBoard)")
+    return Path(storage).absolute()
+
+
+def parse_tracking(raw: Any, path: str = "tracking") -> TrackingSpec:
+    """A tracker's name (``mlflow``, ``tensorboard``; ``none`` or left out: off) or a mapping
+    ``{kind: mlflow, uri: http://host:5000, experiment: my-grid}``."""
+    if raw is None:
+        return TrackingSpec()
+    if not isinstance(raw, (str, dict)):
+        raise SpecError(path, raw, f"expected a tracker's name ({', '.join(TRACKERS)}) or a mapping "
+                                   f"{{kind: mlflow, uri: ..., experiment: ...}}")
+    tracking = TrackingSpec(kind=raw) if isinstance(raw, str) else build_dataclass(TrackingSpec, raw, path)
+    if tracking.kind not in TRACKERS:
+        raise SpecError(path if isinstance(raw, str) else _join(path, "kind"), tracking.kind,
+                        f"unknown tracker{did_you_mean(tracking.kind, TRACKERS)}; allowed: {', '.join(TRACKERS)}")
+    if tracking.kind == "none" and tracking.uri:
+        raise SpecError(_join(path, "uri"), tracking.uri, "nothing is tracked with kind none: set kind to mlflow "
+                                                          "or tensorboard, or drop uri")
+    if tracking.kind != "mlflow" and tracking.experiment:
+        raise SpecError(_join(path, "experiment"), tracking.experiment, "only MLflow groups runs in experiments: "
+                                                                        "set kind to mlflow, or drop experiment")
+    return tracking
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -218,6 +276,7 @@ class SweepSpec:
     # a task's own `precision` overrides it. Part of every artifact's key.
     precision: str = "auto"
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)  # off by default; never part of a key or hash
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -360,6 +419,7 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
     tolerance = check(parse_tolerance, top.get("tolerance", {}), "tolerance")
     storage = check(check_value, top.get("storage", SweepSpec.storage), str, "storage")
     resources = check(_parse_resources, raw.get("resources"), "resources")
+    tracking = check(parse_tracking, top.get("tracking"))
     precision = check(_precision, top.get("precision", "auto"), "precision", resources)
 
     tasks = []
@@ -375,7 +435,8 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
         check(_unique, [object() if t is FAILED else t.name for t in tasks], "tasks")
     problems.raise_any()
     return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=seeds, curves=curves,
-                     bends=bends, points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources)
+                     bends=bends, points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources,
+                     tracking=tracking)
 
 
 def _name(name) -> str:
@@ -720,5 +781,5 @@ def resolved_sweep_file(spec: SweepSpec) -> dict:
                       "precision": task.precision, "options": task.options, "hparams": hparams,
                       "curve_fit": dataclasses.asdict(task.curve_fit)})
     order = ["name", "storage", "settings", "seeds", "curves", "bends", "points", "tolerance", "precision",
-             "resources"]
+             "resources", "tracking"]
     return plain({**{k: top[k] for k in order}, "tasks": tasks})

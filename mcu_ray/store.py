@@ -8,6 +8,7 @@ Layout under the storage root:
   jobs/<key>/<job id>.json              one record per training job started (a ledger)
   <sweep>/spec.json                     the resolved sweep file and its plan's keys (last run)
   <sweep>/<table>/<key>.parquet         result tables, one file per cell or model (mcu_ray.tables)
+  <sweep>/mlruns, <sweep>/tensorboard   a run per cell when the sweep file asks for tracking (mcu_ray.tracking)
 Every write goes to a temporary name first and is then moved into place.
 """
 from __future__ import annotations

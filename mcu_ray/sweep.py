@@ -14,6 +14,7 @@ anything: the report draws every verdict from the stored deviations with it. (Al
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -103,6 +104,17 @@ def check_storage(storage: str) -> None:
         Store(storage).write_bytes(b"ok", ".write_check")
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot write"
         raise SpecError("storage", storage, f"cannot be written ({type(exc).__name__}: {exc})") from None
+
+
+def check_tracking(spec, storage: str) -> str:
+    """Where the sweep's ``tracking`` writes (a tracking URI or a log folder; "" when off); a SpecError
+    naming ``tracking`` before any work when it cannot: MLflow not installed, no local default place."""
+    if spec.tracking.kind == "none":
+        return ""
+    if spec.tracking.kind == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise SpecError("tracking", spec.tracking.kind, 'MLflow is not installed here: pip install "mcu_ray[tracking]" '
+                                                        '(or pip install mlflow-skinny), or track with tensorboard')
+    return spec.tracking.location(storage, spec.name)
 
 
 def check_gpus(spec, gpus: float, local: bool) -> None:
@@ -348,6 +360,7 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     if args.dry_run:
         return dry_run(args, spec, plan, storage)
     try:
+        tracked = check_tracking(spec, storage)
         check_storage(storage)
     except SpecError as exc:
         fail(f"{args.spec}: {exc}")
@@ -374,6 +387,8 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     print(f"sweep {spec.name}: {counts['cells']} cells, {counts['endpoints']} endpoints, {counts['curves']} curves, "
           f"{counts['training_jobs']} training jobs, {counts['evaluations']} evaluations -> {storage}{subset}",
           flush=True)
+    if tracked:
+        print(f"tracking every cell with {spec.tracking.kind}: {tracked}", flush=True)
     # the plan's keys tell the report which stored rows are this version's (an edited sweep
     # keeps the rows of cells it dropped: nothing computed is deleted, nothing stale is shown);
     # the whole plan's, so that --only runs add up to the sweep's report

@@ -21,8 +21,8 @@ import yaml
 from mcu_ray import provenance
 from mcu_ray.methods import METHODS
 from mcu_ray.plan import Cell, Plan, make_plan
-from mcu_ray.spec import (CurveFitSpec, ResourcesSpec, ScalingSpec, SweepSpec, TaskSpec, Tolerances, did_you_mean,
-                          parse_spec, resolved_sweep_file)
+from mcu_ray.spec import (CurveFitSpec, ResourcesSpec, ScalingSpec, SweepSpec, TaskSpec, Tolerances, TrackingSpec,
+                          did_you_mean, parse_spec, resolved_sweep_file)
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
 
@@ -35,7 +35,9 @@ def stored_spec(data: dict) -> SweepSpec:
     """The SweepSpec that ``spec.json`` holds (``spec_to_dict`` as JSON): its mappings back into dataclasses."""
     tasks = tuple(TaskSpec(**{**task, "curve_fit": CurveFitSpec(**task["curve_fit"])}) for task in data["tasks"])
     resources = ResourcesSpec(**{**data["resources"], "train": ScalingSpec(**data["resources"]["train"])})
-    return SweepSpec(**{**data, "tasks": tasks, "tolerance": Tolerances(**data["tolerance"]), "resources": resources})
+    tracking = TrackingSpec(**data.get("tracking", {}))  # spec.json files older than tracking have none
+    return SweepSpec(**{**data, "tasks": tasks, "tolerance": Tolerances(**data["tolerance"]), "resources": resources,
+                        "tracking": tracking})
 
 
 def find_cell(plan: Plan, cell_id: str) -> Cell:
