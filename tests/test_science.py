@@ -60,7 +60,8 @@ def test_original_fits_and_endpoints_forget(built):
         after = store.read_meta(endpoint.key)["metrics"]
         assert after["acc_forget"] < before["acc_forget"], endpoint.method
         assert after["loss_forget"] > before["loss_forget"], endpoint.method
-        assert set(after) == {"acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget"}
+        assert set(after) == {"acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget",
+                              "mia_efficacy", "mia_loss"}
     retrained = store.read_meta(next(iter(plan.retrained)))["metrics"]
     assert retrained["acc_retain"] > 0.85
 
