@@ -11,6 +11,7 @@ from mcu_ray.runner import BuildCoordinator, Grid, coordinator_name, ensure, run
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
+from mcu_ray.tasks import TASKS
 from tests.conftest import tiny_digits_task
 
 pytestmark = pytest.mark.ray
@@ -60,7 +61,7 @@ def test_small_grid_end_to_end_and_rerun(ray_cluster, tmp_path):
     assert {r["setting"] for r in rows} == {"Rand", "Met"}
 
     barriers = read_table(store, "grid", "barriers").to_pylist()
-    assert len(barriers) == 4 * 2 * 6  # cells x curves x metrics
+    assert len(barriers) == 4 * 2 * len(TASKS["digits"].metric_directions)  # cells x curves x metrics
     assert all(r["deviation"] >= 0 for r in barriers)  # 0 at the endpoints: the worst is never below
     verdicts = load(storage, "grid", "verdicts")  # one per curve, decided when read
     assert len(verdicts) == 4 * 2
