@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 def load(storage: str, sweep: str, table: str = "results", tolerance=None):
     """One result table of ``<storage>/<sweep>`` as a pandas DataFrame: every row, every column.
 
-    ``table``: results | barriers | references | pathway, or verdicts (one row per curve, decided
+    ``table``: results | barriers | references | pathway | examples, or verdicts (one row per curve, decided
     from the stored deviations with ``tolerance``: a number for losses or a mapping per metric
     family, over the sweep file's). Columns, units and directions: docs/tables.md.
     """

@@ -7,6 +7,11 @@ store's job ledger before it starts, which is how "trained exactly once" is coun
 Every builder takes the ``Placement`` of its process (default: CUDA when present) and
 computes at its artifact's precision. In a data-parallel job every worker runs the
 builder on its shard of each batch; only rank 0 records, evaluates and writes.
+
+A model's evaluation is stored with its per-example values (``Evaluation.examples``, from the same
+passes as its metrics) as the artifact's examples.parquet; a curve's points, when asked for, in an
+artifact of their own (``examples_key``), so that asking for them later adds to a curve without
+changing its key.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from mcu_ray.placement import Placement
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
+from mcu_ray.tables import example_table
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.base import random_network, reference_checkpoint
 from mcu_ray.methods.curriculum import needs_original_losses
@@ -104,10 +110,12 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
     # a loaded reference keeps its whole state: with LoRA its frozen base is not the original's, which
     # is what every model of these options is rebuilt over before the stored weights are loaded
     weights = model.state_dict() if reference else savable_state(model)
+    examples = None
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
         context = task.eval_context(options, data, weights, placement)
         meta["metrics"] = task.evaluate(model, options, data, context, placement)
-    return store.save_artifact(item.key, meta, weights=weights)
+        examples = example_table(meta["metrics"].examples)
+    return store.save_artifact(item.key, meta, weights=weights, examples=examples)
 
 
 def build_original(store: Store, item: Original, placement: Placement | None = None) -> dict | None:
@@ -162,9 +170,10 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
     if not placement.writes:
         return None
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
-    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size),
-            "metrics": evaluate_model(model, item.task, options, item.ratio, context, placement)}
-    return store.save_artifact(item.key, meta, weights=savable_state(model))
+    evaluation = evaluate_model(model, item.task, options, item.ratio, context, placement)
+    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": evaluation}
+    return store.save_artifact(item.key, meta, weights=savable_state(model),
+                               examples=example_table(evaluation.examples))
 
 
 def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | None:
@@ -236,7 +245,8 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
                         "selection": {"t": ts, **{name: [a[name] for a in accuracies]
                                                   for name in pathway.SELECTION_SPLITS}},
                         "gap_metrics": list(task.gap_metrics)}}
-    return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows))
+    return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows),
+                               examples=example_table(metrics.examples))
 
 
 def mean_gap(metrics: dict, targets: dict, names) -> float:
@@ -367,9 +377,56 @@ def save_points(store: Store, curve: Curve, rows: list[dict], length: float, com
     return store.save_artifact(curve.key, meta, points=table)
 
 
+def examples_key(curve: Curve) -> str:
+    """The key of the per-example values of a curve's interior points (its points live under curve.key)."""
+    return curve.key.replace("curve-", "examples-", 1)
+
+
+def point_examples(rows: list) -> pa.Table:
+    """The per-example values of evaluated curve points (``Evaluation`` rows), each under its t."""
+    return pa.concat_tables([example_table(row.examples, row["t"]) for row in rows])
+
+
+def save_point_examples(store: Store, curve: Curve, parts: list[pa.Table], computed_by: dict | None = None,
+                        seconds: float | None = None) -> dict:
+    """The per-example values of a curve's interior points (``point_examples`` of each evaluation task)."""
+    meta = {"kind": "curve_examples", "item": asdict(curve), "eval_seconds": seconds,
+            "provenance": computed_by or provenance.describe()}
+    return store.save_artifact(examples_key(curve), meta, examples=pa.concat_tables(parts))
+
+
+def model_examples(store: Store, key: str, identity: dict) -> list[tuple[dict, pa.Table]]:
+    """A stored model's per-example values as a part of the examples table (``tables.write_examples``):
+    under ``identity`` and the provenance of the job that evaluated it; none when it has none (a failed
+    model, or one built before they were stored)."""
+    if not store.has_artifact(key):
+        return []
+    values = store.load_examples(key)
+    return [] if values is None else [({**identity, **traced(store.read_meta(key))}, values)]
+
+
+def endpoint_examples(store: Store, endpoint: Endpoint) -> list[tuple[dict, pa.Table]]:
+    """An endpoint's examples-table rows (t NaN)."""
+    return model_examples(store, endpoint.key, {
+        "task": endpoint.task, "ratio": endpoint.ratio, "precision": endpoint.precision, "model": "endpoint",
+        "key": endpoint.key, "method": endpoint.method, "optimizer": endpoint.optimizer,
+        "curriculum": endpoint.curriculum, "seed": endpoint.seed})
+
+
+def curve_examples(store: Store, curve: Curve) -> list[tuple[dict, pa.Table]]:
+    """Every evaluated point of a curve in the examples table, in the curve's own orientation: t = 0 and
+    t = 1 the endpoints' own rows (as ``curve_rows``), the interior the ``examples_key`` artifact's."""
+    identity = {"task": curve.task, "ratio": curve.ratio, "precision": curve.precision, "model": "curve",
+                "key": curve.key, "curve": curve.kind, "endpoint_1": curve.endpoint_1, "endpoint_2": curve.endpoint_2}
+    return [*model_examples(store, curve.endpoint_1, {**identity, "t": 0.0}),
+            *model_examples(store, examples_key(curve), identity),
+            *model_examples(store, curve.endpoint_2, {**identity, "t": 1.0})]
+
+
 def original_metrics(store: Store, original: Original, reference: Retrained,
                      placement: Placement | None = None) -> dict:
-    """The original model evaluated on one ratio's splits (a reference line in figures)."""
+    """The original model evaluated on one ratio's splits (a reference line in figures), with its
+    per-example values (``Evaluation``)."""
     return evaluate_state(original.task, original.options, reference.ratio, store.load_weights(original.key),
                           (store.uri, reference.key), placed(placement, original))
 

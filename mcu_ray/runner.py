@@ -3,7 +3,8 @@
 Inside a trial: make sure the original, the two endpoints and the retrained
 reference exist (each a ``TorchTrainer`` job, run at most once per key across all
 concurrent trials thanks to a small coordinator actor), fit the Bezier bends, fan
-the interior t-points out as Ray tasks, then write the cell's rows and barriers.
+the interior t-points out as Ray tasks, then write the cell's rows and barriers, and the
+per-example values of its models (and, with ``--per-example``, of its curves' points).
 Everything below ``jobs`` is plain PyTorch; this module only schedules it.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, Store
-from mcu_ray.tables import write_table
+from mcu_ray.tables import example_table, write_examples, write_table
 from mcu_ray.tasks import TASKS
 from mcu_ray.tracking import cell_metrics, tracking_callbacks, trial_name
 
@@ -99,6 +100,7 @@ class Grid:
     plan: Plan
     storage: str
     spec_hash: str
+    per_example: bool = False  # also store the per-example values of every evaluated curve point
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])  # this driver's run
 
     @property
@@ -238,36 +240,41 @@ def renewing_lease(store: Store, key: str):
 
 
 @ray.remote
-def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: str,
-                         threads: float) -> tuple[dict, list[dict]]:
-    """Evaluate phi(t) for each t in ``ts`` (one or a few points per task), on the GPU Ray
-    gave this task if it asked for one (``eval_gpus``), else on the CPU; with this process's provenance."""
+def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: str, threads: float,
+                         per_example: bool = False) -> tuple[dict, list[dict], object]:
+    """Evaluate phi(t) for each t in ``ts`` (one or a few points per task), on the GPU Ray gave this
+    task if it asked for one (``eval_gpus``), else on the CPU: this process's provenance, the rows, and
+    with ``per_example`` their per-example values (``jobs.point_examples``; else None)."""
     jobs.use_threads(threads)
     from mcu_ray.plan import Curve
 
     placement = ray_placement("task")
     rows = jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, placement, control_points)
-    return provenance.describe(placement.device), rows
+    examples = jobs.point_examples(rows) if per_example else None
+    return provenance.describe(placement.device), [dict(row) for row in rows], examples
 
 
 @ray.remote
-def evaluate_original_task(storage: str, original, reference, threads: float) -> dict:
+def evaluate_original_task(storage: str, original, reference, threads: float) -> tuple[dict, object]:
     """The original model on one ratio's splits (the figures' reference line), on this task's device;
-    with this process's provenance columns."""
+    with this process's provenance columns, and its per-example values (``tables.EXAMPLE_SCHEMA``)."""
     jobs.use_threads(threads)
     placement = ray_placement("task")
-    metrics = jobs.original_metrics(Store(storage), original, reference, placement)
-    return {**metrics, **provenance.columns(provenance.describe(placement.device))}
+    evaluation = jobs.original_metrics(Store(storage), original, reference, placement)
+    return ({**evaluation, **provenance.columns(provenance.describe(placement.device))},
+            example_table(evaluation.examples))
 
 
-def evaluate_curve(grid: Grid, curve) -> None:
-    """The interior t-points of one curve as parallel Ray tasks; weights shipped once.
+def evaluate_curve(grid: Grid, curve, points: bool = True, examples: bool = False) -> None:
+    """The interior t-points of one curve as parallel Ray tasks; weights shipped once. Stores their
+    metrics (``points``: the curve's artifact) and, from the same passes, their per-example values
+    (``examples``: ``jobs.examples_key``'s artifact); either alone when only it is missing.
 
     ``eval_points_per_task`` > 1 groups points so that small models do not pay a task's
     overhead per point; 1 spreads a curve over as many workers (GPUs) as are free.
     """
     store = grid.store
-    store.record_job(curve.key, "evaluation")
+    store.record_job(curve.key if points else jobs.examples_key(curve), "evaluation")
     started = time.time()
     res = grid.spec.resources
     cps = jobs.control_points(store, curve)
@@ -275,11 +282,15 @@ def evaluate_curve(grid: Grid, curve) -> None:
     # Outside the trial's placement group: the trial holds only what it runs itself.
     task = evaluate_points_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
     ts, size = jobs.interior_ts(curve), res.eval_points_per_task
-    refs = [task.remote(asdict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus)
+    refs = [task.remote(asdict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus, examples)
             for i in range(0, len(ts), size)]
     done = ray.get(refs)
-    jobs.save_points(store, curve, [row for _, rows in done for row in rows], curve_length(cps, jobs.blend(curve)),
-                     provenance.combine([described for described, _ in done]), time.time() - started)
+    computed_by, seconds = provenance.combine([described for described, _, _ in done]), time.time() - started
+    if points:
+        jobs.save_points(store, curve, [row for _, rows, _ in done for row in rows],
+                         curve_length(cps, jobs.blend(curve)), computed_by, seconds)
+    if examples:
+        jobs.save_point_examples(store, curve, [table for _, _, table in done], computed_by, seconds)
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -309,20 +320,41 @@ def run_cell(config: dict, grid: Grid) -> dict:
     # used to send its cells' bends to train from endpoints that were never built)
     healthy = [c for c in curves if inputs_ok and not jobs.failure(store, c.endpoint_1, c.endpoint_2)]
     ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in healthy if c.trained})
-    ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c)) for c in healthy
-                            if not (c.trained and jobs.failure(store, jobs.bend_key(c)))})
+    evaluated = [c for c in healthy if not (c.trained and jobs.failure(store, jobs.bend_key(c)))]
+    ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c, examples=grid.per_example))
+                            for c in evaluated})
+    if grid.per_example:  # curves evaluated without the switch before: their points again, for these alone
+        ensure(grid, cell.key, {jobs.examples_key(c): (lambda c=c: evaluate_curve(grid, c, points=False, examples=True))
+                                for c in evaluated})
 
     rows, barrier_rows, summary = cell_tables(grid, cell)
     sweep, reference = grid.spec.name, plan.retrained[cell.retrained]
-    if inputs_ok and not store.has_table(sweep, "references", reference.key):
-        write_table(store, sweep, "references", reference_rows(grid, original, reference), reference.key)
+    if inputs_ok:
+        write_reference_tables(grid, original, reference)
     for endpoint in (e1, e2):  # pathway endpoints are built only on healthy inputs
         if endpoint.source and inputs_ok and not jobs.failure(store, endpoint.key):
             write_pathway_table(grid, endpoint)
+    write_example_tables(grid, (e1, e2), curves, evaluated)
     seconds = {"cell_seconds": time.time() - started}
-    write_table(store, sweep, "barriers", [{**row, **seconds} for row in barrier_rows], cell.key)
-    write_table(store, sweep, "results", [{**row, **seconds} for row in rows], cell.key)  # last: marks the cell done
+    if not store.cell_done(sweep, cell.key):  # a done cell runs again only for per-example values: left as it was
+        write_table(store, sweep, "barriers", [{**row, **seconds} for row in barrier_rows], cell.key)
+        write_table(store, sweep, "results", [{**row, **seconds} for row in rows], cell.key)  # last: marks it done
     return {**summary, **cell_metrics(rows, barrier_rows), **seconds}  # the trial's result: what tracking logs
+
+
+def write_example_tables(grid: Grid, endpoints, curves: list, evaluated: list) -> None:
+    """The per-example values of a cell's endpoints, and with ``per_example`` of every point of its
+    curves (``jobs.curve_examples``), into the sweep's examples table; each file once, as the artifacts
+    it copies are written once. A model without values (failed, or stored before they were) or a failed
+    curve gets a file of no rows, so that the cell counts done."""
+    store, sweep = grid.store, grid.spec.name
+    ident = {"sweep": sweep, "spec_hash": grid.spec_hash}
+    files = [(e.key, lambda e=e: jobs.endpoint_examples(store, e)) for e in endpoints]
+    if grid.per_example:
+        files += [(c.key, lambda c=c: jobs.curve_examples(store, c) if c in evaluated else []) for c in curves]
+    for key, parts_of in files:
+        if not store.has_table(sweep, "examples", key):
+            write_examples(store, sweep, [({**ident, **identity}, values) for identity, values in parts_of()], key)
 
 
 def write_pathway_table(grid: Grid, endpoint) -> None:
@@ -335,19 +367,39 @@ def write_pathway_table(grid: Grid, endpoint) -> None:
     write_table(store, sweep, "pathway", [{**ident, **row} for row in rows], endpoint.key)
 
 
-def reference_rows(grid: Grid, original, reference) -> list[dict]:
-    """The original and the retrained model at one ratio: the figures' reference lines."""
+def write_reference_tables(grid: Grid, original, reference) -> None:
+    """The original and the retrained model at one ratio, the figures' reference lines: their rows
+    (references table) and per-example values (examples table, the same key); each file once, both
+    from one evaluation of the original."""
+    store, sweep = grid.store, grid.spec.name
+    missing = [name for name in ("references", "examples") if not store.has_table(sweep, name, reference.key)]
+    if not missing:
+        return
+    rows, parts = reference_rows(grid, original, reference)
+    if "examples" in missing:
+        write_examples(store, sweep, parts, reference.key)
+    if "references" in missing:
+        write_table(store, sweep, "references", rows, reference.key)
+
+
+def reference_rows(grid: Grid, original, reference) -> tuple[list[dict], list]:
+    """The original and the retrained model at one ratio: their references rows and their examples parts."""
     store = grid.store
     ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash,
              "task": reference.task, "ratio": reference.ratio, "precision": reference.precision}
     res = grid.spec.resources
     # on an evaluation worker (its GPU, when eval_gpus asks for one), outside the trial's placement group
-    metrics = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
-                                             num_gpus=res.eval_gpus).remote(store.uri, original, reference,
-                                                                            res.eval_cpus)
+    evaluated = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
+                                               num_gpus=res.eval_gpus).remote(store.uri, original, reference,
+                                                                              res.eval_cpus)
     retrained = store.read_meta(reference.key)
-    return [{**ident, "model": "original", "key": original.key, **ray.get(metrics)},
+    original_row, original_examples = ray.get(evaluated)
+    rows = [{**ident, "model": "original", "key": original.key, **original_row},
             {**ident, "model": "retrained", "key": reference.key, **retrained["metrics"], **jobs.traced(retrained)}]
+    traced_original = {name: original_row[name] for name in provenance.ROW_FIELDS}
+    parts = [({**ident, "model": "original", "key": original.key, **traced_original}, original_examples),
+             *jobs.model_examples(store, reference.key, {**ident, "model": "retrained", "key": reference.key})]
+    return rows, parts
 
 
 def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
@@ -487,15 +539,24 @@ def cell_config(cell: Cell, plan: Plan) -> dict:
             "ratio": cell.ratio, "seed": cell.seed}
 
 
-def run_grid(spec: SweepSpec, plan: Plan, storage: str) -> dict:
-    """Run every cell not yet done as a Tune trial; return counts of what happened."""
+def run_grid(spec: SweepSpec, plan: Plan, storage: str, per_example: bool = False) -> dict:
+    """Run every cell not yet done as a Tune trial; return counts of what happened.
+
+    ``per_example``: also store the per-example values of every curve point. A cell done without them
+    runs again: its curves' interior points are evaluated once more for them alone (nothing is trained,
+    its results and barriers are kept)."""
     storage = Store(storage).uri  # absolute: Tune, Train and every worker resolve it alike
-    grid = Grid(spec, plan, storage, spec_hash(spec))
+    grid = Grid(spec, plan, storage, spec_hash(spec), per_example)
     store = grid.store
-    todo = interleave_tasks([c for c in plan.cells if not store.cell_done(spec.name, c.key)])
+    todo = interleave_tasks([c for c in plan.cells if not store.cell_done(
+        spec.name, c.key, [key for _, key in c.curves] if per_example else ())])
     done_before = len(plan.cells) - len(todo)
     if done_before:
         print(f"{done_before} of {len(plan.cells)} cells already have results; running the other {len(todo)}", flush=True)
+    again = sum(store.cell_done(spec.name, c.key) for c in todo)
+    if again:
+        print(f"--per-example: {again} of the {len(todo)} cells to run have results but not the per-example values "
+              f"of their curve points; evaluating those points again for them, nothing else", flush=True)
     if not todo:
         return {"cells_run": 0, "cells_failed": 0, "cells_skipped": done_before}
     # On the driver's node: a lost worker node must not take the claims with it.

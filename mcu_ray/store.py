@@ -5,6 +5,7 @@ Layout under the storage root:
   artifacts/<key>/meta.json             metadata + metrics + sha256 of the weights;
                                         written last, so its presence means "complete"
   artifacts/<key>/points.parquet        evaluated interior points of a curve
+  artifacts/<key>/examples.parquet      per-example values of an evaluated model (mcu_ray.tables.EXAMPLE_SCHEMA)
   jobs/<key>/<job id>.json              one record per training job started (a ledger)
   <sweep>/spec.json                     the resolved sweep file and its plan's keys (last run)
   <sweep>/<table>/<key>.parquet         result tables, one file per cell or model (mcu_ray.tables)
@@ -113,7 +114,7 @@ class Store:
                 self.fs.delete_file(path)
 
     def save_artifact(self, key: str, meta: dict, weights: dict | None = None,
-                      points: pa.Table | None = None) -> dict:
+                      points: pa.Table | None = None, examples: pa.Table | None = None) -> dict:
         """Write the payload files, then meta.json (with their checksums) as the commit mark."""
         files = {}
         if weights is not None:
@@ -121,11 +122,12 @@ class Store:
             blob = save_safetensors({k: v.detach().cpu().clone().contiguous() for k, v in weights.items()})
             self.write_bytes(blob, "artifacts", key, "weights.safetensors")
             files["weights.safetensors"] = _sha256(blob)
-        if points is not None:
-            sink = io.BytesIO()
-            pq.write_table(points, sink)
-            self.write_bytes(sink.getvalue(), "artifacts", key, "points.parquet")
-            files["points.parquet"] = _sha256(sink.getvalue())
+        for name, table in (("points.parquet", points), ("examples.parquet", examples)):
+            if table is not None:
+                sink = io.BytesIO()
+                pq.write_table(table, sink)
+                self.write_bytes(sink.getvalue(), "artifacts", key, name)
+                files[name] = _sha256(sink.getvalue())
         meta = {**meta, "key": key, "files": files, "code_version": __version__, "written_at": time.time()}
         self.write_bytes(json.dumps(meta, indent=1, sort_keys=True, default=str).encode(), "artifacts", key, "meta.json")
         return meta
@@ -142,6 +144,12 @@ class Store:
 
     def load_points(self, key: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self._checked(key, "points.parquet")))
+
+    def load_examples(self, key: str) -> pa.Table | None:
+        """An artifact's per-example values; None when it has none (built before they were stored, or failed)."""
+        if "examples.parquet" not in self.read_meta(key).get("files", {}):
+            return None
+        return pq.read_table(io.BytesIO(self._checked(key, "examples.parquet")))
 
     # ------------------------------------------------------------------ leases
     def _lease_path(self, key: str) -> str | None:
@@ -217,9 +225,11 @@ class Store:
         pq.write_table(table, sink)
         self.write_bytes(sink.getvalue(), sweep, name, f"{key}.parquet")
 
-    def cell_done(self, sweep: str, cell_key: str) -> bool:
-        """Whether a cell is done: its results file reads (what a run skips and ``--dry-run`` reports)."""
-        return self.has_table(sweep, "results", cell_key)
+    def cell_done(self, sweep: str, cell_key: str, examples: tuple = ()) -> bool:
+        """Whether a cell is done: its results file reads (what a run skips and ``--dry-run`` reports),
+        and so does the examples file of each key in ``examples`` (its curves', with ``--per-example``)."""
+        return self.has_table(sweep, "results", cell_key) and all(self.has_table(sweep, "examples", key)
+                                                                  for key in examples)
 
     def has_table(self, sweep: str, name: str, key: str) -> bool:
         """Whether the file exists and is a readable Parquet file (a torn one is not)."""

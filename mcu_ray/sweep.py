@@ -6,10 +6,16 @@
     python -m mcu_ray.sweep sweeps/full_grid.yaml --dry-run --estimate
     python -m mcu_ray.sweep sweeps/quickstart.yaml --set tolerance=0.05 --set tasks.0.ratios=[2]
     python -m mcu_ray.sweep sweeps/full_grid.yaml --only task=tofu,setting=Met
+    python -m mcu_ray.sweep sweeps/quickstart.yaml --per-example        # per-example values along the curves too
 
 Rerunning the same command resumes: cells with results are skipped and every
 artifact already in the store is reused. A changed ``tolerance`` needs no rerun of
 anything: the report draws every verdict from the stored deviations with it. (Also ``mcu-ray sweep ...``.)
+
+Every endpoint, original and retrained model's per-example values go to the ``examples`` table;
+``--per-example`` adds those of every curve point, from the same passes as their metrics. It changes no
+key: rerun on a finished sweep, it trains nothing and keeps every result, and evaluates only the
+interior points of the curves that lack per-example values once more, for those values alone.
 """
 from __future__ import annotations
 
@@ -60,6 +66,11 @@ def parse_args(argv=None, prog: str = "python -m mcu_ray.sweep") -> argparse.Nam
                              "one line per finished cell)")
     parser.add_argument("--report-dir", help="where figures go (default: reports/<sweep name>)")
     parser.add_argument("--no-report", action="store_true", help="skip drawing figures at the end")
+    parser.add_argument("--per-example", action="store_true",
+                        help="also store the per-example values (losses, predictions, truth ratios, generated answers, "
+                             "attack scores) of every curve point in the examples table (the models' are always "
+                             "stored); on a finished sweep it evaluates only the curve points that lack them, again, "
+                             "and trains nothing")
     parser.add_argument("--restart", action="store_true",
                         help="start this sweep over: drop its result tables (shared artifacts are kept and reused)")
     parser.add_argument("--address", default=None,
@@ -217,16 +228,18 @@ def select(plan, conditions: list[dict]):
 # ----------------------------------------------------------------------------- --dry-run
 
 
-def cell_status(spec, plan, storage: str) -> list[dict]:
+def cell_status(spec, plan, storage: str, per_example: bool = False) -> list[dict]:
     """Every cell with ``status`` done or pending; nothing is run or written.
 
-    Done is what ``runner.run_grid`` skips (``Store.cell_done``).
+    Done is what ``runner.run_grid`` skips (``Store.cell_done``): with ``per_example``, a cell whose
+    curves' per-example values are missing is pending.
     """
     from mcu_ray.store import Store
 
     try:
         store = Store(storage)
-        done = {c.key for c in plan.cells if store.cell_done(spec.name, c.key)}
+        done = {c.key for c in plan.cells
+                if store.cell_done(spec.name, c.key, [key for _, key in c.curves] if per_example else ())}
     except Exception as exc:  # noqa: BLE001 - an unreadable storage must not stop a dry run
         print(f"warning: cannot read {storage} ({type(exc).__name__}: {exc}); cells shown as unknown",
               file=sys.stderr)
@@ -256,7 +269,7 @@ def format_cells(cells: list[dict]) -> str:
 
 def dry_run(args, spec, plan, storage: str) -> int:
     cost = estimate_or_fail(args.spec, spec, plan, storage) if args.estimate else None
-    cells = cell_status(spec, plan, storage)
+    cells = cell_status(spec, plan, storage, args.per_example)
     counts = plan.counts()
     if args.json:
         status = {s: sum(c["status"] == s for c in cells) for s in ("done", "pending")}
@@ -404,7 +417,7 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
         print(f"moved {spec.name}'s result tables out of their task=/setting= folders (one schema per table)",
               flush=True)
     try:
-        outcome = run_grid(spec, plan, storage)
+        outcome = run_grid(spec, plan, storage, per_example=args.per_example)
     finally:
         ray.shutdown()
     print(f"grid done in {time.time() - started:.0f}s: {outcome['cells_run']} cells run, "

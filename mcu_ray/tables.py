@@ -1,7 +1,8 @@
 """The sweep's result tables: every column of every table, its Arrow type, unit and meaning.
 
 A table is a folder of Parquet files, ``<storage>/<sweep>/<table>/<key>.parquet``, one file
-per cell (results, barriers) or per model (references, pathway), named by its content key.
+per cell (results, barriers) or per model (references, pathway, examples; examples also per curve),
+named by its content key.
 No hive folders: every file carries all of its table's columns, ``task`` and ``setting``
 included, in one schema declared here, so a folder, a glob and a single file read alike:
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from mcu_ray.barriers import barrier
@@ -153,6 +155,61 @@ _PATHWAY_COLUMNS = [
 ]
 
 
+_EXAMPLE_MODEL_COLUMNS = [
+    Column("task", STRING, "", "task name"),
+    Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)"),
+    Column("precision", STRING, "", "fp32 | bf16-mixed | bf16"),
+    Column("model", STRING, "", "original | retrained | endpoint | curve (a point phi(t), its ends included)"),
+    Column("key", STRING, "", "artifact key of the model; curve rows: the curve's key (the results table's "
+                              "curve_key)"),
+    Column("method", STRING, "", "endpoint rows: the unlearning method; null on other rows"),
+    Column("optimizer", STRING, "", "endpoint rows: fo | so"),
+    Column("curriculum", STRING, "", "endpoint rows: none | cl"),
+    Column("seed", INT, "", "endpoint rows: the seed it was unlearned with"),
+    Column("curve", STRING, "", "curve rows: linear | bezier | polychain"),
+    Column("endpoint_1", STRING, "", "curve rows: artifact key of the curve's t = 0 end. t is the curve's own: a "
+                                     "results row whose endpoint_1 is this endpoint_2 (a shared line) reads 1 - t"),
+    Column("endpoint_2", STRING, "", "curve rows: artifact key of the curve's t = 1 end"),
+    Column("t", FLOAT, "t (0-1)", "curve rows: where the point sits (0 and 1: the endpoints' own rows); NaN for a "
+                                  "model"),
+]
+# The per-example values of one model point (``tasks.base.Evaluation.examples``), as a task's evaluate
+# computes its metrics from them; an artifact's examples.parquet holds these and ``t``.
+EXAMPLE_COLUMNS = [
+    Column("split", STRING, "", "classification: test | retain | forget; TOFU: forget | retain | real_authors | "
+                                "world_facts | holdout (the held-out authors, attack scores only)"),
+    Column("example", INT, "", "index of the row in its split, the same at every model point of a task and ratio in a "
+                               "sweep (classification: test in the dataset's order, forget and retain by training-row "
+                               "index; TOFU: the split's row order; forget is all of Df, whose first eval_size rows "
+                               "are the evaluation set: the rows after them have attack scores only)"),
+    Column("question", STRING, "", "TOFU: the question; null for classification"),
+    Column("label", INT, "", "classification: the true class"),
+    Column("predicted", INT, "", "classification: the predicted class (argmax)"),
+    Column("correct", pa.bool_(), "", "classification: predicted = label; acc_<split> is its mean"),
+    Column("prob", FLOAT, "probability (0-1)",
+           "classification: the softmax probability of the true class (mia_efficacy's feature); TOFU: what "
+           "prob_<split> averages, exp(-loss) on forget and retain, p(true) / (p(true) + sum of p(perturbed)) on "
+           "real_authors and world_facts"),
+    Column("loss", FLOAT, "nats", "classification: cross-entropy -log max(p(true class), 1e-12), float32 (loss_<split> "
+                                  "is its mean); TOFU: the true answer's token-mean NLL (loss_forget, loss_retain)"),
+    Column("answer", STRING, "", "TOFU: the reference answer"),
+    Column("generated", STRING, "", "TOFU: the greedy answer (max_new_tokens) that ROUGE scores"),
+    Column("rouge_recall", FLOAT, "fraction (0-1)", "TOFU: ROUGE-L recall of generated against answer (rouge_score, "
+                                                    "stemmer); rouge_<split> is its mean"),
+    Column("truth_ratio", FLOAT, "ratio", "TOFU: r = exp(loss(paraphrased answer on forget and retain, else the "
+                                          "true one) - mean loss(perturbed answers)); truth_ratio_forget = "
+                                          "mean(min(r, 1/r)), the others mean(max(0, 1 - r)); forget_quality = KS-test "
+                                          "p-value of the forget r against the retrained model's"),
+    Column("mia_loss_score", FLOAT, "nats", "the loss attack's score, mia_loss its ROC AUC (forget 0, held-out 1): "
+                                            "classification the float64 cross-entropy on forget and test; TOFU the "
+                                            "answer's token-mean NLL on forget and holdout; null elsewhere"),
+    Column("min_k_score", FLOAT, "nats", "TOFU: the Min-K% Prob attack's score (k = 0.4) on forget and holdout, "
+                                         "mia_min_k its ROC AUC; null elsewhere"),
+]
+_T_COLUMN = next(c for c in _EXAMPLE_MODEL_COLUMNS if c.name == "t")
+EXAMPLE_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in (_T_COLUMN, *EXAMPLE_COLUMNS)])
+
+
 def _tables() -> dict[str, list[Column]]:
     metrics = _metric_columns()
     return {
@@ -162,6 +219,7 @@ def _tables() -> dict[str, list[Column]]:
         "barriers": [*PROVENANCE, *CELL, *BARRIER_COLUMNS, *STATUS, CELL_SECONDS],
         "references": [*PROVENANCE, *_REFERENCE_COLUMNS, *metrics],
         "pathway": [*PROVENANCE, *_PATHWAY_COLUMNS, *metrics],
+        "examples": [*PROVENANCE, *_EXAMPLE_MODEL_COLUMNS, *EXAMPLE_COLUMNS],
     }
 
 
@@ -169,7 +227,8 @@ TABLES = _tables()  # table name -> its columns, in file order
 SCHEMAS = {name: pa.schema([pa.field(c.name, c.type) for c in columns]) for name, columns in TABLES.items()}
 ROWS = {"results": "one per cell, curve and evaluated t", "barriers": "one per cell, curve and metric",
         "references": "one per task, forget ratio and model (original | retrained)",
-        "pathway": "one per pathway endpoint and model, plus one per evaluated point of its curve"}
+        "pathway": "one per pathway endpoint and model, plus one per evaluated point of its curve",
+        "examples": "one per model point and example of each evaluation split (curve points: with --per-example)"}
 
 # Computed by ``load``, never stored.
 DERIVED = {
@@ -203,6 +262,45 @@ def write_table(store: Store, sweep: str, name: str, rows: list[dict], key: str)
     if unknown:
         raise ValueError(f"table {name!r} has no columns {unknown}: declare them in mcu_ray.tables")
     store.write_table(pa.Table.from_pylist(rows, schema=schema), sweep, name, key)
+
+
+def example_table(examples: dict, t: float = float("nan")) -> pa.Table:
+    """A model point's per-example values (``Evaluation.examples``: split -> columns) as rows of
+    ``EXAMPLE_SCHEMA``, one per example of each split, ``example`` its index there; a value a split or
+    a row has not (a column it lacks, NaN, None) is null, so SQL's IS NULL finds every one."""
+    known, parts = set(EXAMPLE_SCHEMA.names) - {"t", "split", "example"}, []
+    for split, columns in examples.items():
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"examples of split {split!r}: columns of different lengths {lengths}")
+        if set(columns) - known:
+            raise ValueError(f"examples have no columns {sorted(set(columns) - known)}: declare them in "
+                             f"mcu_ray.tables.EXAMPLE_COLUMNS")
+        n = next(iter(lengths.values()))
+        given = {"t": np.full(n, t), "split": [split] * n, "example": np.arange(n), **columns}
+        parts.append(pa.Table.from_arrays([pa.array(given[f.name], f.type, from_pandas=f.name != "t")
+                                           if f.name in given else pa.nulls(n, f.type)
+                                           for f in EXAMPLE_SCHEMA], schema=EXAMPLE_SCHEMA))
+    return pa.concat_tables(parts) if parts else EXAMPLE_SCHEMA.empty_table()
+
+
+def write_examples(store: Store, sweep: str, parts: list[tuple[dict, pa.Table]], key: str) -> None:
+    """One file of the examples table: each part a model point's values (``EXAMPLE_SCHEMA``) under its
+    identity (the constants of its rows: model, key, t, provenance ...; over the values' own ``t``)."""
+    schema, tables = SCHEMAS["examples"], []
+    for constants, values in parts:
+        unknown = sorted(set(constants) - set(schema.names))
+        if unknown:
+            raise ValueError(f"table 'examples' has no columns {unknown}: declare them in mcu_ray.tables")
+        n = values.num_rows
+        tables.append(pa.Table.from_arrays(
+            [pa.repeat(pa.scalar(constants[f.name], f.type), n) if f.name in constants
+             else values[f.name].cast(f.type) if f.name in values.column_names else pa.nulls(n, f.type)
+             for f in schema], schema=schema))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    # t as the results table rounds it, so that the two join on it
+    table = table.set_column(schema.get_field_index("t"), "t", pc.round(table["t"], 6))
+    store.write_table(table, sweep, "examples", key)
 
 
 def read_table(store: Store, sweep: str, name: str) -> pa.Table:
@@ -289,7 +387,7 @@ def verdicts(barriers: pd.DataFrame, tolerances: Tolerances) -> pd.DataFrame:
 def load(storage: str, sweep: str, table: str = "results", tolerance=None) -> pd.DataFrame:
     """Every row and every column of one table of ``<storage>/<sweep>`` as a pandas DataFrame.
 
-    ``table``: results | barriers | references | pathway (stored), or verdicts (one row per
+    ``table``: results | barriers | references | pathway | examples (stored), or verdicts (one row per
     curve, computed here). ``tolerance`` (barriers, verdicts): a number for the loss tolerance
     or a mapping per metric family (``spec.Tolerances``), over the sweep file's; None: the
     sweep file's. Rows of cells an edited sweep file dropped are included (the report hides them).
@@ -336,8 +434,8 @@ def data_dictionary() -> str:
         "table's schema (a test checks that this file is current).",
         "",
         "Each table is a folder of Parquet files, `<storage>/<sweep>/<table>/<key>.parquet`: one file per cell",
-        "(results, barriers) or per model (references, pathway), no hive folders. Every file holds every column",
-        "of its table, so any reader loads a folder, a glob or one file alike:",
+        "(results, barriers) or per model (references, pathway, examples), no hive folders. Every file holds every",
+        "column of its table, so any reader loads a folder, a glob or one file alike:",
         "",
         "```python",
         "import pandas as pd, duckdb, mcu_ray",
@@ -360,6 +458,16 @@ def data_dictionary() -> str:
             lines.append("| *every metric below* | float64 | see below | the model's value of that metric |")
         lines.append("")
     lines += [
+        "The `examples` table holds what the metrics are computed from, one row per example of each",
+        "evaluation split, from the same forward passes as the metrics. Its files: `<endpoint key>.parquet`",
+        "(model endpoint), `<retrained key>.parquet` (the original and the retrained model at that ratio, as",
+        "in `references`) and, when the sweep ran with `--per-example`, `<curve key>.parquet`: every evaluated",
+        "point of the curve, t = 0 and 1 being its endpoints' own rows. `(split, example)` names one row of",
+        "the data at every model point of a task and ratio, so a join across `t` follows each example along",
+        "a curve; `(task, ratio, split, example)` joins a curve's rows with the retrained model's. The",
+        "values stay in the artifacts (`artifacts/<key>/examples.parquet`; a curve's interior points",
+        "under `examples-<hash>`); the table files copy them per sweep.",
+        "",
         "## `verdicts` and the `barrier` flag: computed when loaded, never stored",
         "",
         "Only deviations are stored. `mcu_ray.load(storage, sweep, \"barriers\", tolerance=...)` adds to each",

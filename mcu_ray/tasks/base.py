@@ -9,6 +9,10 @@ Devices: a task never decides one. ``new_model`` and ``random_model`` build on t
 (so a seed gives the same weights everywhere) and move the model to the ``Placement``'s device;
 ``eval_context`` and ``evaluate`` move each batch there, inside the placement's
 autocast. Split tensors stay on the CPU until a batch is taken from them.
+
+Per-example values: ``evaluate`` returns an ``Evaluation``, the {metric: float} dict it always
+returned, carrying in ``examples`` the per-example arrays those metrics were computed from in the
+same forward passes (open-unlearning's ``value_by_index``); ``mcu_ray.tables`` stores them.
 """
 from __future__ import annotations
 
@@ -45,6 +49,21 @@ def check_reference_model(template: str, epochs: int, path: str) -> None:
         raise SpecError(f"{path}.reference_model", template, "the only placeholders allowed are {retain} and {ratio}")
     if name == template and template.startswith(("/", "./", "../", "~")) and not Path(template).expanduser().exists():
         raise SpecError(f"{path}.reference_model", template, "no such folder (a hub id has the form org/name)")
+
+
+class Evaluation(dict):
+    """One evaluated model: {metric: float}, as ``Task.evaluate`` always returned it, plus ``examples``:
+    split -> {column: one value per example of the split, in the split's order}, the per-example values
+    the metrics were computed from (column names: ``mcu_ray.tables.EXAMPLE_COLUMNS``; a value a split
+    does not have is NaN, or None for text). A curve point's row is one too, its ``t`` among the metrics.
+
+    A dict, so that every reader of metrics reads it as before (JSON, Arrow rows, ``{**metrics}``,
+    which drops the examples); only what stores per-example values asks for ``examples``.
+    """
+
+    def __init__(self, metrics: dict, examples: dict | None = None):
+        super().__init__(metrics)
+        self.examples = examples or {}
 
 
 @runtime_checkable
@@ -116,14 +135,15 @@ class Task(Protocol):
         statistics (TOFU), a random network's predictions (ZRF)."""
 
     def evaluate(self, model: nn.Module, options: dict, data: Splits, context: Any,
-                 placement: Placement) -> dict:
-        """Every metric of ``model`` (on the placement's device) as {name: float}."""
+                 placement: Placement) -> Evaluation:
+        """Every metric of ``model`` (on the placement's device) as {name: float}, with the per-example
+        values they were computed from in ``.examples`` (``Evaluation``): no second pass over the data."""
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: Splits, context: Any, placement: Placement,
-                       control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[dict]:
-        """{"t": t, **metrics} of phi(t) for each t, the curve of ``kind`` (``curves.KINDS``):
-        ``evaluate_one_by_one``, or several points per pass where the task can (classifiers:
-        ``tasks.vectorized``). ``model`` is scratch space."""
+                       control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[Evaluation]:
+        """{"t": t, **metrics} of phi(t) for each t, each with its ``examples``, the curve of ``kind``
+        (``curves.KINDS``): ``evaluate_one_by_one``, or several points per pass where the task can
+        (classifiers: ``tasks.vectorized``), the same numbers either way. ``model`` is scratch space."""
 
 
 @runtime_checkable
@@ -141,12 +161,13 @@ class ClassifierTask(Task, Protocol):
 
 def evaluate_one_by_one(task: Task, model: nn.Module, options: dict, data: Splits, context: Any,
                         placement: Placement, control_points: list[dict], ts: list[float],
-                        kind: str = "bezier") -> list[dict]:
+                        kind: str = "bezier") -> list[Evaluation]:
     """Each phi(t) loaded into ``model`` in turn and evaluated (large models: one copy in memory)."""
     rows = []
     for t in ts:
         load_point(model, control_points, t, kind)
-        rows.append({"t": t, **task.evaluate(model, options, data, context, placement)})
+        evaluation = task.evaluate(model, options, data, context, placement)
+        rows.append(Evaluation({"t": t, **evaluation}, evaluation.examples))
     return rows
 
 

@@ -21,7 +21,7 @@ from mcu_ray.batches import iterate_batches, select
 from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
-from mcu_ray.tasks.base import evaluate_one_by_one, random_network
+from mcu_ray.tasks.base import Evaluation, evaluate_one_by_one, random_network
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
 from mcu_ray.tasks.privacy import mia_auc, svc_mia_efficacy
 from mcu_ray.tasks.vectorized import curve_logits, faster_of, in_groups
@@ -199,8 +199,8 @@ def zrf_score(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_proba: torch.Tensor,
-                   placement: Placement, logits_fn: Callable = plain_logits) -> dict:
-    """Every metric of one model; BatchNorm statistics must already be set."""
+                   placement: Placement, logits_fn: Callable = plain_logits) -> Evaluation:
+    """Every metric of one model, with its per-example values; BatchNorm statistics must already be set."""
     splits = {name: data.split(name) for name in EVAL_SPLITS}
     return metrics_from_logits({name: predict_logits(model, split, placement, logits_fn)
                                 for name, split in splits.items()},
@@ -210,36 +210,52 @@ def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_pro
 EVAL_SPLITS = ("test", "retain", "forget")
 
 
-def metrics_from_logits(logits_by_split: dict, labels: dict, random_forget_proba: torch.Tensor) -> dict:
+def metrics_from_logits(logits_by_split: dict, labels: dict, random_forget_proba: torch.Tensor) -> Evaluation:
     """MU-Bench's metrics and the membership attacks from the model's logits and the labels on test,
-    retain and forget; inf (a diverged model's loss) recorded as NaN, like every other failed number."""
-    metrics = {}
+    retain and forget; inf (a diverged model's loss) recorded as NaN, like every other failed number.
+    ``examples``: per split, what the metrics average or attack, from the same tensors (``split_examples``)."""
+    metrics, examples = {}, {}
     proba_by_split = {split: F.softmax(logits, dim=-1) for split, logits in logits_by_split.items()}
     for split in EVAL_SPLITS:
         y, proba = labels[split], proba_by_split[split]  # (n,), (n, classes)
-        metrics[f"acc_{split}"] = float((proba.argmax(-1) == y).float().mean())
+        predicted = proba.argmax(-1)  # (n,)
+        metrics[f"acc_{split}"] = float((predicted == y).float().mean())
+        nll = -torch.log(proba.gather(1, y[:, None]).clamp_min(1e-12))  # (n, 1)
         if split != "test":
-            nll = -torch.log(proba.gather(1, y[:, None]).clamp_min(1e-12)).mean()
-            metrics[f"loss_{split}"] = float(nll)
+            metrics[f"loss_{split}"] = float(nll.mean())
         if split == "forget":
             metrics["zrf"] = zrf_score(proba, random_forget_proba)
-    metrics |= membership_attacks(logits_by_split, proba_by_split, labels)
-    return {k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}
+        examples[split] = split_examples(y, predicted, proba, nll[:, 0])
+    attacks, scores = membership_attacks(logits_by_split, proba_by_split, labels)
+    metrics |= attacks
+    for split in EVAL_SPLITS:
+        examples[split]["mia_loss_score"] = scores.get(split, np.full(len(labels[split]), np.nan))
+    return Evaluation({k: (v if math.isfinite(v) else float("nan")) for k, v in metrics.items()}, examples)
 
 
-def membership_attacks(logits_by_split: dict, proba_by_split: dict, labels: dict) -> dict:
+def split_examples(y: torch.Tensor, predicted: torch.Tensor, proba: torch.Tensor, nll: torch.Tensor) -> dict:
+    """One split's per-example values: the label, the predicted class, whether it is right (``acc_*``
+    is their mean), the true class's probability (SalUn's MIA feature) and its cross-entropy (``loss_*``
+    is the mean; float32, clamped at 1e-12 as the mean's terms are)."""
+    return {"label": y.numpy(), "predicted": predicted.numpy(), "correct": (predicted == y).numpy(),
+            "prob": proba.gather(1, y[:, None])[:, 0].numpy(), "loss": nll.numpy()}
+
+
+def membership_attacks(logits_by_split: dict, proba_by_split: dict, labels: dict) -> tuple[dict, dict]:
     """``mia_efficacy``: SalUn's SVC attack on the true-class softmax confidence (shadow members: Dr's first
     |test| rows, in Dr's order, as SalUn's ``Subset(retain, range(len(test)))``; shadow non-members: the
     test split; target: Df). ``mia_loss``: ROC AUC of the per-example cross-entropy, Df against the test
-    split, from float64 log-softmax (float32 rounds a confident example's loss to 0, tying it with others)."""
+    split, from float64 log-softmax (float32 rounds a confident example's loss to 0, tying it with others).
+    Returns the two metrics and the loss attack's scores, split -> (n,) (forget and test)."""
     def true_class(values: dict, split: str) -> np.ndarray:  # (n,)
         return values[split].gather(1, labels[split][:, None])[:, 0].numpy()
 
     confidence = {split: true_class(proba_by_split, split) for split in EVAL_SPLITS}
     log_proba = {split: F.log_softmax(logits_by_split[split].double(), dim=-1) for split in ("forget", "test")}
+    scores = {split: -true_class(log_proba, split) for split in ("forget", "test")}
     n_test = len(confidence["test"])
-    return {"mia_efficacy": svc_mia_efficacy(confidence["retain"][:n_test], confidence["test"], confidence["forget"]),
-            "mia_loss": mia_auc(-true_class(log_proba, "forget"), -true_class(log_proba, "test"))}
+    return ({"mia_efficacy": svc_mia_efficacy(confidence["retain"][:n_test], confidence["test"], confidence["forget"]),
+             "mia_loss": mia_auc(scores["forget"], scores["test"])}, scores)
 
 
 @dataclass
@@ -354,12 +370,13 @@ class ClassificationTask:
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: ClassificationData, context,
                        placement: Placement, control_points: list[dict], ts: list[float], kind: str = "bezier",
-                       vectorize: bool | None = None) -> list[dict]:
-        """Every metric at each t; groups of t-points in one vectorised pass (``tasks.vectorized``)
-        where that is faster, BatchNorm re-estimated on Dr for each point: the same numbers as
-        ``evaluate`` point by point. ``vectorize`` None: always on a GPU; on a CPU, measured on
-        the process's first curve (digits' conv net is faster one point at a time, a BERT vmapped)."""
-        def one_by_one(ts_group: list[float]) -> list[dict]:
+                       vectorize: bool | None = None) -> list[Evaluation]:
+        """Every metric at each t, with its per-example values (``Evaluation``); groups of t-points in
+        one vectorised pass (``tasks.vectorized``) where that is faster, BatchNorm re-estimated on Dr
+        for each point: the same numbers as ``evaluate`` point by point. ``vectorize`` None: always on a
+        GPU; on a CPU, measured on the process's first curve (digits' conv net is faster one point at a
+        time, a BERT vmapped)."""
+        def one_by_one(ts_group: list[float]) -> list[Evaluation]:
             return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts_group,
                                        kind)
 
@@ -368,17 +385,18 @@ class ClassificationTask:
         splits = {name: data.split(name) for name in EVAL_SPLITS}
         labels = {name: split["y"] for name, split in splits.items()}
 
-        def vmapped(ts_group: list[float]) -> list[dict]:
+        def vmapped(ts_group: list[float]) -> list[Evaluation]:
             outputs = curve_logits(model, control_points, ts_group, splits, splits["retain"], placement, self.logits,
                                    kind)
-            return [{"t": t, **metrics_from_logits(logits, labels, context)} for t, logits in zip(ts_group, outputs)]
+            evaluations = [metrics_from_logits(logits, labels, context) for logits in outputs]
+            return [Evaluation({"t": t, **e}, e.examples) for t, e in zip(ts_group, evaluations)]
 
         if vectorize or placement.device.type == "cuda":
             return in_groups(vmapped, model, list(ts), placement, key=(self.name, placement))
         return faster_of(one_by_one, vmapped, list(ts), key=(self.name, placement))
 
     def evaluate(self, model: nn.Module, options: dict, data: ClassificationData, context,
-                 placement: Placement) -> dict:
+                 placement: Placement) -> Evaluation:
         """Re-estimate BatchNorm on Dr, then compute every metric; ``context`` from eval_context."""
         recompute_batchnorm(model, data.split("retain"), placement, self.logits)
         return evaluate_model(model, data, context, placement, self.logits)

@@ -27,7 +27,7 @@ from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
 from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
-from mcu_ray.tasks.base import absolute, check_reference_model, evaluate_one_by_one
+from mcu_ray.tasks.base import Evaluation, absolute, check_reference_model, evaluate_one_by_one
 from mcu_ray.tasks.privacy import mia_auc, min_k_score, privleak
 from mcu_ray.tasks.tokenizers import train_bpe
 from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, holdout_config, load_config, local_dir, tofu_rows
@@ -112,6 +112,7 @@ class TofuData:
     tensors: dict = field(default_factory=dict)  # split -> batch dict, filled lazily
     encoded: dict = field(default_factory=dict)  # evaluation inputs, tokenised once: name -> batch dict
     eval_tokens: list = field(default_factory=lambda: [0, 0])  # padded and real tokens of evaluation batches
+    holdout: list | None = None  # the held-out authors' rows, read on first use
 
     def encode_once(self, name: str, pairs) -> dict:
         """(question, answer) pairs of one evaluation set, tokenised on first use only."""
@@ -131,10 +132,18 @@ class TofuData:
         """Padded / real tokens over the evaluation batches run so far (1.0 = no padding)."""
         return self.eval_tokens[0] / max(self.eval_tokens[1], 1)
 
+    def split_rows(self, name: str) -> list[dict]:
+        """The rows of a training split; ``holdout`` (authors never trained on) is read on first use."""
+        if name != "holdout":
+            return getattr(self.rows, name)
+        if self.holdout is None:
+            self.holdout = load_split(self.options, self.rows.holdout_config)
+        return self.holdout
+
     def split(self, name: str) -> dict:
-        """A training split as tensors; ``holdout`` (authors never trained on) is read on first use."""
+        """A training split as tensors, in ``split_rows``' order."""
         if name not in self.tensors:
-            rows = load_split(self.options, self.rows.holdout_config) if name == "holdout" else getattr(self.rows, name)
+            rows = self.split_rows(name)
             self.tensors[name] = encode_pairs(self.tokenizer, self.options, [(r["question"], r["answer"]) for r in rows])
         return self.tensors[name]
 
@@ -347,16 +356,30 @@ def reference_context(reference: nn.Module, data: TofuData, placement: Placement
             "mia_min_k": membership_aucs(reference, data, placement)["mia_min_k"]}
 
 
+MIA_SPLITS = ("forget", "holdout")  # the loss and Min-K% attacks: all of Df against the held-out authors
+
+
+def membership_scores(model: nn.Module, data: TofuData, placement: Placement) -> dict:
+    """Per example of the forget set (all of Df) and of the held-out authors (holdoutXX), split ->
+    {"mia_loss_score", "min_k_score"}: open-unlearning's loss attack score, the answer's token-mean NLL
+    (``mia/loss.py``), and its Min-K% score over the answer's token log-probabilities without its last
+    token (the EOS unless truncated), which open-unlearning's ``tokenwise_logprobs`` leaves out
+    (``evals/metrics/utils.py:127-143``)."""
+    nlls = {name: answer_token_nlls(model, data, data.split(name), placement) for name in MIA_SPLITS}
+    return {name: {"mia_loss_score": np.array([float(np.mean(row)) for row in rows]),
+                   "min_k_score": np.array([min_k_score(-row[:-1]) for row in rows])} for name, rows in nlls.items()}
+
+
+def attack_aucs(scores: dict) -> dict:
+    """``membership_scores`` as ROC AUCs, forget against held-out."""
+    return {"mia_loss": mia_auc(scores["forget"]["mia_loss_score"], scores["holdout"]["mia_loss_score"]),
+            "mia_min_k": mia_auc(scores["forget"]["min_k_score"], scores["holdout"]["min_k_score"])}
+
+
 def membership_aucs(model: nn.Module, data: TofuData, placement: Placement) -> dict:
-    """open-unlearning's loss and Min-K% attacks between the forget set (all of Df) and the held-out
-    authors (holdoutXX), as ROC AUCs. Scores: the answer's token-mean NLL (``mia/loss.py``), and Min-K%
-    of the answer's token log-probabilities without its last token (the EOS unless truncated), which
-    open-unlearning's ``tokenwise_logprobs`` leaves out (``evals/metrics/utils.py:127-143``)."""
-    nlls = {name: answer_token_nlls(model, data, data.split(name), placement) for name in ("forget", "holdout")}
-    loss = {name: [float(np.mean(row)) for row in rows] for name, rows in nlls.items()}
-    min_k = {name: [min_k_score(-row[:-1]) for row in rows] for name, rows in nlls.items()}
-    return {"mia_loss": mia_auc(loss["forget"], loss["holdout"]),
-            "mia_min_k": mia_auc(min_k["forget"], min_k["holdout"])}
+    """open-unlearning's loss and Min-K% attacks between the forget set and the held-out authors, as
+    ROC AUCs (``membership_scores``)."""
+    return attack_aucs(membership_scores(model, data, placement))
 
 
 def split_losses(model: nn.Module, data: TofuData, name: str, placement: Placement) -> dict:
@@ -409,9 +432,42 @@ def generate_answers(model: nn.Module, data: TofuData, name: str, placement: Pla
     return answers
 
 
-def rouge_recall(model: nn.Module, data: TofuData, name: str, placement: Placement) -> float:
+def rouge_recalls(model: nn.Module, data: TofuData, name: str, placement: Placement) -> tuple[list[str], list[float]]:
+    """The greedy answers to one evaluation set's questions and the ROUGE-L recall of each."""
     generated = generate_answers(model, data, name, placement)
-    return float(np.mean(tm.rouge_l_recall(generated, [r["answer"] for r in eval_rows(data, name)])))
+    return generated, tm.rouge_l_recall(generated, [r["answer"] for r in eval_rows(data, name)])
+
+
+def rouge_recall(model: nn.Module, data: TofuData, name: str, placement: Placement) -> float:
+    """TOFU's ROUGE on one evaluation set: the mean of ``rouge_recalls``."""
+    return float(np.mean(rouge_recalls(model, data, name, placement)[1]))
+
+
+def eval_examples(data: TofuData, name: str, losses: np.ndarray, probs: np.ndarray, ratios: np.ndarray,
+                  generated: list[str], recalls: list[float]) -> dict:
+    """One evaluation set's per-example values, in its rows' order: the true answer's token-mean loss,
+    the probability TOFU's ``prob_*`` averages, the truth ratio, the greedy answer and its ROUGE-L recall."""
+    rows = eval_rows(data, name)
+    return {"question": [r["question"] for r in rows], "answer": [r["answer"] for r in rows], "loss": losses,
+            "prob": probs, "truth_ratio": ratios, "generated": generated, "rouge_recall": recalls}
+
+
+def with_attack_scores(data: TofuData, examples: dict, scores: dict) -> dict:
+    """The examples of the forget set (its evaluation rows are Df's first eval_size rows, so the same
+    index is the same question) and of the held-out authors, with the attack scores of all of Df and of
+    holdoutXX; a value a row does not have is NaN (None for text)."""
+    out = dict(examples)
+    for name in MIA_SPLITS:
+        rows, evaluated = data.split_rows(name), examples.get(name, {})
+        n, done = len(rows), len(evaluated.get("question", []))
+        padded = {column: (list(values) + [None] * (n - done) if column in TEXT_COLUMNS
+                           else np.concatenate([np.asarray(values, float), np.full(n - done, np.nan)]))
+                  for column, values in evaluated.items() if column != "question"}
+        out[name] = {**padded, "question": [r["question"] for r in rows], **scores[name]}
+    return out
+
+
+TEXT_COLUMNS = ("answer", "generated")
 
 
 def forget_truth_ratios(model: nn.Module, data: TofuData, placement: Placement) -> np.ndarray:
@@ -518,35 +574,47 @@ class TofuTask:
         return reference_context(reference, data, placement)
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement,
-                       control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[dict]:
+                       control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[Evaluation]:
         """One point at a time: a language model is evaluated in batches of questions instead."""
         return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts, kind)
 
-    def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement) -> dict:
-        metrics = {}
+    def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict,
+                 placement: Placement) -> Evaluation:
+        """Every metric, and in ``examples`` the per-example values they come from: per evaluation set
+        (``eval_examples``), the attack scores on Df and the held-out authors (``with_attack_scores``)."""
+        metrics, examples = {}, {}
         forget = split_losses(model, data, "forget", placement)
         forget_tr = tm.truth_ratios(forget["paraphrased"], forget["perturbed"])
         metrics["forget_quality"] = tm.forget_quality(forget_tr, context["forget_truth_ratios"])
         metrics["prob_forget"] = tm.probability(forget["answer"])
         metrics["truth_ratio_forget"] = tm.truth_ratio_stat(forget_tr, forget=True)
         metrics["loss_forget"] = float(np.mean(forget["answer"]))
-        metrics["rouge_forget"] = rouge_recall(model, data, "forget", placement)
+        generated, recalls = rouge_recalls(model, data, "forget", placement)
+        metrics["rouge_forget"] = float(np.mean(recalls))
+        examples["forget"] = eval_examples(data, "forget", forget["answer"], tm.probabilities(forget["answer"]),
+                                           forget_tr, generated, recalls)
         utility = []
         for name in ("retain", "real_authors", "world_facts"):
             losses, paraphrased = split_losses(model, data, name, placement), name in PARAPHRASED
             true_loss = losses["paraphrased"] if paraphrased else losses["answer"]
             prob = (tm.probability(losses["answer"]) if paraphrased
                     else tm.normalised_probability(losses["answer"], losses["perturbed"]))
-            truth = tm.truth_ratio_stat(tm.truth_ratios(true_loss, losses["perturbed"]), forget=False)
-            rouge = rouge_recall(model, data, name, placement)
+            ratios = tm.truth_ratios(true_loss, losses["perturbed"])
+            truth = tm.truth_ratio_stat(ratios, forget=False)
+            generated, recalls = rouge_recalls(model, data, name, placement)
+            rouge = float(np.mean(recalls))
             metrics |= {f"prob_{name}": prob, f"truth_ratio_{name}": truth, f"rouge_{name}": rouge}
             if name == "retain":
                 metrics["loss_retain"] = float(np.mean(losses["answer"]))
             utility += [prob, rouge, truth]
+            probs = (tm.probabilities(losses["answer"]) if paraphrased
+                     else tm.normalised_probabilities(losses["answer"], losses["perturbed"]))
+            examples[name] = eval_examples(data, name, losses["answer"], probs, ratios, generated, recalls)
         metrics["model_utility"] = tm.model_utility(utility)
-        metrics |= membership_aucs(model, data, placement)
+        scores = membership_scores(model, data, placement)
+        metrics |= attack_aucs(scores)
         metrics["privleak"] = privleak(metrics["mia_min_k"], context["mia_min_k"])
-        return metrics
+        return Evaluation(metrics, with_attack_scores(data, examples, scores))
 
 
 TASK = TofuTask()

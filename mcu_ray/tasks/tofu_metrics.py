@@ -29,16 +29,26 @@ def truth_ratio_stat(ratios, forget: bool) -> float:
     return float(np.mean(np.maximum(0.0, 1.0 - r)))
 
 
+def probabilities(answer_loss) -> np.ndarray:
+    """Per-token probability of the true answer, exp(-loss), per example (forget and retain sets)."""
+    return np.exp(-np.asarray(answer_loss, float))
+
+
 def probability(answer_loss) -> float:
     """Mean per-token probability of the true answer, exp(-loss) (forget and retain sets)."""
-    return float(np.mean(np.exp(-np.asarray(answer_loss, float))))
+    return float(np.mean(probabilities(answer_loss)))
+
+
+def normalised_probabilities(answer_loss, perturbed_losses) -> np.ndarray:
+    """Real authors / world facts: p(true) / (p(true) + sum_j p(perturbed_j)), per example."""
+    true_p = np.exp(-np.asarray(answer_loss, float))  # (n,)
+    false_p = np.exp(-np.asarray(perturbed_losses, float))  # (n, k)
+    return true_p / (true_p + false_p.sum(axis=-1))
 
 
 def normalised_probability(answer_loss, perturbed_losses) -> float:
     """Real authors / world facts: p(true) / (p(true) + sum_j p(perturbed_j)), averaged."""
-    true_p = np.exp(-np.asarray(answer_loss, float))  # (n,)
-    false_p = np.exp(-np.asarray(perturbed_losses, float))  # (n, k)
-    return float(np.mean(true_p / (true_p + false_p.sum(axis=-1))))
+    return float(np.mean(normalised_probabilities(answer_loss, perturbed_losses)))
 
 
 def forget_quality(model_ratios, reference_ratios) -> float:

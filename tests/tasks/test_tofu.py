@@ -5,8 +5,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from rouge_score import rouge_scorer
+from scipy.stats import hmean, ks_2samp
 from sklearn.metrics import roc_auc_score
 
 from mcu_ray import jobs
@@ -15,7 +18,8 @@ from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import SpecError, parse_spec
 from mcu_ray.store import Store
-from mcu_ray.tasks.tofu import TASK, encode_pairs, generate_answers, rouge_recall, split_losses
+from mcu_ray.tables import example_table
+from mcu_ray.tasks.tofu import TASK, encode_pairs, eval_rows, generate_answers, rouge_recall, split_losses
 from mcu_ray.tasks.tofu_data import load_config, synthetic_configs, tofu_rows
 from mcu_ray.train import train_supervised, unlearn
 
@@ -258,3 +262,86 @@ def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
     assert answers == generate_answers(model, one_row, "forget", placement)
     TASK.evaluate(model, options, data, TASK.eval_context(options, data, model.state_dict(), placement), placement)
     assert data.eval_padding_ratio() <= 1.25
+
+
+def assert_gives_tofu_metrics(metrics: dict, frame: pd.DataFrame, reference: pd.DataFrame) -> None:
+    """Every TOFU metric of one model recomputed from its examples rows with TOFU's and open-unlearning's
+    formulas; ``reference``: the retrained model's rows (Forget Quality's and PrivLeak's reference)."""
+    split = {name: frame[frame["split"] == name].sort_values("example") for name in (*EVAL_SETS, "holdout")}
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    stats = {}
+    for name in EVAL_SETS:
+        rows = split[name][split[name]["loss"].notna()]  # the evaluated rows (on forget, the first eval_size)
+        assert (rows["example"].to_numpy() == np.arange(len(rows))).all(), name
+        recall = [scorer.score(answer, generated)["rougeL"].recall
+                  for answer, generated in zip(rows["answer"], rows["generated"].fillna(""))]
+        assert np.allclose(rows["rouge_recall"], recall), name
+        r = rows["truth_ratio"].to_numpy()
+        stats[name] = {"rouge": np.mean(recall), "prob": rows["prob"].mean(),
+                       "truth_ratio": np.mean(np.minimum(r, 1 / r) if name == "forget" else np.maximum(0, 1 - r))}
+        for stat, value in stats[name].items():
+            assert metrics[f"{stat}_{name}"] == pytest.approx(value, rel=1e-6, abs=1e-9), (stat, name)
+        if name in ("forget", "retain"):  # TOFU's probability there: exp(-token-mean loss)
+            assert np.allclose(rows["prob"], np.exp(-rows["loss"]))
+            assert metrics[f"loss_{name}"] == pytest.approx(rows["loss"].mean(), rel=1e-6)
+    truth_ratios = {name: rows.loc[rows["split"] == "forget", "truth_ratio"].dropna()
+                    for name, rows in (("model", frame), ("reference", reference))}
+    assert metrics["forget_quality"] == pytest.approx(ks_2samp(*truth_ratios.values()).pvalue, rel=1e-9)
+    utility = [stats[name][stat] for name in EVAL_SETS[1:] for stat in ("prob", "rouge", "truth_ratio")]
+    assert metrics["model_utility"] == pytest.approx(hmean(utility) if min(utility) > 0 else 0.0, rel=1e-9)
+    auc = {}
+    for name, rows in (("model", frame), ("reference", reference)):
+        forget, holdout = (rows[rows["split"] == s] for s in ("forget", "holdout"))
+        labels = np.r_[np.zeros(len(forget)), np.ones(len(holdout))]  # all of Df 0, held-out 1 (mia/utils.py)
+        auc[name] = {column: roc_auc_score(labels, np.r_[forget[column], holdout[column]])
+                     for column in ("mia_loss_score", "min_k_score")}
+    assert metrics["mia_loss"] == pytest.approx(auc["model"]["mia_loss_score"], abs=1e-12)
+    assert metrics["mia_min_k"] == pytest.approx(auc["model"]["min_k_score"], abs=1e-12)
+    score, base = 1 - auc["model"]["min_k_score"], 1 - auc["reference"]["min_k_score"]  # privacy.py:50-52
+    assert metrics["privleak"] == pytest.approx((score - base) / (base + 1e-10) * 100, abs=1e-6)
+
+
+EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
+
+
+def test_stored_per_example_values_give_back_every_tofu_metric(tofu_store):
+    """Each endpoint's and the retrained model's stored examples (their artifacts' examples.parquet), and
+    the original's, give their stored metrics: Forget Quality from the stored truth ratios against the
+    retrained model's, ROUGE as the mean recall, Model Utility, the attack AUCs and PrivLeak."""
+    plan, store = tofu_store
+    original, retrained = next(iter(plan.originals.values())), next(iter(plan.retrained.values()))
+    reference = store.load_examples(retrained.key).to_pandas()
+    assert_gives_tofu_metrics(store.read_meta(retrained.key)["metrics"], reference, reference)
+    for endpoint in plan.endpoints.values():
+        stored = store.load_examples(endpoint.key).to_pandas()
+        assert_gives_tofu_metrics(store.read_meta(endpoint.key)["metrics"], stored, reference)
+    evaluation = jobs.original_metrics(store, original, retrained)
+    assert_gives_tofu_metrics(evaluation, example_table(evaluation.examples).to_pandas(), reference)
+    _, _, data = jobs.task_data("tofu", original.options, retrained.ratio)
+    for name in EVAL_SETS[1:]:  # each row names its question
+        assert reference.loc[reference["split"] == name, "question"].tolist() == [
+            r["question"] for r in eval_rows(data, name)]
+
+
+def test_forget_rows_past_the_evaluation_set_carry_attack_scores_only(tofu_store):
+    """With fewer evaluated forget rows (eval_size) than Df has, the attacks still read all of Df: the
+    forget split lists every row of Df, its question at its index, the others' values null."""
+    plan, store = tofu_store
+    endpoint = next(iter(plan.endpoints.values()))
+    task, options, data = jobs.task_data("tofu", endpoint.options, endpoint.ratio)
+    data = dataclasses.replace(data, rows=dataclasses.replace(data.rows, forget_eval=data.rows.forget[:12]), encoded={})
+    placement = Placement("cpu")
+    context = task.eval_context(options, data, store.load_weights(endpoint.reference), placement)
+    frames, metrics = {}, {}
+    for key in (endpoint.reference, endpoint.key):
+        model = task.new_model(options, seed=0, placement=placement)
+        model.load_state_dict(store.load_weights(key))
+        metrics[key] = task.evaluate(model, options, data, context, placement)
+        frames[key] = example_table(metrics[key].examples).to_pandas()
+    forget = frames[endpoint.key][frames[endpoint.key]["split"] == "forget"]
+    assert len(data.rows.forget) == 20 and forget["question"].tolist() == [r["question"] for r in data.rows.forget]
+    assert forget["loss"].notna().sum() == 12 and forget["generated"].notna().sum() == 12
+    assert forget.iloc[12:][["loss", "prob", "truth_ratio", "rouge_recall", "answer"]].isna().all().all()
+    assert forget[["mia_loss_score", "min_k_score"]].notna().all().all()
+    for key in metrics:
+        assert_gives_tofu_metrics(metrics[key], frames[key], frames[endpoint.reference])
