@@ -192,7 +192,7 @@ def test_every_table_of_a_mixed_sweep_loads_in_one_line(mixed):
     rows = {"results": 3 * 2 * 3, "barriers": 2 * 2 * 8 + 1 * 2 * 19,  # per curve, one row per metric of its task
             "references": 2 * 2,  # original and retrained, per task
             "pathway": 2 * (4 + 4)}  # seeds 0 and 1: original, source, pathway, retrained + 4 curve points
-    for name, schema in tables.SCHEMAS.items():
+    for name, schema in ((name, tables.SCHEMAS[name]) for name in rows):
         folder = store_dir / "mixed" / name
         assert tables.read_table(store, "mixed", name).num_rows == rows[name], name
         for frame in (pd.read_parquet(folder), duck(folder), mcu_ray.load(str(store_dir), "mixed", name)):
@@ -206,6 +206,12 @@ def test_every_table_of_a_mixed_sweep_loads_in_one_line(mixed):
             assert tofu[list(TASKS["tofu"].metric_directions)].notna().all().all(), name
             assert digits[list(TASKS["digits"].metric_directions)].notna().all().all(), name
             assert digits[TOFU_ONLY].isna().all().all(), name
+    # per-example values: the models' (endpoints, original, retrained), no curve points without --per-example
+    count, folder = tables.read_table(store, "mixed", "examples").num_rows, store_dir / "mixed" / "examples"
+    for frame in (pd.read_parquet(folder), duck(folder), mcu_ray.load(str(store_dir), "mixed", "examples")):
+        assert len(frame) == count > 0 and list(frame.columns)[:len(tables.SCHEMAS["examples"])] == \
+            tables.SCHEMAS["examples"].names
+        assert set(frame["task"]) == {"digits", "tofu"} and set(frame["model"]) == {"endpoint", "original", "retrained"}
     per_task = mcu_ray.load(str(store_dir), "mixed", "barriers").groupby("task")["metric"].nunique()
     assert per_task["tofu"] == len(TASKS["tofu"].metric_directions)
     assert per_task["digits"] == len(TASKS["digits"].metric_directions)
