@@ -113,8 +113,8 @@ def _supervised(store: Store, item, split: str, ratio: float, placement: Placeme
     examples = None
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
         context = task.eval_context(options, data, weights, placement)
-        meta["metrics"] = task.evaluate(model, options, data, context, placement)
-        examples = example_table(meta["metrics"].examples)
+        evaluation = task.evaluate(model, options, data, context, placement)
+        meta["metrics"], examples = dict(evaluation), example_table(evaluation.examples)
     return store.save_artifact(item.key, meta, weights=weights, examples=examples)
 
 
@@ -171,7 +171,7 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
         return None
     context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
     evaluation = evaluate_model(model, item.task, options, item.ratio, context, placement)
-    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": evaluation}
+    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": dict(evaluation)}
     return store.save_artifact(item.key, meta, weights=savable_state(model),
                                examples=example_table(evaluation.examples))
 
@@ -238,7 +238,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     if not pathway.selection_gap(acc, targets) <= grid_gaps[best]:  # the spline misled: the evaluated best
         t_star = ts[best]
         metrics, acc = evaluate_at(t_star)  # again: the saved BatchNorm is its own
-    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": metrics,
+    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": dict(metrics),
             "pathway": {"t_star": t_star, "t_interpolated": t_interpolated, "predicted_gap": predicted_gap,
                         "selection_gap": pathway.selection_gap(acc, targets), "targets": targets,
                         "search_from": params.search_from,

@@ -225,7 +225,7 @@ class Store:
         pq.write_table(table, sink)
         self.write_bytes(sink.getvalue(), sweep, name, f"{key}.parquet")
 
-    def cell_done(self, sweep: str, cell_key: str, examples: tuple = ()) -> bool:
+    def cell_done(self, sweep: str, cell_key: str, examples=()) -> bool:
         """Whether a cell is done: its results file reads (what a run skips and ``--dry-run`` reports),
         and so does the examples file of each key in ``examples`` (its curves', with ``--per-example``)."""
         return self.has_table(sweep, "results", cell_key) and all(self.has_table(sweep, "examples", key)
