@@ -432,7 +432,8 @@ def generate_answers(model: nn.Module, data: TofuData, name: str, placement: Pla
     return answers
 
 
-def rouge_recalls(model: nn.Module, data: TofuData, name: str, placement: Placement) -> tuple[list[str], list[float]]:
+def rouge_recalls(model: nn.Module, data: TofuData, name: str,
+                  placement: Placement) -> tuple[list[str], list[float]]:
     """The greedy answers to one evaluation set's questions and the ROUGE-L recall of each."""
     generated = generate_answers(model, data, name, placement)
     return generated, tm.rouge_l_recall(generated, [r["answer"] for r in eval_rows(data, name)])
@@ -452,6 +453,9 @@ def eval_examples(data: TofuData, name: str, losses: np.ndarray, probs: np.ndarr
             "prob": probs, "truth_ratio": ratios, "generated": generated, "rouge_recall": recalls}
 
 
+TEXT_COLUMNS = ("answer", "generated")  # per-example columns holding text (padded with None, not NaN)
+
+
 def with_attack_scores(data: TofuData, examples: dict, scores: dict) -> dict:
     """The examples of the forget set (its evaluation rows are Df's first eval_size rows, so the same
     index is the same question) and of the held-out authors, with the attack scores of all of Df and of
@@ -465,9 +469,6 @@ def with_attack_scores(data: TofuData, examples: dict, scores: dict) -> dict:
                   for column, values in evaluated.items() if column != "question"}
         out[name] = {**padded, "question": [r["question"] for r in rows], **scores[name]}
     return out
-
-
-TEXT_COLUMNS = ("answer", "generated")
 
 
 def forget_truth_ratios(model: nn.Module, data: TofuData, placement: Placement) -> np.ndarray:
