@@ -249,41 +249,6 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
                                examples=example_table(metrics.examples))
 
 
-def mean_gap(metrics: dict, targets: dict, names) -> float:
-    """The mean absolute gap of ``metrics`` to ``targets`` over ``names`` (the report's yardstick, to the
-    retrained model)."""
-    return float(np.mean([abs(metrics[m] - targets[m]) for m in names]))
-
-
-def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]:
-    """A pathway endpoint beside the original, its source endpoint and the retrained model, with
-    each one's mean gap to the retrained model on the task's ``gap_metrics`` (the report's
-    comparison, out of sample: t* was chosen without the retrained model), and the evaluated points
-    of its curve (model "curve", with t). ``selection_gap``: the gap t* was chosen on (mean
-    |accuracy - the original's target| on Df and Dr), where it was measured (curve points, so the
-    original at t=0 and the source at t=1, and the pathway model); NaN for the retrained model.
-    Each row has the provenance columns of the job that evaluated it (the pathway's for its curve)."""
-    meta, source, reference = (store.read_meta(key) for key in (item.key, item.source, item.reference))
-    chosen = meta["pathway"]
-    targets = reference["metrics"]
-    names = chosen["gap_metrics"]
-    ident = {"task": item.task, "ratio": item.ratio, "seed": item.seed, "method": item.method,
-             "source_method": source_method, "optimizer": item.optimizer, "curriculum": item.curriculum,
-             "endpoint": item.key, "t_star": chosen["t_star"]}
-    curve = store.load_points(item.key).to_pylist()  # the points t* was chosen from; t=0 is the original
-    selection = chosen["selection"]
-    along = [pathway.selection_gap({n: selection[n][i] for n in pathway.SELECTION_SPLITS}, chosen["targets"])
-             for i in range(len(curve))]
-    models = (("original", {k: v for k, v in curve[0].items() if k != "t"}, along[0], meta),
-              ("source", source["metrics"], along[-1], source),
-              ("pathway", meta["metrics"], chosen["selection_gap"], meta),
-              ("retrained", targets, float("nan"), reference))
-    rows = [{**ident, "model": model, "t": float("nan"), "gap_to_retrained": mean_gap(metrics, targets, names),
-             "selection_gap": gap, **metrics, **traced(by)} for model, metrics, gap, by in models]
-    return rows + [{**ident, "model": "curve", "gap_to_retrained": mean_gap(point, targets, names),
-                    "selection_gap": gap, **point, **traced(meta)} for point, gap in zip(curve, along)]
-
-
 def bend_key(curve: Curve) -> str:
     """The key of a curve's trained bends (its points live under curve.key)."""
     return curve.key.replace("curve-", "bend-", 1)
@@ -395,61 +360,12 @@ def save_point_examples(store: Store, curve: Curve, parts: list[pa.Table], compu
     return store.save_artifact(examples_key(curve), meta, examples=pa.concat_tables(parts))
 
 
-def model_examples(store: Store, key: str, identity: dict) -> list[tuple[dict, pa.Table]]:
-    """A stored model's per-example values as a part of the examples table (``tables.write_examples``):
-    under ``identity`` and the provenance of the job that evaluated it; none when it has none (a failed
-    model, or one built before they were stored)."""
-    if not store.has_artifact(key):
-        return []
-    values = store.load_examples(key)
-    return [] if values is None else [({**identity, **traced(store.read_meta(key))}, values)]
-
-
-def endpoint_examples(store: Store, endpoint: Endpoint) -> list[tuple[dict, pa.Table]]:
-    """An endpoint's examples-table rows (t NaN)."""
-    return model_examples(store, endpoint.key, {
-        "task": endpoint.task, "ratio": endpoint.ratio, "precision": endpoint.precision, "model": "endpoint",
-        "key": endpoint.key, "method": endpoint.method, "optimizer": endpoint.optimizer,
-        "curriculum": endpoint.curriculum, "seed": endpoint.seed})
-
-
-def curve_examples(store: Store, curve: Curve) -> list[tuple[dict, pa.Table]]:
-    """Every evaluated point of a curve in the examples table, in the curve's own orientation: t = 0 and
-    t = 1 the endpoints' own rows (as ``curve_rows``), the interior the ``examples_key`` artifact's."""
-    identity = {"task": curve.task, "ratio": curve.ratio, "precision": curve.precision, "model": "curve",
-                "key": curve.key, "curve": curve.kind, "endpoint_1": curve.endpoint_1, "endpoint_2": curve.endpoint_2}
-    return [*model_examples(store, curve.endpoint_1, {**identity, "t": 0.0}),
-            *model_examples(store, examples_key(curve), identity),
-            *model_examples(store, curve.endpoint_2, {**identity, "t": 1.0})]
-
-
 def original_metrics(store: Store, original: Original, reference: Retrained,
                      placement: Placement | None = None) -> dict:
     """The original model evaluated on one ratio's splits (a reference line in figures), with its
     per-example values (``Evaluation``)."""
     return evaluate_state(original.task, original.options, reference.ratio, store.load_weights(original.key),
                           (store.uri, reference.key), placed(placement, original))
-
-
-def traced(meta: dict) -> dict:
-    """The provenance columns of a row whose values an artifact's job computed (``meta``: its meta.json)."""
-    return provenance.columns(meta.get("provenance"))
-
-
-def curve_rows(store: Store, curve: Curve, first_endpoint: str) -> list[dict]:
-    """Every evaluated point of a curve, oriented so that t=0 is ``first_endpoint``.
-
-    t=0 and t=1 come from the endpoints' own evaluations (same BatchNorm
-    re-estimation), the interior from the curve's stored points; each row with the provenance
-    columns of the artifact whose job evaluated it.
-    """
-    start, inside, end = (store.read_meta(key) for key in (curve.endpoint_1, curve.key, curve.endpoint_2))
-    rows = [{"t": 0.0, **start["metrics"], **traced(start)},
-            *({**point, **traced(inside)} for point in store.load_points(curve.key).to_pylist()),
-            {"t": 1.0, **end["metrics"], **traced(end)}]
-    if first_endpoint != curve.endpoint_1:  # a shared linear curve stored the other way round
-        rows = [{**r, "t": 1.0 - r["t"]} for r in reversed(rows)]
-    return rows
 
 
 def use_threads(num_cpus: float) -> None:

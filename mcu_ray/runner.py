@@ -25,14 +25,13 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcu_ray import jobs, provenance
-from mcu_ray.barriers import curve_verdict, verdict_word
+from mcu_ray import rows as table_rows
 from mcu_ray.curves import curve_length
 from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, Store
 from mcu_ray.tables import example_table, write_examples, write_table
-from mcu_ray.tasks import TASKS
 from mcu_ray.tracking import cell_metrics, tracking_callbacks, trial_name
 
 log = logging.getLogger(__name__)
@@ -327,7 +326,7 @@ def run_cell(config: dict, grid: Grid) -> dict:
         ensure(grid, cell.key, {jobs.examples_key(c): (lambda c=c: evaluate_curve(grid, c, points=False, examples=True))
                                 for c in evaluated})
 
-    rows, barrier_rows, summary = cell_tables(grid, cell)
+    rows, barrier_rows, summary = table_rows.cell_rows(grid.plan, grid.spec, grid.spec_hash, grid.store, cell)
     sweep, reference = grid.spec.name, plan.retrained[cell.retrained]
     if inputs_ok:
         write_reference_tables(grid, original, reference)
@@ -344,14 +343,14 @@ def run_cell(config: dict, grid: Grid) -> dict:
 
 def write_example_tables(grid: Grid, endpoints, curves: list, evaluated: list) -> None:
     """The per-example values of a cell's endpoints, and with ``per_example`` of every point of its
-    curves (``jobs.curve_examples``), into the sweep's examples table; each file once, as the artifacts
+    curves (``rows.curve_examples``), into the sweep's examples table; each file once, as the artifacts
     it copies are written once. A model without values (failed, or stored before they were) or a failed
     curve gets a file of no rows, so that the cell counts done."""
     store, sweep = grid.store, grid.spec.name
     ident = {"sweep": sweep, "spec_hash": grid.spec_hash}
-    files = [(e.key, lambda e=e: jobs.endpoint_examples(store, e)) for e in endpoints]
+    files = [(e.key, lambda e=e: table_rows.endpoint_examples(store, e)) for e in endpoints]
     if grid.per_example:
-        files += [(c.key, lambda c=c: jobs.curve_examples(store, c) if c in evaluated else []) for c in curves]
+        files += [(c.key, lambda c=c: table_rows.curve_examples(store, c) if c in evaluated else []) for c in curves]
     for key, parts_of in files:
         if not store.has_table(sweep, "examples", key):
             write_examples(store, sweep, [({**ident, **identity}, values) for identity, values in parts_of()], key)
@@ -363,7 +362,7 @@ def write_pathway_table(grid: Grid, endpoint) -> None:
     if store.has_table(sweep, "pathway", endpoint.key):
         return
     ident = {"sweep": sweep, "spec_hash": grid.spec_hash}
-    rows = jobs.pathway_rows(store, endpoint, grid.plan.endpoints[endpoint.source].method)
+    rows = table_rows.pathway_rows(store, endpoint, grid.plan.endpoints[endpoint.source].method)
     write_table(store, sweep, "pathway", [{**ident, **row} for row in rows], endpoint.key)
 
 
@@ -383,71 +382,14 @@ def write_reference_tables(grid: Grid, original, reference) -> None:
 
 
 def reference_rows(grid: Grid, original, reference) -> tuple[list[dict], list]:
-    """The original and the retrained model at one ratio: their references rows and their examples parts."""
-    store = grid.store
-    ident = {"sweep": grid.spec.name, "spec_hash": grid.spec_hash,
-             "task": reference.task, "ratio": reference.ratio, "precision": reference.precision}
+    """The original and the retrained model at one ratio: their references rows and their examples
+    parts; the original evaluated on an evaluation worker (its GPU, when eval_gpus asks for one),
+    outside the trial's placement group."""
     res = grid.spec.resources
-    # on an evaluation worker (its GPU, when eval_gpus asks for one), outside the trial's placement group
     evaluated = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
-                                               num_gpus=res.eval_gpus).remote(store.uri, original, reference,
+                                               num_gpus=res.eval_gpus).remote(grid.store.uri, original, reference,
                                                                               res.eval_cpus)
-    retrained = store.read_meta(reference.key)
-    original_row, original_examples = ray.get(evaluated)
-    rows = [{**ident, "model": "original", "key": original.key, **original_row},
-            {**ident, "model": "retrained", "key": reference.key, **retrained["metrics"], **jobs.traced(retrained)}]
-    traced_original = {name: original_row[name] for name in provenance.ROW_FIELDS}
-    parts = [({**ident, "model": "original", "key": original.key, **traced_original}, original_examples),
-             *jobs.model_examples(store, reference.key, {**ident, "model": "retrained", "key": reference.key})]
-    return rows, parts
-
-
-def cell_tables(grid: Grid, cell: Cell) -> tuple[list, list, dict]:
-    """Rows (one per curve and t) and barrier rows (one per curve and metric) of a cell.
-
-    Barrier rows hold deviations only; verdicts are drawn from them when read (``mcu_ray.tables``),
-    so the tolerance plays no part here but in the summary printed on the console. A row's
-    provenance is that of the job that computed its numbers: the evaluating artifact's for a point
-    (``jobs.curve_rows``), this process's (on its CPU) for deviations and for a failed cell's NaNs.
-    """
-    plan, store, spec = grid.plan, grid.store, grid.spec
-    task = TASKS[cell.task]
-    e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
-    ident = {"sweep": spec.name, "spec_hash": grid.spec_hash, "cell_id": cell.key,
-             "task": cell.task, "setting": cell.setting, "method_1": e1.method, "method_2": e2.method,
-             "optimizer_1": e1.optimizer, "optimizer_2": e2.optimizer, "curriculum_1": e1.curriculum,
-             "curriculum_2": e2.curriculum, "ratio": cell.ratio, "seed": cell.seed,
-             "endpoint_1": e1.key, "endpoint_2": e2.key, "seed_1": e1.seed, "seed_2": e2.seed,
-             "precision": e1.precision, **provenance.columns(provenance.describe("cpu"))}
-    rows, barrier_rows, summary = [], [], {}
-    for kind, key in cell.curves:
-        curve = plan.curves[key]
-        problem = jobs.failure(store, e1.original, cell.retrained, curve.endpoint_1, curve.endpoint_2,
-                               *([jobs.bend_key(curve)] if curve.trained else []))
-        if problem:  # recorded, not dropped: the report shows the cell as failed
-            nan = {m: float("nan") for m in task.metric_directions}
-            rows += [{**ident, "curve": kind, "curve_key": key, "t": round(float(t), 6), **nan, "status": "diverged",
-                      "reason": problem} for t in jobs.t_grid(spec.points)]
-            barrier_rows += [{**ident, "curve": kind, "curve_key": key, "metric": m, "status": "diverged",
-                              "reason": problem} for m in nan]
-            summary |= {f"mcu_{kind}": None, f"status_{kind}": "diverged"}
-            continue
-        points = jobs.curve_rows(store, curve, cell.endpoint_1)
-        length = store.read_meta(key).get("length", float("nan"))  # in parameter space
-        verdict = curve_verdict(points, task.metric_directions, task.retain_loss, task.forget_loss,
-                                spec.tolerance.loss)
-        for point in points:
-            rows.append({**ident, "curve": kind, "curve_key": key, **point, "t": round(point["t"], 6), "status": "ok",
-                         "reason": ""})
-        for m in verdict.metrics:
-            barrier_rows.append({**ident, "curve": kind, "curve_key": key, "metric": m.metric,
-                                 "deviation": m.deviation, "argmax_t": m.argmax_t, "min": m.minimum,
-                                 "max": m.maximum, "mean": m.mean, "start": m.start, "end": m.end,
-                                 "integral": m.integral, "curve_length": length, "status": "ok", "reason": ""})
-        summary |= {f"mcu_{kind}": verdict.mcu, f"retain_barrier_{kind}": verdict.retain_barrier,
-                    f"forget_barrier_{kind}": verdict.forget_barrier,
-                    f"verdict_{kind}": verdict_word(verdict.retain_barrier, verdict.forget_barrier, spec.tolerance.loss)}
-    return rows, barrier_rows, summary
+    return table_rows.reference_rows(grid.spec.name, grid.spec_hash, grid.store, original, reference, *ray.get(evaluated))
 
 
 # ----------------------------------------------------------------------------- the grid

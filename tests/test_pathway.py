@@ -10,6 +10,7 @@ from torch import nn
 from mcu_ray.placement import Placement
 
 from mcu_ray import jobs
+from mcu_ray.rows import pathway_rows
 from mcu_ray.curves import load_state
 from mcu_ray.evaluate import evaluate_state, task_data
 from mcu_ray.methods import METHODS
@@ -275,7 +276,7 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
                            (store.uri, pathway_ep.reference), Placement("cpu"))
     assert again == pytest.approx(meta["metrics"], abs=1e-6)
     assert store.verify(pathway_ep.key) and meta["kind"] == "endpoint"
-    rows = jobs.pathway_rows(store, pathway_ep, "ga")
+    rows = pathway_rows(store, pathway_ep, "ga")
     assert [r["model"] for r in rows[:4]] == ["original", "source", "pathway", "retrained"] and len(rows) == 4 + 5
     # the report's gap to the retrained model, out of sample, on acc_forget / acc_retain / acc_test
     retrained = store.read_meta(pathway_ep.reference)["metrics"]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mcu_ray import jobs
+from mcu_ray.rows import curve_rows
 from mcu_ray.curves import curve_length, point_on_curve
 from mcu_ray.evaluate import evaluate_state
 from mcu_ray.plan import make_plan
@@ -82,10 +83,10 @@ def test_bezier_bend_trains_and_curve_points_are_evaluated(built):
     # the quadratic curve is at least as long as its chord ||theta_2 - theta_1||
     chord = float(torch.sqrt(sum(((ends[1][n] - ends[0][n]).double() ** 2).sum() for n in bend)))
     assert store.read_meta(curve.key)["length"] >= chord * (1 - 1e-6)
-    full = jobs.curve_rows(store, curve, curve.endpoint_1)
+    full = curve_rows(store, curve, curve.endpoint_1)
     assert [r["t"] for r in full] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
     assert full[0]["acc_forget"] == store.read_meta(curve.endpoint_1)["metrics"]["acc_forget"]
-    flipped = jobs.curve_rows(store, curve, curve.endpoint_2)
+    flipped = curve_rows(store, curve, curve.endpoint_2)
     assert flipped[0]["acc_forget"] == full[-1]["acc_forget"]
     assert [r["t"] for r in flipped] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
 
