@@ -150,9 +150,13 @@ def test_index_lists_every_figure_and_the_verdicts(report):
 
 def test_failed_cells_appear_as_failed(report):
     _, text = report
-    failed_rows = re.findall(r'<tr class="failed">(.*?)</tr>', text)
+    problems, task = text.split('<section id="digits">')
+    failed_rows = re.findall(r'<tr class="failed">(.*?)</tr>', task)
     assert len(failed_rows) == 2  # the failed cell's linear and Bezier curve
     assert all("RL→GA" in row and ">failed<" in row and ">10<" in row for row in failed_rows)
+    listed = re.findall(r'<tr class="failed">(.*?)</tr>', problems.split('<section id="problems">')[1])
+    assert listed == ["<td>digits</td><td>Met</td><td>RL→GA</td><td>10</td><td>0</td><td>cell-Met-rl-ga-10</td>"
+                      "<td>failed</td><td></td>"]  # once, in the list of failed or missing cells
 
 
 def test_pathway_table_compares_source_pathway_and_retrained_per_ratio(report, storage):
@@ -416,3 +420,52 @@ def test_figure_3_mirrors_linear_curves_only_when_both_ends_share_a_variant(draw
     linear_10 = np.ma.filled([ax for ax in fig.axes if ax.images][2].images[0].get_array(), np.nan)
     assert np.isnan(linear_10[1, 0]) and np.isfinite(linear_10[0, 1])  # the failed RL→GA stays empty
     assert "row: the t = 0 endpoint" in [ax for ax in fig.axes if ax.images][2].get_title()
+
+
+def test_several_seeds_draw_a_mean_and_std_band(drawn):
+    """Three seeds of one curve: the line is their mean along t, the band mean ± sample std."""
+    results, verdicts, references = drawn
+    one = results[(results["setting"] == "Rand") & (results["method_1"] == "ga") & (results["ratio"] == 2.0)
+                  & (results["curve"] == "linear")]
+    offsets = {0: 0.0, 1: 0.02, 2: 0.07}  # test accuracy of seed s shifted by offsets[s]
+    seeds = pd.concat([one.assign(seed=s, acc_test=one["acc_test"] + d) for s, d in offsets.items()])
+    fig = figures.setting_figure_of("digits", "Rand", seeds, verdicts.iloc[:0], references, ["acc_test"])
+    ax = fig.axes[0]
+    mean = one["acc_test"].to_numpy() + np.mean(list(offsets.values()))
+    std = np.std(list(offsets.values()), ddof=1)
+    assert ax.get_lines()[0].get_ydata() == pytest.approx(mean)
+    (band,) = ax.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx((mean - std).min()) and ys.max() == pytest.approx((mean + std).max())
+    assert "mean of 3 seeds" in ax.get_title()
+
+
+def test_problem_cells_list_failed_and_missing_cells(storage, tmp_path):
+    """spec.json plans two more cells than stored: one whose endpoint recorded a divergence, one never run."""
+    import json
+    import shutil
+
+    from mcu_ray.report.tables import load_sweep, problem_cells
+
+    root = tmp_path / "copy"
+    shutil.copytree(storage, root)
+    store = Store(str(root))
+    stored = load_sweep(str(root), SWEEP).results.drop_duplicates("cell_id")
+    planned = [{"key": r.cell_id, "task": "digits", "setting": r.setting, "method_1": r.method_1,
+                "method_2": r.method_2, "ratio": r.ratio, "seed": 0, "artifacts": []} for r in stored.itertuples()]
+    planned += [{"key": "cell-diverged", "task": "digits", "setting": "Met", "method_1": "ga", "method_2": "rl",
+                 "ratio": 2.0, "seed": 1, "artifacts": ["orig-1", "ep-ga-1", "ep-rl-1"]},
+                {"key": "cell-not-run", "task": "digits", "setting": "Rand", "method_1": "rl", "method_2": "rl",
+                 "ratio": 10.0, "seed": 1, "artifacts": ["orig-1", "ep-rl-2"]}]
+    store.save_artifact("orig-1", {"kind": "original"})
+    store.save_artifact("ep-rl-1", {"kind": "endpoint", "status": "diverged", "reason": "loss is NaN at step 3"})
+    plan = {"cells": [c["key"] for c in planned], "models": ["original-2", "retrained-2", "original-10",
+                                                               "retrained-10"], "pathway": [], "cell_list": planned}
+    store.write_bytes(json.dumps({"plan": plan}).encode(), SWEEP, "spec.json")
+    problems = problem_cells(load_sweep(str(root), SWEEP), str(root))
+    assert list(zip(problems["cell"], problems["status"], problems["seed"])) == [
+        ("cell-not-run", "missing", 1), ("cell-diverged", "missing", 1), ("cell-Met-rl-ga-10", "failed", 0)]
+    reasons = dict(zip(problems["cell"], problems["reason"]))
+    assert reasons["cell-diverged"] == "ep-rl-1 diverged: loss is NaN at step 3"
+    assert reasons["cell-not-run"].startswith("no rows: not run yet")
+    assert list(problems["methods"]) == ["RL", "GA→RL", "RL→GA"]  # in Table 1's setting order, then by pair

@@ -58,13 +58,18 @@ def main(argv=None) -> int:
                              "verdict), or family=value for accuracy (absolute), score (absolute: ZRF, ROUGE, "
                              "probabilities, truth ratio, model utility) or forget_quality (a significance level); "
                              "repeatable; families not given keep the sweep file's")
+    parser.add_argument("--workers", type=int, metavar="N", help="processes drawing figures (default: one per "
+                                                                   "available CPU; 1: no extra process)")
     args = parser.parse_args(argv)
     storage, sweep = (args.sweep_dir, args.sweep) if args.sweep else split_sweep_dir(args.sweep_dir)
     if not sweep:
         parser.error(f"{args.sweep_dir!r} does not name a sweep folder")
     try:
         overrides = tolerance_overrides(args.tolerance)
-        index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None)
+        if args.workers is not None and args.workers < 1:
+            raise SpecError("--workers", args.workers, "expected an integer >= 1")
+        index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None,
+                             args.workers)
     except (EmptySweepError, SpecError) as err:
         parser.error(str(err))
     print(index)
