@@ -51,7 +51,7 @@ def test_points_beating_both_endpoints_with_their_gains():
         assert row["min gain"] == pytest.approx(min(expected.values()))
     best = best_points(found)
     assert len(best) == 1 and best.iloc[0]["t"] == 0.5  # its worst gain (0.02) beats t = 0.6's (0.01)
-    assert best.iloc[0]["points"] == 2 and best.iloc[0]["t range"] == "0.5–0.6"
+    assert (best.iloc[0]["points"], best.iloc[0]["first t"], best.iloc[0]["last t"]) == (2, 0.5, 0.6)
 
 
 def test_tofu_tradeoff_is_forget_quality_and_model_utility():

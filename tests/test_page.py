@@ -31,7 +31,9 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 WINDOW = (1400, 3000)  # screenshot size in CSS pixels: the top of the page, down to the first figures
 # Run once the page has loaded (every image loaded or failed): what each <img> got, into the DOM.
 IMAGE_CHECK = """<script>window.addEventListener("load", function () {
-  var found = Array.from(document.images).map(function (i) { return [i.getAttribute("src"), i.complete, i.naturalWidth]; });
+  var found = Array.from(document.images).map(function (i) {
+    return [i.getAttribute("src"), i.complete, i.naturalWidth];
+  });
   var out = document.createElement("pre"); out.id = "image-check"; out.textContent = JSON.stringify(found);
   document.body.appendChild(out);
 });</script>"""

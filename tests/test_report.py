@@ -469,3 +469,25 @@ def test_problem_cells_list_failed_and_missing_cells(storage, tmp_path):
     assert reasons["cell-diverged"] == "ep-rl-1 diverged: loss is NaN at step 3"
     assert reasons["cell-not-run"].startswith("no rows: not run yet")
     assert list(problems["methods"]) == ["RL", "GA→RL", "RL→GA"]  # in Table 1's setting order, then by pair
+
+
+def test_spec_json_plan_names_each_cells_fields_and_artifacts():
+    """What the report's list of missing cells reads: every planned cell, its methods, and the
+    artifacts whose recorded failure explains why it has no rows."""
+    import json
+    from pathlib import Path
+
+    from mcu_ray.plan import make_plan
+    from mcu_ray.spec import load_spec
+    from mcu_ray.sweep import plan_record
+
+    plan = make_plan(load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"))
+    record = json.loads(json.dumps(plan_record(plan)))  # as spec.json holds it
+    assert [c["key"] for c in record["cell_list"]] == record["cells"] == [c.key for c in plan.cells]
+    for cell, listed in zip(plan.cells, record["cell_list"]):
+        e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+        assert (listed["method_1"], listed["method_2"], listed["setting"], listed["ratio"], listed["seed"]) == (
+            e1.method, e2.method, cell.setting, cell.ratio, cell.seed)
+        curves = dict(cell.curves)
+        assert listed["artifacts"] == [e1.original, cell.retrained, e1.key, e2.key,
+                                       curves["bezier"].replace("curve-", "bend-"), curves["linear"], curves["bezier"]]

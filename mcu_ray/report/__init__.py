@@ -87,25 +87,32 @@ def _findings(task: str, results: pd.DataFrame, verdicts: pd.DataFrame) -> Findi
     """The task's findings (``report.findings``) as the page shows them."""
     tradeoff = findings.tradeoff(task)
     best = _sorted_cells(findings.best_points(findings.outperforming_points(results, task)))
-    best = best.assign(methods=[pair_label(a, b) for a, b in zip(best["method_1"], best["method_2"])])
+    best = best.assign(methods=[pair_label(a, b) for a, b in zip(best["method_1"], best["method_2"])],
+                       t_range=[f"{a:.3g}–{b:.3g}" if a != b else f"{a:.3g}"
+                                for a, b in zip(best["first t"], best["last t"])])
     gains = [c for c in best.columns if c.startswith("gain ")]
-    outperforming = best[["setting", "methods", "ratio", "seed", "curve", "points", "t range", "t", *gains]].rename(
-        columns={"ratio": "ratio (%)", "t": "best t"})
+    outperforming = best[["setting", "methods", "ratio", "seed", "curve", "points", "t_range", "t", *gains]].rename(
+        columns={"ratio": "ratio (%)", "t_range": "t range", "t": "best t"})
     ranking = findings.similarity_ranking(verdicts)
     ranking = with_spread(ranking.assign(methods=[pair_label(a, b) for a, b in zip(ranking["method_1"],
                                                                                      ranking["method_2"])]),
                           {"linear retain barrier": "retain_barrier", "linear forget cliff": "forget_barrier"})
     ranking = ranking[["setting", "ratio", "rank", "methods", "seeds", "linear retain barrier",
                        "linear forget cliff"]].rename(columns={"ratio": "ratio (%)"})
-    several = verdicts["seed"].nunique() > 1  # one seed: the barrier table below already says it all
-    spread = _sorted_cells(findings.seed_spread(verdicts if several else verdicts.iloc[:0]).assign(seed=0))
+    curves = verdicts[verdicts["status"] == "ok"][["cell_id", "curve"]].drop_duplicates()
+    return Findings(tradeoff, len(curves), outperforming, ranking, _spread(verdicts))
+
+
+def _spread(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Barriers over seeds as the page shows them; empty with one seed (the barrier table says it all)."""
+    if verdicts["seed"].nunique() < 2:
+        return pd.DataFrame()
+    spread = _sorted_cells(findings.seed_spread(verdicts))
     spread = with_spread(spread.assign(methods=[pair_label(a, b) for a, b in zip(spread["method_1"],
                                                                                   spread["method_2"])]),
                          {"retain barrier": "retain_barrier", "forget cliff": "forget_barrier"})
-    spread = spread[["setting", "methods", "ratio", "curve", "finished", "seeds", "retain barrier", "forget cliff",
-                     "MCU"]].rename(columns={"ratio": "ratio (%)", "finished": "seeds finished"})
-    curves = verdicts[verdicts["status"] == "ok"][["cell_id", "curve"]].drop_duplicates()
-    return Findings(tradeoff, len(curves), outperforming, ranking, spread)
+    return spread[["setting", "methods", "ratio", "curve", "finished", "seeds", "retain barrier", "forget cliff",
+                   "MCU"]].rename(columns={"ratio": "ratio (%)", "finished": "seeds finished"})
 
 
 def safe_file_name(name: str) -> str:
@@ -126,14 +133,15 @@ def _header(results: pd.DataFrame, tolerances) -> dict:
 
 
 def _sorted_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Rows in figure order: setting (Table 1), method pair, ratio, seed, curve."""
+    """Rows in figure order: setting (Table 1), method pair, ratio, seed (where there is one), curve."""
     settings = {s: i for i, s in enumerate(ordered_settings(verdicts["setting"]))}
     pairs = {p: i for i, p in enumerate(method_pairs(verdicts))}
     curves = {c: i for i, c in enumerate(ordered_curves(verdicts["curve"]))}
     rank = pd.DataFrame({
         "setting": verdicts["setting"].map(settings),
         "pair": [pairs[p] for p in zip(verdicts["method_1"], verdicts["method_2"])],
-        "ratio": verdicts["ratio"], "seed": verdicts["seed"], "curve": verdicts["curve"].map(curves),
+        "ratio": verdicts["ratio"], "seed": verdicts["seed"] if "seed" in verdicts else 0,
+        "curve": verdicts["curve"].map(curves),
     }, index=verdicts.index)
     return verdicts.loc[rank.sort_values(list(rank.columns)).index]
 

@@ -72,16 +72,15 @@ def outperforming_points(results: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 def best_points(points: pd.DataFrame) -> pd.DataFrame:
-    """One row per curve that has outperforming points: how many, the t range, and the point with
-    the largest ``min gain`` (the most even improvement on every metric)."""
+    """One row per curve that has outperforming points: how many (``points``), the first and last
+    such t, and the point with the largest ``min gain`` (the most even improvement on every metric)."""
+    columns = [*points.columns, "points", "first t", "last t"]
     if points.empty:
-        return pd.DataFrame(columns=[*points.columns, "points", "t range"])
+        return pd.DataFrame(columns=columns)
     by_curve = points.groupby(["cell_id", "curve"], sort=False)
     best = points.loc[by_curve["min gain"].idxmax()].set_index(["cell_id", "curve"])
-    best["points"] = by_curve.size()
-    low, high = by_curve["t"].min(), by_curve["t"].max()
-    best["t range"] = [f"{a:.3g}–{b:.3g}" if a != b else f"{a:.3g}" for a, b in zip(low, high)]
-    return best.reset_index()[list(points.columns) + ["points", "t range"]]
+    best["points"], best["first t"], best["last t"] = by_curve.size(), by_curve["t"].min(), by_curve["t"].max()
+    return best.reset_index()[columns]
 
 
 def similarity_ranking(verdicts: pd.DataFrame) -> pd.DataFrame:

@@ -110,7 +110,8 @@ def _section(section: TaskSection) -> str:
 def _findings(findings: Findings | None) -> str:
     if findings is None:
         return ""
-    return "<h3>Findings</h3>\n" + _outperforming(findings) + _similarity(findings.similarity) + _spread(findings.spread)
+    return ("<h3>Findings</h3>\n" + _outperforming(findings) + _similarity(findings.similarity)
+            + _spread(findings.spread))
 
 
 def _outperforming(findings: Findings) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mcu_ray.barriers import verdict_word
+from mcu_ray.jobs import failure  # Ray-free: reads an artifact's meta.json
 from mcu_ray.plan import SETTINGS_TABLE
 from mcu_ray.spec import Tolerances
 from mcu_ray.store import Store
@@ -89,8 +90,6 @@ def problem_cells(tables: SweepTables, storage: str) -> pd.DataFrame:
     """The cells to look at: those whose rows say failed or diverged (with the stored reason), and
     those the sweep file plans that have no rows yet (status 'missing': not run, or the trial stopped
     before writing; the reason is the failure one of its artifacts recorded, when one did)."""
-    from mcu_ray.jobs import failure  # Ray-free; reads the artifacts' meta.json
-
     results = tables.results
     bad = results[results["status"] != "ok"]
     rows = []
