@@ -396,7 +396,8 @@ def test_barrier_heat_map_marks_what_is_within_tolerance(drawn):
     for ax, column in ((retain, "retain_barrier"), (cliff, "forget_barrier")):
         within = int((ok[column] <= ok["tolerance"]).sum())
         assert sum(text.get_text().startswith("✓") for text in ax.texts) == within
-        assert len(ax.patches) == within  # a frame around each
+        (frames,) = ax.collections
+        assert len(frames.get_paths()) == within  # a frame around each
     assert sum(text.get_text() == "×" for text in retain.texts) == 2  # the failed cell's two curves
 
 
@@ -491,3 +492,25 @@ def test_spec_json_plan_names_each_cells_fields_and_artifacts():
         curves = dict(cell.curves)
         assert listed["artifacts"] == [e1.original, cell.retrained, e1.key, e2.key,
                                        curves["bezier"].replace("curve-", "bend-"), curves["linear"], curves["bezier"]]
+
+
+def test_a_reused_figure_draws_what_a_new_one_does(drawn, tmp_path):
+    """The report draws each figure on the last one of the same shape, cleared: Met (with a failed
+    cell's shaded panels) and Rand share a shape; drawn after each other on one figure, each must
+    come out pixel for pixel as when drawn on a new figure."""
+    results, verdicts, references = drawn
+
+    def draw(setting, path, reuse):
+        rows = results["setting"] == setting
+        fig = figures.setting_figure_of("digits", setting, results[rows], verdicts[verdicts["setting"] == setting],
+                                        references, DIGITS_METRICS, reuse=reuse)
+        figures.save(fig, str(path), keep=reuse)
+        return fig
+
+    for first, second in (("Met", "Rand"), ("Rand", "Met")):
+        reused = draw(first, tmp_path / f"{first}_first.png", reuse=True)
+        assert draw(second, tmp_path / f"{second}_reused.png", reuse=True) is reused  # one figure, drawn twice
+        draw(second, tmp_path / f"{second}_new.png", reuse=False)
+        assert np.array_equal(mpimg.imread(tmp_path / f"{second}_reused.png"),
+                              mpimg.imread(tmp_path / f"{second}_new.png")), second
+    figures._GRIDS.clear()

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import SymLogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
@@ -91,12 +92,13 @@ def metric_colour(metric: str) -> str:
     return OKABE_ITO[index % len(OKABE_ITO)]
 
 
-def save(fig, path: str) -> None:
-    """Write ``path`` (PNG) and the same figure as PDF beside it."""
+def save(fig, path: str, keep: bool = False) -> None:
+    """Write ``path`` (PNG) and the same figure as PDF beside it; then close it, unless ``keep``."""
     fig.savefig(path, dpi=DPI)
     fig.set_layout_engine("none")  # keep the layout the PNG computed: the PDF need not compute it again
     fig.savefig(path.rsplit(".", 1)[0] + ".pdf")
-    plt.close(fig)
+    if not keep:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------- curves of one setting
@@ -105,14 +107,18 @@ MAX_COLUMNS = 4  # method pairs per row before they wrap
 
 def setting_figure(path: str, task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
                    references: pd.DataFrame, metrics: list[str]) -> None:
-    """Draw setting_figure_of into ``path`` (PNG) and its PDF."""
-    save(setting_figure_of(task, setting, results, verdicts, references, metrics), path)
+    """Draw setting_figure_of into ``path`` (PNG) and its PDF, on this process's figure of that shape."""
+    save(setting_figure_of(task, setting, results, verdicts, references, metrics, reuse=True), path, keep=True)
 
 
 def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
-                      references: pd.DataFrame, metrics: list[str]):
+                      references: pd.DataFrame, metrics: list[str], reuse: bool = False):
     """Metrics along every curve of one (task, setting): a block of rows per forget ratio, a column
-    per method pair; each block one small panel per metric family, so no panel mixes scales."""
+    per method pair; each block one small panel per metric family, so no panel mixes scales.
+
+    ``reuse``: draw on the figure this process last drew of the same shape, cleared (a grid's
+    figures share a few shapes, and making hundreds of panels costs more than drawing them); the
+    figure returned is then overwritten by the next call of that shape."""
     ratios = sorted(results["ratio"].unique())
     pairs = method_pairs(results)
     families = [f for f in FAMILIES if any(family_of(m) == f for m in metrics)]
@@ -128,7 +134,8 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
     handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics,
                               with_reference=any(reference.values()), with_fq="forget_quality" in families)
     legend_columns = min(len(handles), max(3, 2 * cols))
-    fig, axes = _panel_grid(len(ratios) * blocks_per_ratio, len(families), cols, -(-len(handles) // legend_columns))
+    fig, axes = _panel_grid(len(ratios) * blocks_per_ratio, tuple(families), cols, -(-len(handles) // legend_columns),
+                            reuse)
     stats = curve_stats(results, metrics)
     for i, ratio in enumerate(ratios):
         for j, pair in enumerate(pairs):
@@ -172,8 +179,34 @@ GAPS = {"left": 1.05, "right": 0.25, "column": 0.3, "family": 0.1, "block": 1.0,
         "legend row": 0.22}  # inches
 
 
-def _panel_grid(blocks: int, families: int, cols: int, legend_rows: int):
-    """A figure with ``blocks`` blocks of ``families`` panel rows and ``cols`` columns; axes row-major."""
+_GRIDS: dict = {}  # shape -> (figure, axes) kept by this process for setting_figure_of(reuse=True)
+
+
+def _panel_grid(blocks: int, families: tuple, cols: int, legend_rows: int, reuse: bool = False):
+    """A figure with ``blocks`` blocks of a panel row per family and ``cols`` columns; axes row-major.
+    ``reuse``: the one kept for this shape, cleared of what was drawn (its panels keep their place,
+    y scale and ticks), else a new one, kept."""
+    shape = (blocks, families, cols, legend_rows)
+    if reuse and shape in _GRIDS:
+        fig, axes = _GRIDS[shape]
+        for ax in axes.flat:
+            for artist in [*ax.lines, *ax.collections, *ax.texts]:
+                artist.remove()
+            ax.set_facecolor(plt.rcParams["axes.facecolor"])
+            ax.set_axis_on()
+            ax.set_title("")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+        for legend in list(fig.legends):
+            legend.remove()
+        return fig, axes
+    fig, axes = _new_panel_grid(blocks, len(families), cols, legend_rows)
+    if reuse:
+        _GRIDS[shape] = fig, axes
+    return fig, axes
+
+
+def _new_panel_grid(blocks: int, families: int, cols: int, legend_rows: int):
     block = families * AXES_INCHES[1] + (families - 1) * GAPS["family"]
     width = GAPS["left"] + cols * AXES_INCHES[0] + (cols - 1) * GAPS["column"] + GAPS["right"]
     height = (GAPS["top"] + blocks * block + (blocks - 1) * GAPS["block"] + GAPS["bottom"]
@@ -259,13 +292,15 @@ def _draw_panel(ax, curves: dict, reference: dict, columns: list[int], metrics: 
     ax.set_xticks(T_TICKS, [f"{t:g}" for t in T_TICKS])  # fixed: no tick search in a grid's hundreds of panels
     ax.tick_params(labelsize=7)
     if family == "loss":
-        ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
+        if ax.get_yscale() != "symlog":  # a reused panel has it already: setting it again costs its ticks
+            ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
         ax.set_ylim(*limits["loss"])
         ax.set_yticks([v for v in LOSS_TICKS if limits["loss"][0] <= v <= limits["loss"][1]])
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
     elif family == "forget_quality":
-        ax.set_yscale("log")
+        if ax.get_yscale() != "log":
+            ax.set_yscale("log")
         ax.axhline(FQ_THRESHOLD, color="#666666", ls="-.", lw=0.9)
         low, high = limits["forget_quality"]
         ax.set_ylim(low, high)
@@ -282,10 +317,10 @@ T_TICKS = (0, 0.5, 1)
 
 
 def ticks_within(low: float, high: float) -> np.ndarray:
-    """Three to six round ticks between ``low`` and ``high`` (a bounded metric's axis)."""
+    """Two to four round ticks between ``low`` and ``high`` (a bounded metric's axis: 0, 0.5, 1)."""
     for step in (0.25, 0.5, 1, 2, 5, 10, 25, 50, 100):
         ticks = np.arange(np.ceil(low / step), np.floor(high / step) + 1) * step
-        if len(ticks) <= 6:
+        if len(ticks) <= 4:
             return ticks
     return np.linspace(low, high, 3)
 
@@ -373,9 +408,11 @@ def barrier_figure_of(task: str, verdicts: pd.DataFrame):
                              figsize=(2 * (1.5 + 0.75 * len(columns)) + 2, 1.8 + 0.3 * len(rows)))
     titles = {"retain_barrier": "retain barrier $B_r$ (retain loss above chord)",
               "forget_barrier": "forget cliff $B_f$ (forget loss below chord)"}
-    tolerance = np.array([[_lookup(table, "tolerance", row + column) for column in columns] for row in rows])
+    cells = table.reindex(pd.MultiIndex.from_tuples([row + column for row in rows for column in columns],
+                                                    names=table.index.names))  # NaN where a cell has no row
+    tolerance = cells["tolerance"].to_numpy(float).reshape(len(rows), len(columns))
     for ax, (quantity, title) in zip(axes, titles.items()):
-        grid = np.array([[_lookup(table, quantity, row + column) for column in columns] for row in rows])
+        grid = cells[quantity].to_numpy(float).reshape(len(rows), len(columns))
         _heat_map(fig, ax, grid, grid <= tolerance)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(columns)), [f"{r:g} % {CURVE_NAMES.get(c, c)}" for r, c in columns], rotation=45,
@@ -384,10 +421,6 @@ def barrier_figure_of(task: str, verdicts: pd.DataFrame):
     fig.suptitle(f"{task}: barriers per setting and method pair, mean over seeds, in nats\n"
                  f"(green ✓ and frame: within the loss tolerance; grey ×: failed)", fontsize=11)
     return fig
-
-
-def _lookup(table: pd.DataFrame, quantity: str, key: tuple) -> float:
-    return float(table.loc[key, quantity]) if key in table.index else np.nan
 
 
 def _heat_map(fig, ax, grid: np.ndarray, holds: np.ndarray, missing: str = "×", notes=None, cax=None) -> None:
@@ -401,15 +434,18 @@ def _heat_map(fig, ax, grid: np.ndarray, holds: np.ndarray, missing: str = "×",
     dark = np.ma.filled(norm(np.ma.masked_invalid(grid)), 0.0) > 0.6  # white text on dark cells; one call for all
     # the marks sit inside their cells: left out of the layout's search (a grid's heat map has hundreds)
     mark = {"ha": "center", "va": "center", "in_layout": False}
+    frames = []
     for (i, j), value in np.ndenumerate(grid):
         if np.isnan(value):
             ax.text(j, i, missing, fontsize=8, color="#555555", **mark)
         elif holds[i, j]:
-            ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec=HOLDS_COLOUR, lw=2))
+            frames.append(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9))
             ax.text(j, i, f"✓ {value:.2g}", fontsize=7.5, color=HOLDS_COLOUR, fontweight="bold", **mark)
         else:
             note = f"\n{notes[i][j]}" if notes is not None and notes[i][j] else ""
             ax.text(j, i, f"{value:.2g}{note}", fontsize=7, color="white" if dark[i, j] else "black", **mark)
+    if frames:  # one collection: hundreds of patches each cost their own transforms
+        ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor=HOLDS_COLOUR, linewidth=2))
     if cax is None:
         fig.colorbar(image, ax=ax, shrink=0.8)
     else:
