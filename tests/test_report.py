@@ -219,8 +219,16 @@ def test_empty_store_raises_naming_storage_and_sweep(tmp_path):
 
 
 def test_cli_prints_the_index_path(storage, tmp_path, capsys):
-    assert main([f"{storage}/{SWEEP}", "--out", str(tmp_path / "out")]) == 0
+    assert main([f"{storage}/{SWEEP}", "--out", str(tmp_path / "out"), "--workers", "1"]) == 0  # drawn in-process
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "index.html")
+    text = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert all((tmp_path / "out" / png).is_file() for png in re.findall(r'<img src="([^"]+)"', text))
+
+
+def test_cli_refuses_no_workers(storage, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([storage, SWEEP, "--workers", "0", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "--workers" in capsys.readouterr().err
 
 
 def test_cli_tolerance_redecides_the_verdicts(storage, tmp_path):

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import SymLogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.collections import PatchCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
@@ -211,7 +212,7 @@ def _new_panel_grid(blocks: int, families: int, cols: int, legend_rows: int):
     width = GAPS["left"] + cols * AXES_INCHES[0] + (cols - 1) * GAPS["column"] + GAPS["right"]
     height = (GAPS["top"] + blocks * block + (blocks - 1) * GAPS["block"] + GAPS["bottom"]
               + legend_rows * GAPS["legend row"])
-    fig = plt.figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height))  # outside pyplot: a kept figure is never shown or listed by it
     axes = np.empty((blocks * families, cols), dtype=object)
     for b in range(blocks):
         for k in range(families):
