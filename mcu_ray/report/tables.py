@@ -95,7 +95,7 @@ def problem_cells(tables: SweepTables, storage: str) -> pd.DataFrame:
     rows = []
     for cell_id, of_cell in bad.groupby("cell_id", sort=False):
         first = of_cell.iloc[0]
-        reasons = [r for r in of_cell["reason"].dropna().unique() if r] if "reason" in of_cell else []
+        reasons = [r for r in of_cell["reason"].dropna().unique() if r]
         rows.append({"task": first["task"], "setting": first["setting"],
                      "methods": pair_label(first["method_1"], first["method_2"]), "ratio (%)": first["ratio"],
                      "seed": first["seed"], "cell": cell_id, "status": combined_status(of_cell["status"]),
