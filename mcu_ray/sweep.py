@@ -152,6 +152,22 @@ def cell_fields(cell, plan) -> dict:
             "method_2": e2.method, "ratio": cell.ratio, "seed": cell.seed}
 
 
+def plan_record(plan) -> dict:
+    """What ``spec.json`` keeps of the whole plan: the keys of its cells, reference models and
+    pathway endpoints (the report shows only these rows), and each cell's fields and artifacts
+    (the report lists planned cells that have no rows, with the failure an artifact recorded)."""
+    from mcu_ray.jobs import bend_key
+
+    def artifacts(cell) -> list[str]:
+        curves = [plan.curves[key] for _, key in cell.curves]
+        return [plan.endpoints[cell.endpoint_1].original, cell.retrained, cell.endpoint_1, cell.endpoint_2,
+                *(bend_key(c) for c in curves if c.trained), *(c.key for c in curves)]
+
+    return {"cells": [c.key for c in plan.cells], "models": [*plan.originals, *plan.retrained],
+            "pathway": [e.key for e in plan.endpoints.values() if e.source],
+            "cell_list": [{**cell_fields(c, plan), "artifacts": artifacts(c)} for c in plan.cells]}
+
+
 def parse_only(texts: list[str], plan) -> list[dict]:
     """``--only`` values -> one {key: value} condition per flag, each value checked against the plan's cells.
 
@@ -405,9 +421,8 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     # the plan's keys tell the report which stored rows are this version's (an edited sweep
     # keeps the rows of cells it dropped: nothing computed is deleted, nothing stale is shown);
     # the whole plan's, so that --only runs add up to the sweep's report
-    current = {"cells": [c.key for c in full_plan.cells], "models": [*full_plan.originals, *full_plan.retrained],
-               "pathway": [e.key for e in full_plan.endpoints.values() if e.source]}
-    Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec), "plan": current},
+    Store(storage).write_bytes(json.dumps({"spec": spec_to_dict(spec), "spec_hash": spec_hash(spec),
+                                           "plan": plan_record(full_plan)},
                                           indent=1, default=str).encode(), spec.name, "spec.json")
     if args.restart:
         for table in (*TABLES, "tune"):

@@ -150,9 +150,13 @@ def test_index_lists_every_figure_and_the_verdicts(report):
 
 def test_failed_cells_appear_as_failed(report):
     _, text = report
-    failed_rows = re.findall(r'<tr class="failed">(.*?)</tr>', text)
+    problems, task = text.split('<section id="digits">')
+    failed_rows = re.findall(r'<tr class="failed">(.*?)</tr>', task)
     assert len(failed_rows) == 2  # the failed cell's linear and Bezier curve
     assert all("RL→GA" in row and ">failed<" in row and ">10<" in row for row in failed_rows)
+    listed = re.findall(r'<tr class="failed">(.*?)</tr>', problems.split('<section id="problems">')[1])
+    assert listed == ["<td>digits</td><td>Met</td><td>RL→GA</td><td>10</td><td>0</td><td>cell-Met-rl-ga-10</td>"
+                      "<td>failed</td><td></td>"]  # once, in the list of failed or missing cells
 
 
 def test_pathway_table_compares_source_pathway_and_retrained_per_ratio(report, storage):
@@ -215,8 +219,16 @@ def test_empty_store_raises_naming_storage_and_sweep(tmp_path):
 
 
 def test_cli_prints_the_index_path(storage, tmp_path, capsys):
-    assert main([f"{storage}/{SWEEP}", "--out", str(tmp_path / "out")]) == 0
+    assert main([f"{storage}/{SWEEP}", "--out", str(tmp_path / "out"), "--workers", "1"]) == 0  # drawn in-process
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "index.html")
+    text = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert all((tmp_path / "out" / png).is_file() for png in re.findall(r'<img src="([^"]+)"', text))
+
+
+def test_cli_refuses_no_workers(storage, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([storage, SWEEP, "--workers", "0", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "--workers" in capsys.readouterr().err
 
 
 def test_cli_tolerance_redecides_the_verdicts(storage, tmp_path):
@@ -392,7 +404,8 @@ def test_barrier_heat_map_marks_what_is_within_tolerance(drawn):
     for ax, column in ((retain, "retain_barrier"), (cliff, "forget_barrier")):
         within = int((ok[column] <= ok["tolerance"]).sum())
         assert sum(text.get_text().startswith("✓") for text in ax.texts) == within
-        assert len(ax.patches) == within  # a frame around each
+        (frames,) = ax.collections
+        assert len(frames.get_paths()) == within  # a frame around each
     assert sum(text.get_text() == "×" for text in retain.texts) == 2  # the failed cell's two curves
 
 
@@ -465,3 +478,96 @@ def test_csv_and_latex_hold_every_table_of_the_report(storage, tmp_path):
     assert tex.count("\\\\\n") == len(shown) + 1  # a header line and one line per row
     results_tex = (tex_dir / "results.tex").read_text()
     assert results_tex.startswith("\\begin{longtable}") and "acc\\_test" in results_tex
+
+
+def test_several_seeds_draw_a_mean_and_std_band(drawn):
+    """Three seeds of one curve: the line is their mean along t, the band mean ± sample std."""
+    results, verdicts, references = drawn
+    one = results[(results["setting"] == "Rand") & (results["method_1"] == "ga") & (results["ratio"] == 2.0)
+                  & (results["curve"] == "linear")]
+    offsets = {0: 0.0, 1: 0.02, 2: 0.07}  # test accuracy of seed s shifted by offsets[s]
+    seeds = pd.concat([one.assign(seed=s, acc_test=one["acc_test"] + d) for s, d in offsets.items()])
+    fig = figures.setting_figure_of("digits", "Rand", seeds, verdicts.iloc[:0], references, ["acc_test"])
+    ax = fig.axes[0]
+    mean = one["acc_test"].to_numpy() + np.mean(list(offsets.values()))
+    std = np.std(list(offsets.values()), ddof=1)
+    assert ax.get_lines()[0].get_ydata() == pytest.approx(mean)
+    (band,) = ax.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx((mean - std).min()) and ys.max() == pytest.approx((mean + std).max())
+    assert "mean of 3 seeds" in ax.get_title()
+
+
+def test_problem_cells_list_failed_and_missing_cells(storage, tmp_path):
+    """spec.json plans two more cells than stored: one whose endpoint recorded a divergence, one never run."""
+    import json
+    import shutil
+
+    from mcu_ray.report.tables import load_sweep, problem_cells
+
+    root = tmp_path / "copy"
+    shutil.copytree(storage, root)
+    store = Store(str(root))
+    stored = load_sweep(str(root), SWEEP).results.drop_duplicates("cell_id")
+    planned = [{"key": r.cell_id, "task": "digits", "setting": r.setting, "method_1": r.method_1,
+                "method_2": r.method_2, "ratio": r.ratio, "seed": 0, "artifacts": []} for r in stored.itertuples()]
+    planned += [{"key": "cell-diverged", "task": "digits", "setting": "Met", "method_1": "ga", "method_2": "rl",
+                 "ratio": 2.0, "seed": 1, "artifacts": ["orig-1", "ep-ga-1", "ep-rl-1"]},
+                {"key": "cell-not-run", "task": "digits", "setting": "Rand", "method_1": "rl", "method_2": "rl",
+                 "ratio": 10.0, "seed": 1, "artifacts": ["orig-1", "ep-rl-2"]}]
+    store.save_artifact("orig-1", {"kind": "original"})
+    store.save_artifact("ep-rl-1", {"kind": "endpoint", "status": "diverged", "reason": "loss is NaN at step 3"})
+    plan = {"cells": [c["key"] for c in planned], "models": ["original-2", "retrained-2", "original-10",
+                                                               "retrained-10"], "pathway": [], "cell_list": planned}
+    store.write_bytes(json.dumps({"plan": plan}).encode(), SWEEP, "spec.json")
+    problems = problem_cells(load_sweep(str(root), SWEEP), str(root))
+    assert list(zip(problems["cell"], problems["status"], problems["seed"])) == [
+        ("cell-not-run", "missing", 1), ("cell-diverged", "missing", 1), ("cell-Met-rl-ga-10", "failed", 0)]
+    reasons = dict(zip(problems["cell"], problems["reason"]))
+    assert reasons["cell-diverged"] == "ep-rl-1 diverged: loss is NaN at step 3"
+    assert reasons["cell-not-run"].startswith("no rows: not run yet")
+    assert list(problems["methods"]) == ["RL", "GA→RL", "RL→GA"]  # in Table 1's setting order, then by pair
+
+
+def test_spec_json_plan_names_each_cells_fields_and_artifacts():
+    """What the report's list of missing cells reads: every planned cell, its methods, and the
+    artifacts whose recorded failure explains why it has no rows."""
+    import json
+    from pathlib import Path
+
+    from mcu_ray.plan import make_plan
+    from mcu_ray.spec import load_spec
+    from mcu_ray.sweep import plan_record
+
+    plan = make_plan(load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"))
+    record = json.loads(json.dumps(plan_record(plan)))  # as spec.json holds it
+    assert [c["key"] for c in record["cell_list"]] == record["cells"] == [c.key for c in plan.cells]
+    for cell, listed in zip(plan.cells, record["cell_list"]):
+        e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+        assert (listed["method_1"], listed["method_2"], listed["setting"], listed["ratio"], listed["seed"]) == (
+            e1.method, e2.method, cell.setting, cell.ratio, cell.seed)
+        curves = dict(cell.curves)
+        assert listed["artifacts"] == [e1.original, cell.retrained, e1.key, e2.key,
+                                       curves["bezier"].replace("curve-", "bend-"), curves["linear"], curves["bezier"]]
+
+
+def test_a_reused_figure_draws_what_a_new_one_does(drawn, tmp_path):
+    """The report draws each figure on the last one of the same shape, cleared: Met (with a failed
+    cell's shaded panels) and Rand share a shape; drawn after each other on one figure, each must
+    come out pixel for pixel as when drawn on a new figure."""
+    results, verdicts, references = drawn
+
+    def draw(setting, path, reuse):
+        rows = results["setting"] == setting
+        fig = figures.setting_figure_of("digits", setting, results[rows], verdicts[verdicts["setting"] == setting],
+                                        references, DIGITS_METRICS, reuse=reuse)
+        figures.save(fig, str(path), keep=reuse)
+        return fig
+
+    for first, second in (("Met", "Rand"), ("Rand", "Met")):
+        reused = draw(first, tmp_path / f"{first}_first.png", reuse=True)
+        assert draw(second, tmp_path / f"{second}_reused.png", reuse=True) is reused  # one figure, drawn twice
+        draw(second, tmp_path / f"{second}_new.png", reuse=False)
+        assert np.array_equal(mpimg.imread(tmp_path / f"{second}_reused.png"),
+                              mpimg.imread(tmp_path / f"{second}_new.png")), second
+    figures._GRIDS.clear()

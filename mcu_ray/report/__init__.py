@@ -1,88 +1,122 @@
-"""The report of a sweep: figures and an index page drawn from its result tables.
+"""The report of a sweep: figures, findings and an index page drawn from its result tables.
 
 build_report reads the results, barriers and references tables of one sweep and
 writes, under the output folder, one PNG (and PDF) per (task, setting), a method ×
 method matrix per Met-type setting (paper Figure 3), one barrier summary per task, and
-index.html tying them together with the barrier and reference tables. It reads only
-the store; nothing here needs Ray or a GPU.
+index.html tying them together with a caption per figure, the findings (points that beat
+both endpoints, method similarity, spread over seeds), the barrier and reference tables and
+the cells that failed or are missing. It reads only the store; nothing here needs Ray or a GPU.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 
 import pandas as pd
 
+from mcu_ray.report import captions, findings
+from mcu_ray.report.drawing import Drawing, draw_all
 from mcu_ray.report.files import report_tables, write_tables
 from mcu_ray.report.figures import barrier_figure, is_ordered_setting, mcu_matrix_figure, pathway_figure, setting_figure
-from mcu_ray.report.page import TaskSection, index_html
+from mcu_ray.report.page import Findings, TaskSection, index_html, with_spread
 from mcu_ray.report.tables import (
     EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
-    ordered_settings, pair_label, pathway_curves, pathway_table, provenance_table,
+    ordered_settings, pair_label, pathway_curves, pathway_table, problem_cells, provenance_table,
 )
 
 __all__ = ["build_report", "EmptySweepError"]
 
-logger = logging.getLogger(__name__)
 
-
-def build_report(storage: str, sweep: str, out_dir: str, tolerance=None, csv_dir: str | None = None,
-                 latex_dir: str | None = None) -> str:
+def build_report(storage: str, sweep: str, out_dir: str, tolerance=None, workers: int | None = None,
+                 csv_dir: str | None = None, latex_dir: str | None = None) -> str:
     """Draw every figure of ``<storage>/<sweep>`` into ``out_dir``; returns the path of index.html.
 
     Every verdict is decided here from the stored deviations: ``tolerance`` (a number for the
     losses, or a mapping per metric family, over the sweep file's; None: the sweep file's)
-    changes them without recomputing anything. ``csv_dir`` / ``latex_dir``: also write every
-    table there (``report.files``). Raises EmptySweepError (a ValueError) when the sweep has no results.
+    changes them without recomputing anything. ``workers``: processes drawing figures (None: one
+    per available CPU; 1: this one). ``csv_dir`` / ``latex_dir``: also write every table there
+    (``report.files``). Raises EmptySweepError (a ValueError) when the sweep has no results.
     """
     tables = load_sweep(storage, sweep, tolerance)
     verdicts = curve_verdicts(tables.results, tables.barriers, tables.tolerances)
     os.makedirs(out_dir, exist_ok=True)
-    sections = [_task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
-                for task in sorted(tables.results["task"].unique())]
+    sections, drawings = [], []
+    for task in sorted(tables.results["task"].unique()):
+        section, to_draw = _task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
+        sections.append(section)
+        drawings += to_draw
+    draw_all(drawings, workers)
     if csv_dir or latex_dir:
         write_tables(report_tables(storage, sweep, tolerance, sections), csv_dir, latex_dir)
     index = os.path.join(out_dir, "index.html")
     with open(index, "w", encoding="utf-8") as page:
         page.write(index_html(sweep, storage, _header(tables.results, tables.tolerances), sections,
-                              provenance_table(tables.results)))
+                              problem_cells(tables, storage), provenance_table(tables.results)))
     return index
 
 
-def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame, out_dir: str) -> TaskSection:
-    """Draw one task's figures and gather its tables."""
+def _task_section(task: str, tables: SweepTables, verdicts: pd.DataFrame,
+                  out_dir: str) -> tuple[TaskSection, list[Drawing]]:
+    """One task's tables and captions, and the figures to draw for it."""
     results = tables.results[tables.results["task"] == task]
     metrics = metric_names(results, task)
-    figures = []
+    figures, drawings = [], []
+
+    def add(name: str, caption: str, draw, *args) -> None:
+        name = safe_file_name(name)
+        figures.append((caption, name))
+        drawings.append(Drawing(draw, os.path.join(out_dir, name), args))
+
     for setting in ordered_settings(results["setting"]):
-        name = safe_file_name(f"{task}_{setting}.png")
-        setting_figure(os.path.join(out_dir, name), task, setting, results[results["setting"] == setting],
-                       verdicts[verdicts["setting"] == setting], tables.references, metrics)
-        figures.append((f"{task} · {setting}: metrics along the linear (solid) and Bezier (dashed) curves, "
-                        f"t = 0 and t = 1 named under each column; a block of panels per forget ratio, one "
-                        f"panel per metric family (↑ / ↓: higher / lower is better after unlearning); dotted: "
-                        f"the retrained model; Forget Quality on a log axis with the p = 0.05 line", name))
-        logger.info("wrote %s", name)
-        of_setting = verdicts[verdicts["setting"] == setting]
-        if is_ordered_setting(setting, of_setting) and not of_setting.empty:
-            name = safe_file_name(f"{task}_{setting}_matrix.png")
-            mcu_matrix_figure(os.path.join(out_dir, name), task, setting, of_setting)
-            figures.append((f"{task} · {setting} (paper Figure 3): retain barrier between each pair of methods "
-                            f"per forget ratio; linear curves symmetric, Bezier rows = the method that trained "
-                            f"the curve; green ✓: MCU holds", name))
-    name = safe_file_name(f"{task}_barriers.png")
-    barrier_figure(os.path.join(out_dir, name), task, verdicts)
-    figures.append((f"{task}: retain barrier and forget cliff per setting and method pair (nats, mean over "
-                    f"seeds); green ✓: within the loss tolerance; grey ×: failed", name))
+        of_setting, setting_verdicts = results[results["setting"] == setting], verdicts[verdicts["setting"] == setting]
+        add(f"{task}_{setting}.png", captions.setting_caption(task, setting, tables.tolerances,
+                                                               of_setting["seed"].nunique()),
+            setting_figure, task, setting, of_setting, setting_verdicts, tables.references, metrics)
+        if is_ordered_setting(setting, setting_verdicts) and not setting_verdicts.empty:
+            add(f"{task}_{setting}_matrix.png", captions.matrix_caption(task, setting), mcu_matrix_figure, task,
+                setting, setting_verdicts)
+    add(f"{task}_barriers.png", captions.barrier_caption(task, tables.tolerances), barrier_figure, task, verdicts)
     pathway = pathway_table(tables.pathway, task)
     if not pathway.empty:
-        name = safe_file_name(f"{task}_pathway.png")
-        pathway_figure(os.path.join(out_dir, name), task, pathway, pathway_curves(tables.pathway, task))
-        figures.append((f"{task}: pathway unlearning at t* vs its source endpoint and the retrained model", name))
-    return TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
-                       _reference_rows(tables.references, task), endpoint_table(tables.results, task), pathway,
-                       _metric_barriers(tables.barriers[tables.barriers["task"] == task], metrics))
+        add(f"{task}_pathway.png", captions.pathway_caption(task), pathway_figure, task, pathway,
+            pathway_curves(tables.pathway, task))
+    section = TaskSection(task, figures, _mcu_counts(verdicts), _barrier_rows(verdicts),
+                          _reference_rows(tables.references, task), endpoint_table(tables.results, task), pathway,
+                          _metric_barriers(tables.barriers[tables.barriers["task"] == task], metrics),
+                          _findings(task, results, verdicts))
+    return section, drawings
+
+
+def _findings(task: str, results: pd.DataFrame, verdicts: pd.DataFrame) -> Findings:
+    """The task's findings (``report.findings``) as the page shows them."""
+    tradeoff = findings.tradeoff(task)
+    best = _sorted_cells(findings.best_points(findings.outperforming_points(results, task)))
+    best = best.assign(methods=[pair_label(a, b) for a, b in zip(best["method_1"], best["method_2"])],
+                       t_range=[f"{a:.3g}–{b:.3g}" if a != b else f"{a:.3g}"
+                                for a, b in zip(best["first t"], best["last t"])])
+    gains = [c for c in best.columns if c.startswith("gain ")]
+    outperforming = best[["setting", "methods", "ratio", "seed", "curve", "points", "t_range", "t", *gains]].rename(
+        columns={"ratio": "ratio (%)", "t_range": "t range", "t": "best t"})
+    ranking = findings.similarity_ranking(verdicts)
+    ranking = with_spread(ranking.assign(methods=[pair_label(a, b) for a, b in zip(ranking["method_1"],
+                                                                                     ranking["method_2"])]),
+                          {"linear retain barrier": "retain_barrier", "linear forget cliff": "forget_barrier"})
+    ranking = ranking[["setting", "ratio", "rank", "methods", "seeds", "linear retain barrier",
+                       "linear forget cliff"]].rename(columns={"ratio": "ratio (%)"})
+    curves = verdicts[verdicts["status"] == "ok"][["cell_id", "curve"]].drop_duplicates()
+    return Findings(tradeoff, len(curves), outperforming, ranking, _spread(verdicts))
+
+
+def _spread(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Barriers over seeds as the page shows them; empty with one seed (the barrier table says it all)."""
+    if verdicts["seed"].nunique() < 2:
+        return pd.DataFrame()
+    spread = _sorted_cells(findings.seed_spread(verdicts))
+    spread = with_spread(spread.assign(methods=[pair_label(a, b) for a, b in zip(spread["method_1"],
+                                                                                  spread["method_2"])]),
+                         {"retain barrier": "retain_barrier", "forget cliff": "forget_barrier"})
+    return spread[["setting", "methods", "ratio", "curve", "finished", "seeds", "retain barrier", "forget cliff",
+                   "MCU"]].rename(columns={"ratio": "ratio (%)", "finished": "seeds finished"})
 
 
 def safe_file_name(name: str) -> str:
@@ -103,14 +137,15 @@ def _header(results: pd.DataFrame, tolerances) -> dict:
 
 
 def _sorted_cells(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Rows in figure order: setting (Table 1), method pair, ratio, seed, curve."""
+    """Rows in figure order: setting (Table 1), method pair, ratio, seed (where there is one), curve."""
     settings = {s: i for i, s in enumerate(ordered_settings(verdicts["setting"]))}
     pairs = {p: i for i, p in enumerate(method_pairs(verdicts))}
     curves = {c: i for i, c in enumerate(ordered_curves(verdicts["curve"]))}
     rank = pd.DataFrame({
         "setting": verdicts["setting"].map(settings),
         "pair": [pairs[p] for p in zip(verdicts["method_1"], verdicts["method_2"])],
-        "ratio": verdicts["ratio"], "seed": verdicts["seed"], "curve": verdicts["curve"].map(curves),
+        "ratio": verdicts["ratio"], "seed": verdicts["seed"] if "seed" in verdicts else 0,
+        "curve": verdicts["curve"].map(curves),
     }, index=verdicts.index)
     return verdicts.loc[rank.sort_values(list(rank.columns)).index]
 

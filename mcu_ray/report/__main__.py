@@ -73,6 +73,8 @@ def main(argv=None) -> int:
                                                      "verdicts, references, pathway (as mcu_ray.load reads them) "
                                                      "and each task's page tables")
     parser.add_argument("--latex", metavar="DIR", help="the same tables as DIR/<table>.tex (booktabs)")
+    parser.add_argument("--workers", type=int, metavar="N", help="processes drawing figures (default: one per "
+                                                                   "available CPU; 1: no extra process)")
     args = parser.parse_args(argv)
     storage, sweep = (args.sweep_dir, args.sweep) if args.sweep else split_sweep_dir(args.sweep_dir)
     if not sweep:
@@ -88,8 +90,10 @@ def main(argv=None) -> int:
         return 0
     try:
         overrides = tolerance_overrides(args.tolerance)
+        if args.workers is not None and args.workers < 1:
+            raise SpecError("--workers", args.workers, "expected an integer >= 1")
         index = build_report(storage, sweep, args.out or os.path.join("reports", sweep), overrides or None,
-                             args.csv, args.latex)
+                             args.workers, args.csv, args.latex)
     except (EmptySweepError, SpecError) as err:
         parser.error(str(err))
     print(index)

@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import SymLogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.collections import PatchCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import NullLocator, StrMethodFormatter  # noqa: E402
 
@@ -31,7 +33,6 @@ from mcu_ray.tables import metric_names as registered_metrics  # noqa: E402
 
 CURVE_STYLES = {"linear": "-", "bezier": "--", "polychain": ":"}  # other curve kinds: dash-dot
 CURVE_NAMES = {"linear": "linear", "bezier": "Bezier", "polychain": "polygonal chain"}
-PANEL_INCHES = (3.0, 1.5)  # width, height of one family panel
 DPI = 110
 LOSS_LINTHRESH = 1.0  # the loss axis is linear below 1 and logarithmic above (Bezier losses reach 10+)
 LOSS_TICKS = (0, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -79,11 +80,13 @@ def metric_colour(metric: str) -> str:
     return OKABE_ITO[index % len(OKABE_ITO)]
 
 
-def save(fig, path: str) -> None:
-    """Write ``path`` (PNG) and the same figure as PDF beside it."""
+def save(fig, path: str, keep: bool = False) -> None:
+    """Write ``path`` (PNG) and the same figure as PDF beside it; then close it, unless ``keep``."""
     fig.savefig(path, dpi=DPI)
+    fig.set_layout_engine("none")  # keep the layout the PNG computed: the PDF need not compute it again
     fig.savefig(path.rsplit(".", 1)[0] + ".pdf")
-    plt.close(fig)
+    if not keep:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------- curves of one setting
@@ -92,14 +95,18 @@ MAX_COLUMNS = 4  # method pairs per row before they wrap
 
 def setting_figure(path: str, task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
                    references: pd.DataFrame, metrics: list[str]) -> None:
-    """Draw setting_figure_of into ``path`` (PNG) and its PDF."""
-    save(setting_figure_of(task, setting, results, verdicts, references, metrics), path)
+    """Draw setting_figure_of into ``path`` (PNG) and its PDF, on this process's figure of that shape."""
+    save(setting_figure_of(task, setting, results, verdicts, references, metrics, reuse=True), path, keep=True)
 
 
 def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: pd.DataFrame,
-                      references: pd.DataFrame, metrics: list[str]):
+                      references: pd.DataFrame, metrics: list[str], reuse: bool = False):
     """Metrics along every curve of one (task, setting): a block of rows per forget ratio, a column
-    per method pair; each block one small panel per metric family, so no panel mixes scales."""
+    per method pair; each block one small panel per metric family, so no panel mixes scales.
+
+    ``reuse``: draw on the figure this process last drew of the same shape, cleared (a grid's
+    figures share a few shapes, and making hundreds of panels costs more than drawing them); the
+    figure returned is then overwritten by the next call of that shape."""
     ratios = sorted(results["ratio"].unique())
     pairs = method_pairs(results)
     families = [f for f in FAMILIES if any(family_of(m) == f for m in metrics)]
@@ -112,18 +119,30 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
     cols = min(len(pairs), MAX_COLUMNS)
     blocks_per_ratio = -(-len(pairs) // cols)
     n_rows = len(ratios) * blocks_per_ratio * len(families)
-    fig, axes = plt.subplots(n_rows, cols, squeeze=False, layout="constrained",
-                             figsize=(PANEL_INCHES[0] * cols + 1.2, PANEL_INCHES[1] * n_rows + 1.2))
+    handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics,
+                              with_reference=any(reference.values()), with_fq="forget_quality" in families)
+    legend_columns = min(len(handles), max(3, 2 * cols))
+    fig, axes = _panel_grid(len(ratios) * blocks_per_ratio, tuple(families), cols, -(-len(handles) // legend_columns),
+                            reuse)
+    stats = curve_stats(results, metrics)
     for i, ratio in enumerate(ratios):
         for j, pair in enumerate(pairs):
             top, col = (i * blocks_per_ratio + j // cols) * len(families), j % cols
             rows, cell_verdicts = _panel_rows(results, ratio, pair), _panel_rows(verdicts, ratio, pair)
+            curves = stats.get((ratio, *pair), {})
             for k, family in enumerate(families):
                 ax = axes[top + k, col]
-                _draw_panel(ax, rows, reference[ratio], by_family[family], family, limits)
+                if curves:
+                    _draw_panel(ax, curves, reference[ratio], [metrics.index(m) for m in by_family[family]], metrics,
+                                family, limits)
+                else:
+                    _empty_panel(ax, ", ".join(sorted(set(rows["status"]) - {"ok"})) or "not run",
+                                 failed=len(rows) > 0)
                 if col == 0:
                     label = family_label(family, by_family[family])
                     ax.set_ylabel(f"forget {ratio:g} %\n{label}" if k == 0 else label, fontsize=8)
+                else:  # a family's y axis is the same in every column: numbered once, on the left
+                    ax.tick_params(labelleft=False)
                 if k < len(families) - 1:
                     ax.tick_params(labelbottom=False)
             axes[top, col].set_title(f"{pair_label(*pair)}{_seed_note(rows)}\n{_verdict_line(cell_verdicts)}",
@@ -132,13 +151,64 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
         for j in range(len(pairs), blocks_per_ratio * cols):  # empty slots of the last wrapped block
             for k in range(len(families)):
                 axes[(i * blocks_per_ratio + j // cols) * len(families) + k, j % cols].set_axis_off()
+    height = fig.get_figheight()
     fig.suptitle(f"{task} · {setting}: metrics along the curves between unlearned models\n"
-                 f"(↑ / ↓: higher / lower is better after unlearning)", fontsize=11)
-    handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics,
-                              with_reference=any(reference.values()), with_fq="forget_quality" in families)
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), max(3, 2 * cols)), fontsize=8,
-               frameon=False)
+                 f"(↑ / ↓: higher / lower is better after unlearning)", fontsize=11, y=1 - 0.1 / height, va="top")
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.05 / height), ncol=legend_columns,
+               fontsize=8, frameon=False)
     return fig
+
+
+# Panels placed by hand, in inches: matplotlib's constrained layout costs seconds in a figure of a
+# whole grid (hundreds of panels), and these panels need no search: each block of family panels
+# shares its x axis, so only the block's last panel has x tick labels, and only the first column y ones.
+AXES_INCHES = (2.6, 1.2)  # width, height of one family panel
+GAPS = {"left": 1.05, "right": 0.25, "column": 0.3, "family": 0.1, "block": 1.0, "top": 1.05, "bottom": 0.55,
+        "legend row": 0.22}  # inches
+
+
+_GRIDS: dict = {}  # shape -> (figure, axes) kept by this process for setting_figure_of(reuse=True)
+
+
+def _panel_grid(blocks: int, families: tuple, cols: int, legend_rows: int, reuse: bool = False):
+    """A figure with ``blocks`` blocks of a panel row per family and ``cols`` columns; axes row-major.
+    ``reuse``: the one kept for this shape, cleared of what was drawn (its panels keep their place,
+    y scale and ticks), else a new one, kept."""
+    shape = (blocks, families, cols, legend_rows)
+    if reuse and shape in _GRIDS:
+        fig, axes = _GRIDS[shape]
+        for ax in axes.flat:
+            for artist in [*ax.lines, *ax.collections, *ax.texts]:
+                artist.remove()
+            ax.set_facecolor(plt.rcParams["axes.facecolor"])
+            ax.set_axis_on()
+            ax.set_title("")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+        for legend in list(fig.legends):
+            legend.remove()
+        return fig, axes
+    fig, axes = _new_panel_grid(blocks, len(families), cols, legend_rows)
+    if reuse:
+        _GRIDS[shape] = fig, axes
+    return fig, axes
+
+
+def _new_panel_grid(blocks: int, families: int, cols: int, legend_rows: int):
+    block = families * AXES_INCHES[1] + (families - 1) * GAPS["family"]
+    width = GAPS["left"] + cols * AXES_INCHES[0] + (cols - 1) * GAPS["column"] + GAPS["right"]
+    height = (GAPS["top"] + blocks * block + (blocks - 1) * GAPS["block"] + GAPS["bottom"]
+              + legend_rows * GAPS["legend row"])
+    fig = Figure(figsize=(width, height))  # outside pyplot: a kept figure is never shown or listed by it
+    axes = np.empty((blocks * families, cols), dtype=object)
+    for b in range(blocks):
+        for k in range(families):
+            top = GAPS["top"] + b * (block + GAPS["block"]) + k * (AXES_INCHES[1] + GAPS["family"])
+            for c in range(cols):
+                left = GAPS["left"] + c * (AXES_INCHES[0] + GAPS["column"])
+                axes[b * families + k, c] = fig.add_axes((left / width, 1 - (top + AXES_INCHES[1]) / height,
+                                                          AXES_INCHES[0] / width, AXES_INCHES[1] / height))
+    return fig, axes
 
 
 def family_label(family: str, metrics: list[str]) -> str:
@@ -172,37 +242,75 @@ def _panel_rows(frame: pd.DataFrame, ratio: float, pair: tuple[str, str]) -> pd.
     return frame[(frame["ratio"] == ratio) & (frame["method_1"] == pair[0]) & (frame["method_2"] == pair[1])]
 
 
-def _draw_panel(ax, rows: pd.DataFrame, reference: dict, metrics: list[str], family: str, limits: dict) -> None:
-    """Seed-mean metrics of one family along t, the retrained model's values dotted; or a shaded
-    'failed' / 'not run' panel."""
-    ok = rows[rows["status"] == "ok"]
-    if ok.empty:
-        _empty_panel(ax, ", ".join(sorted(set(rows["status"]) - {"ok"})) or "not run", failed=len(rows) > 0)
-        return
-    means = ok.groupby(["curve", "t"])[metrics].mean()  # over the seeds that finished
+BAND_ALPHA = 0.18  # the mean ± std band over seeds
+
+
+def curve_stats(results: pd.DataFrame, metrics: list[str]) -> dict:
+    """(ratio, method_1, method_2) -> {curve: (t, means, stds)} over the seeds that finished, one
+    grouping for a whole figure: ``means`` and ``stds`` are (points, metrics) arrays, the std the
+    sample std (NaN with one seed)."""
+    ok = results[results["status"] == "ok"]
+    stats = ok.groupby(["ratio", "method_1", "method_2", "curve", "t"])[metrics].agg(["mean", "std"])
+    means, stds = [(m, "mean") for m in metrics], [(m, "std") for m in metrics]
+    found: dict = {}
+    for (ratio, m1, m2, curve), along in stats.groupby(level=[0, 1, 2, 3], sort=False):
+        found.setdefault((ratio, m1, m2), {})[curve] = (along.index.get_level_values("t").to_numpy(float),
+                                                        along[means].to_numpy(float), along[stds].to_numpy(float))
+    return found
+
+
+def _draw_panel(ax, curves: dict, reference: dict, columns: list[int], metrics: list[str], family: str,
+                limits: dict) -> None:
+    """Seed-mean metrics of one family (``metrics[c]`` for c in ``columns``) along t, from
+    ``curve_stats``, with a mean ± std band when there are several seeds; the retrained model's
+    values dotted."""
     floor = FQ_FLOOR if family == "forget_quality" else -np.inf
-    for curve in ordered_curves(ok["curve"]):
-        along = means.loc[curve]
-        for metric in metrics:
-            ax.plot(along.index, along[metric].clip(lower=floor), CURVE_STYLES.get(curve, "-."),
-                    color=metric_colour(metric), lw=1.3)
-    for metric in metrics:
+    for curve in ordered_curves(curves):
+        t, means, stds = curves[curve]
+        for c in columns:
+            colour = metric_colour(metrics[c])
+            ax.plot(t, np.maximum(means[:, c], floor), CURVE_STYLES.get(curve, "-."), color=colour, lw=1.3)
+            if np.isfinite(stds[:, c]).any():  # several seeds
+                low, high = (np.maximum(means[:, c] + sign * stds[:, c], floor) for sign in (-1, 1))
+                ax.fill_between(t, low, high, color=colour, alpha=BAND_ALPHA, lw=0)
+    for metric in (metrics[c] for c in columns):
         if metric in reference:
             ax.axhline(max(reference[metric], floor), color=metric_colour(metric), ls=":", lw=1.1)
     ax.set_xlim(0, 1)
+    ax.set_xticks(T_TICKS, [f"{t:g}" for t in T_TICKS])  # fixed: no tick search in a grid's hundreds of panels
     ax.tick_params(labelsize=7)
     if family == "loss":
-        ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
+        if ax.get_yscale() != "symlog":  # a reused panel has it already: setting it again costs its ticks
+            ax.set_yscale("symlog", linthresh=LOSS_LINTHRESH)
         ax.set_ylim(*limits["loss"])
         ax.set_yticks([v for v in LOSS_TICKS if limits["loss"][0] <= v <= limits["loss"][1]])
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
     elif family == "forget_quality":
-        ax.set_yscale("log")
+        if ax.get_yscale() != "log":
+            ax.set_yscale("log")
         ax.axhline(FQ_THRESHOLD, color="#666666", ls="-.", lw=0.9)
-        ax.set_ylim(*limits["forget_quality"])
+        low, high = limits["forget_quality"]
+        ax.set_ylim(low, high)
+        decades = np.arange(np.floor(np.log10(low)), 1)
+        ax.set_yticks(10.0 ** decades[:: max(1, -(-len(decades) // 5))])  # at most 5 labelled decades
+        ax.yaxis.set_minor_locator(NullLocator())
     else:
-        ax.set_ylim(*limits.get(family, limits["bounded"]))
+        low, high = limits.get(family, limits["bounded"])
+        ax.set_ylim(low, high)
+        ax.set_yticks(ticks_within(low, high))
+
+
+T_TICKS = (0, 0.5, 1)
+
+
+def ticks_within(low: float, high: float) -> np.ndarray:
+    """Two to four round ticks between ``low`` and ``high`` (a bounded metric's axis: 0, 0.5, 1)."""
+    for step in (0.25, 0.5, 1, 2, 5, 10, 25, 50, 100):
+        ticks = np.arange(np.ceil(low / step), np.floor(high / step) + 1) * step
+        if len(ticks) <= 4:
+            return ticks
+    return np.linspace(low, high, 3)
 
 
 def _empty_panel(ax, text: str, failed: bool) -> None:
@@ -288,9 +396,11 @@ def barrier_figure_of(task: str, verdicts: pd.DataFrame):
                              figsize=(2 * (1.5 + 0.75 * len(columns)) + 2, 1.8 + 0.3 * len(rows)))
     titles = {"retain_barrier": "retain barrier $B_r$ (retain loss above chord)",
               "forget_barrier": "forget cliff $B_f$ (forget loss below chord)"}
-    tolerance = np.array([[_lookup(table, "tolerance", row + column) for column in columns] for row in rows])
+    cells = table.reindex(pd.MultiIndex.from_tuples([row + column for row in rows for column in columns],
+                                                    names=table.index.names))  # NaN where a cell has no row
+    tolerance = cells["tolerance"].to_numpy(float).reshape(len(rows), len(columns))
     for ax, (quantity, title) in zip(axes, titles.items()):
-        grid = np.array([[_lookup(table, quantity, row + column) for column in columns] for row in rows])
+        grid = cells[quantity].to_numpy(float).reshape(len(rows), len(columns))
         _heat_map(fig, ax, grid, grid <= tolerance)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(columns)), [f"{r:g} % {CURVE_NAMES.get(c, c)}" for r, c in columns], rotation=45,
@@ -301,29 +411,33 @@ def barrier_figure_of(task: str, verdicts: pd.DataFrame):
     return fig
 
 
-def _lookup(table: pd.DataFrame, quantity: str, key: tuple) -> float:
-    return float(table.loc[key, quantity]) if key in table.index else np.nan
-
-
-def _heat_map(fig, ax, grid: np.ndarray, holds: np.ndarray, missing: str = "×", notes=None) -> None:
+def _heat_map(fig, ax, grid: np.ndarray, holds: np.ndarray, missing: str = "×", notes=None, cax=None) -> None:
     """Red where a barrier stands (symlog colours, so small and huge barriers both read); a green
-    ✓ and frame on the cells where ``holds``; ``notes``: a word under a cell's value (what breaks MCU)."""
+    ✓ and frame on the cells where ``holds``; ``notes``: a word under a cell's value (what breaks MCU);
+    the colour bar in ``cax`` (None: taken from beside ``ax``)."""
     top = np.nanmax(grid) if np.isfinite(grid).any() else 1.0
     norm = SymLogNorm(linthresh=0.01, vmin=0.0, vmax=max(top, 0.02))
     cmap = plt.get_cmap("Reds").with_extremes(bad="#cccccc")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
+    dark = np.ma.filled(norm(np.ma.masked_invalid(grid)), 0.0) > 0.6  # white text on dark cells; one call for all
+    # the marks sit inside their cells: left out of the layout's search (a grid's heat map has hundreds)
+    mark = {"ha": "center", "va": "center", "in_layout": False}
+    frames = []
     for (i, j), value in np.ndenumerate(grid):
         if np.isnan(value):
-            ax.text(j, i, missing, ha="center", va="center", fontsize=8, color="#555555")
+            ax.text(j, i, missing, fontsize=8, color="#555555", **mark)
         elif holds[i, j]:
-            ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec=HOLDS_COLOUR, lw=2))
-            ax.text(j, i, f"✓ {value:.2g}", ha="center", va="center", fontsize=7.5, color=HOLDS_COLOUR,
-                    fontweight="bold")
+            frames.append(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9))
+            ax.text(j, i, f"✓ {value:.2g}", fontsize=7.5, color=HOLDS_COLOUR, fontweight="bold", **mark)
         else:
             note = f"\n{notes[i][j]}" if notes is not None and notes[i][j] else ""
-            ax.text(j, i, f"{value:.2g}{note}", ha="center", va="center", fontsize=7,
-                    color="white" if norm(value) > 0.6 else "black")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.text(j, i, f"{value:.2g}{note}", fontsize=7, color="white" if dark[i, j] else "black", **mark)
+    if frames:  # one collection: hundreds of patches each cost their own transforms
+        ax.add_collection(PatchCollection(frames, facecolor="none", edgecolor=HOLDS_COLOUR, linewidth=2))
+    if cax is None:
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    else:
+        fig.colorbar(image, cax=cax)
 
 
 # ---------------------------------------------------------------------- paper Figure 3: method × method
@@ -349,9 +463,7 @@ def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
     methods = sorted(set(rows["method_1"]) | set(rows["method_2"]))
     ratios, curves = sorted(rows["ratio"].unique()), ordered_curves(rows["curve"])
     symmetric = setting not in SETTINGS_TABLE or SETTINGS_TABLE[setting][1] == SETTINGS_TABLE[setting][2]
-    side = 0.55 * len(methods) + 1.6
-    fig, axes = plt.subplots(len(ratios), len(curves), squeeze=False, layout="constrained",
-                             figsize=(max(side * len(curves) + 0.8, 7.5), side * len(ratios) + 1.0))
+    fig, axes, bars = _matrix_grid(len(ratios), len(curves), 0.55 * len(methods) + 0.3)
     ok = rows.assign(holds=(rows["verdict"] == "MCU").astype(float)).where(rows["status"] == "ok")
     keys = [rows["ratio"], rows["curve"], rows["method_1"], rows["method_2"]]
     means = ok.groupby(keys)[["retain_barrier", "holds"]].mean()
@@ -369,7 +481,7 @@ def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
                 mirror = np.isnan(grid)
                 grid, holds, notes = (np.where(mirror, x.T, x) for x in (grid, holds, notes))
             ax = axes[i, j]
-            _heat_map(fig, ax, grid, holds == 1.0, missing="", notes=notes)
+            _heat_map(fig, ax, grid, holds == 1.0, missing="", notes=notes, cax=bars[i, j])
             ax.set_xticks(range(len(methods)), [m.upper() for m in methods], fontsize=8)
             ax.set_yticks(range(len(methods)), [m.upper() for m in methods], fontsize=8)
             shape = ("symmetric" if symmetric else "row: the t = 0 endpoint") if curve == "linear" \
@@ -379,8 +491,33 @@ def mcu_matrix_figure_of(task: str, setting: str, verdicts: pd.DataFrame):
             ax.set_xlabel("to (t = 1)", fontsize=8)
     fig.suptitle(f"{task} · {setting}: retain barrier $B_r$ (nats) between unlearning methods\n"
                  f"mean over seeds; "
-                 f"green ✓ and frame: MCU holds in every seed; grey: same method, not run or failed", fontsize=10)
+                 f"green ✓ and frame: MCU holds in every seed; grey: same method, not run or failed", fontsize=10,
+                 y=1 - 0.1 / fig.get_figheight(), va="top")
     return fig
+
+
+MATRIX_GAPS = {"left": 0.85, "bar gap": 0.1, "bar": 0.12, "bar labels": 0.55, "column": 0.25, "top": 0.75,
+               "title": 0.5, "below": 0.5, "min width": 8.0}  # inches
+
+
+def _matrix_grid(rows: int, cols: int, square: float):
+    """A figure of ``rows`` x ``cols`` square heat maps of side ``square`` inches, each with its colour
+    bar on its right, placed by hand (as _panel_grid: no layout search); (figure, axes, colour-bar axes)."""
+    g = MATRIX_GAPS
+    cell = g["left"] + square + g["bar gap"] + g["bar"] + g["bar labels"]
+    width = max(cols * cell + (cols - 1) * g["column"], g["min width"])
+    height = g["top"] + rows * (g["title"] + square + g["below"])
+    fig = plt.figure(figsize=(width, height))
+    axes, bars = (np.empty((rows, cols), dtype=object) for _ in range(2))
+    first = (width - cols * cell - (cols - 1) * g["column"]) / 2  # columns centred
+    for i in range(rows):
+        bottom = height - g["top"] - i * (g["title"] + square + g["below"]) - g["title"] - square
+        for j in range(cols):
+            left = first + j * (cell + g["column"]) + g["left"]
+            axes[i, j] = fig.add_axes((left / width, bottom / height, square / width, square / height))
+            bars[i, j] = fig.add_axes(((left + square + g["bar gap"]) / width, bottom / height, g["bar"] / width,
+                                       square / height))
+    return fig, axes, bars
 
 
 # ---------------------------------------------------------------------- pathway unlearning

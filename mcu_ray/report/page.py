@@ -1,7 +1,10 @@
-"""index.html of a report: every figure, the barrier table of each task and its reference metrics.
+"""index.html of a report: every figure with a caption saying how to read it, the findings
+and barrier tables of each task, its reference metrics, and the cells that failed or are missing.
 
 Plain HTML with a little inline CSS, no JavaScript and no template engine: the page
 must open from a copied folder or a shared drive. Rows of failed cells are shaded.
+The page is a list of top-level sections (``<section id=...>``), each drawn by one function:
+the facts under the title, the failed or missing cells, then one per task.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ th { background: #f0f0f0; }
 tr.failed td { background: #f6d5d5; }
 td.MCU { color: #006400; font-weight: bold; }
 figure { margin: 1em 0 2em; }
+figcaption { max-width: 70em; font-size: 0.9em; line-height: 1.4; color: #333; }
 img { max-width: 100%; border: 1px solid #ddd; }
+p.note { max-width: 70em; }
 """
 
 
@@ -32,30 +37,63 @@ class TaskSection:
     endpoints: pd.DataFrame  # one row per unlearned model
     pathway: pd.DataFrame  # original / source / pathway / retrained rows; empty without pathway methods
     metric_barriers: pd.DataFrame = field(default_factory=pd.DataFrame)  # setting, curve, "k/n" per metric
+    findings: Findings | None = None
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a task's curves say in numbers (``mcu_ray.report.findings``), shaped for the page."""
+
+    tradeoff: dict  # metric -> +1 / -1: what "beats an endpoint" is judged on
+    curves: int  # curves that finished
+    outperforming: pd.DataFrame  # one row per curve with points beating both endpoints (its best point)
+    similarity: pd.DataFrame  # method pairs ranked by linear retain barrier, per setting and ratio
+    spread: pd.DataFrame  # barriers per setting, pair, ratio and curve over seeds (mean ± std)
 
 
 def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection],
-               provenance: pd.DataFrame | None = None) -> str:
-    """The whole page; ``header`` holds a few facts shown under the title (cells, spec hash, ...),
-    ``provenance`` what computed the rows (``report.tables.provenance_table``)."""
-    facts = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in header.items())
-    contents = "".join(f'<li><a href="#{escape(s.name)}">{escape(s.name)}</a></li>' for s in sections)
-    body = "".join(_section(s) for s in sections)
+               problems: pd.DataFrame | None = None, provenance: pd.DataFrame | None = None) -> str:
+    """The whole page; ``header`` holds a few facts shown under the title (cells, spec hash, ...);
+    ``problems``: the cells that failed or are missing (``report.tables.problem_cells``);
+    ``provenance``: what computed the rows (``report.tables.provenance_table``)."""
+    problems = pd.DataFrame() if problems is None else problems
+    parts = [_facts(sweep, storage, header, sections), _provenance(provenance), _problems(problems),
+             *(_section(s) for s in sections)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>MCU report: {escape(sweep)}</title><style>{STYLE}</style></head><body>\n"
             f"<h1>Mode connectivity in unlearning: sweep {escape(sweep)}</h1>\n"
-            f"<ul>{facts}<li>storage: {escape(storage)}</li></ul>\n{_provenance(provenance)}"
-            f"<p>Tasks:</p><ul>{contents}</ul>\n{body}</body></html>\n")
+            f"{''.join(parts)}</body></html>\n")
+
+
+def _facts(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:
+    facts = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in header.items())
+    contents = "".join(f'<li><a href="#{escape(s.name)}">{escape(s.name)}</a></li>' for s in sections)
+    return (f'<section id="facts"><ul>{facts}<li>storage: {escape(storage)}</li></ul>\n'
+            f'<p>Contents:</p><ul><li><a href="#problems">Cells that failed or are missing</a></li>'
+            f"{contents}</ul></section>\n")
+
+
+def _problems(problems: pd.DataFrame) -> str:
+    if problems.empty:
+        body = "<p>None: every cell the sweep file plans has rows, and every row is ok.</p>\n"
+    else:
+        counts = problems["status"].value_counts()
+        body = (f"<p class=\"note\">{', '.join(f'{n} {s}' for s, n in counts.items())}. Failed or diverged: a model "
+                f"the cell needs did not train (the reason names its artifact); its numbers are NaN and its figure "
+                f"panels shaded. Missing: planned by the sweep file but without rows (not run yet, or its trial "
+                f"stopped before writing them); run the sweep again to fill them in.</p>\n" + html_table(problems))
+    return f'<section id="problems"><h2>Cells that failed or are missing</h2>\n{body}</section>\n'
 
 
 def _provenance(table: pd.DataFrame | None) -> str:
     if table is None or table.empty:
         return ""
-    return ("<h2>Provenance</h2>\n<p>The code, libraries, device and precision that computed the result rows "
+    return ('<section id="provenance"><h2>Provenance</h2>\n<p>The code, libraries, device and precision that '
+            "computed the result rows "
             "(each model's row: the job that evaluated it), with the cells and rows each computed. A dirty "
             "checkout had uncommitted changes: its commit alone does not pin the code. "
             "<code>python -m mcu_ray.report STORAGE SWEEP --reproduce CELL_ID</code> prints the sweep file and "
-            "command that rebuild one cell.</p>\n" + html_table(table))
+            "command that rebuild one cell.</p>\n" + html_table(table) + "</section>\n")
 
 
 def _pdf(png: str) -> str:
@@ -67,9 +105,10 @@ def _section(section: TaskSection) -> str:
     figures = "".join(f'<figure><img src="{escape(src)}" alt="{escape(caption)}">'
                       f'<figcaption>{escape(caption)} (<a href="{escape(_pdf(src))}">PDF</a>)</figcaption></figure>\n'
                       for caption, src in section.figures)
-    return (f'<h2 id="{escape(section.name)}">{escape(section.name)}</h2>\n'
+    return (f'<section id="{escape(section.name)}"><h2>{escape(section.name)}</h2>\n'
             f"<h3>Curves with mode connectivity (MCU) per setting</h3>\n{html_table(section.mcu_counts)}"
             f"<h3>Figures</h3>\n{figures}"
+            f"{_findings(section.findings)}"
             f"<h3>Barriers per cell and curve</h3>\n"
             f"<p>Retain barrier B<sub>r</sub> and forget cliff B<sub>f</sub> are the largest deviations of the "
             f"retain / forget loss from the chord between the endpoints (positive is bad); a curve has MCU when "
@@ -78,7 +117,56 @@ def _section(section: TaskSection) -> str:
             f"<h3>Reference models</h3>\n{_references(section.references)}"
             f"<h3>Unlearned models (endpoints)</h3>\n<p>Each endpoint once, whatever the number of curves "
             f"through it; compare with the reference models above.</p>\n{html_table(section.endpoints)}"
-            f"{_pathway(section.pathway)}")
+            f"{_pathway(section.pathway)}</section>\n")
+
+
+def _findings(findings: Findings | None) -> str:
+    if findings is None:
+        return ""
+    return ("<h3>Findings</h3>\n" + _outperforming(findings) + _similarity(findings.similarity)
+            + _spread(findings.spread))
+
+
+def _outperforming(findings: Findings) -> str:
+    head = "<h4>Intermediate models that beat both endpoints</h4>\n"
+    if not findings.tradeoff:
+        return head + "<p>No trade-off metrics are defined for this task.</p>\n"
+    words = ", ".join(f"{m} {'↑' if d > 0 else '↓'}" for m, d in findings.tradeoff.items())
+    table = findings.outperforming
+    text = (f"<p class=\"note\">A point 0 &lt; t &lt; 1 of a curve beats an endpoint when it is at least as good on "
+            f"every trade-off metric ({escape(words)}) and strictly better on one; listed are the curves with a "
+            f"point that beats both, {len(table)} of {findings.curves}. Per curve: how many points do, their t range, "
+            f"and the point whose smallest gain is largest, with its gain on each metric over the better "
+            f"endpoint (in the metric's units).</p>\n")
+    return head + text + (html_table(table) if not table.empty else "")
+
+
+def _similarity(ranking: pd.DataFrame) -> str:
+    if ranking.empty:
+        return ""
+    return ("<h4>Method similarity: pairs ranked by linear retain barrier</h4>\n<p class=\"note\">Per setting and "
+            "forget ratio, pairs of different methods from the lowest retain barrier B_r (nats) on the straight line "
+            "between their models to the highest: a low linear barrier means both methods end in the same basin, "
+            "i.e. act alike (the paper's mechanistic similarity). Mean ± std over seeds.</p>\n" + html_table(ranking))
+
+
+def _spread(spread: pd.DataFrame) -> str:
+    if spread.empty:
+        return ""
+    return ("<h4>Barriers over seeds</h4>\n<p class=\"note\">Per setting, method pair, ratio and curve kind: the "
+            "retain barrier and forget cliff (nats) as mean ± sample standard deviation over the seeds that "
+            "finished, and in how many seeds MCU holds.</p>\n" + html_table(spread))
+
+
+def with_spread(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """``columns``: {shown name: stored name}; each shown as 'mean ± std' from ``name`` and ``name_std``
+    ('mean' alone when there is no spread: one seed); the ``_std`` columns dropped."""
+    shown = frame.copy()
+    for label, name in columns.items():
+        shown[name] = [_format(m) if pd.isna(s) else f"{_format(m)} ± {_format(s)}"
+                       for m, s in zip(frame[name], frame[f"{name}_std"])]
+        shown = shown.drop(columns=f"{name}_std").rename(columns={name: label})
+    return shown
 
 
 def _pathway(table: pd.DataFrame) -> str:
@@ -117,11 +205,15 @@ def html_table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>\n"
 
 
+def _format(value) -> str:
+    return "—" if pd.isna(value) else f"{value:.4g}"
+
+
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "<td>—</td>"
     if isinstance(value, float):
-        return f"<td>{value:.4g}</td>"
+        return f"<td>{_format(value)}</td>"
     if value == "MCU":
         return '<td class="MCU">MCU</td>'
     return f"<td>{escape(str(value))}</td>"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mcu_ray.barriers import verdict_word
+from mcu_ray.jobs import failure  # Ray-free: reads an artifact's meta.json
 from mcu_ray.plan import SETTINGS_TABLE
 from mcu_ray.provenance import ROW_FIELDS as PROVENANCE_FIELDS
 from mcu_ray.spec import Tolerances
@@ -42,6 +43,7 @@ class SweepTables:
     references: pd.DataFrame  # one row per task, ratio, model (original | retrained)
     pathway: pd.DataFrame  # one row per pathway endpoint and model (source | pathway | retrained)
     tolerances: Tolerances = Tolerances()  # what the verdicts are decided with
+    planned: tuple = ()  # the sweep file's cells (spec.json's plan ``cell_list``: fields and artifact keys)
 
 
 def load_sweep(storage: str, sweep: str, tolerance=None) -> SweepTables:
@@ -79,7 +81,47 @@ def current_rows(tables: SweepTables, plan: dict) -> SweepTables:
         references=tables.references[tables.references["key"].isin(plan["models"])],
         pathway=tables.pathway[tables.pathway["endpoint"].isin(plan["pathway"])],
         tolerances=tables.tolerances,
+        planned=tuple(plan.get("cell_list", ())),  # absent from spec.json files written before it
     )
+
+
+PROBLEM_COLUMNS = ["task", "setting", "methods", "ratio (%)", "seed", "cell", "status", "reason"]
+
+
+def problem_cells(tables: SweepTables, storage: str) -> pd.DataFrame:
+    """The cells to look at: those whose rows say failed or diverged (with the stored reason), and
+    those the sweep file plans that have no rows yet (status 'missing': not run, or the trial stopped
+    before writing; the reason is the failure one of its artifacts recorded, when one did)."""
+    results = tables.results
+    bad = results[results["status"] != "ok"]
+    rows = []
+    for cell_id, of_cell in bad.groupby("cell_id", sort=False):
+        first = of_cell.iloc[0]
+        reasons = [r for r in of_cell["reason"].dropna().unique() if r]
+        rows.append({"task": first["task"], "setting": first["setting"],
+                     "methods": pair_label(first["method_1"], first["method_2"]), "ratio (%)": first["ratio"],
+                     "seed": first["seed"], "cell": cell_id, "status": combined_status(of_cell["status"]),
+                     "reason": "; ".join(reasons)})
+    have, store, recorded = set(results["cell_id"]), Store(storage), {}
+
+    def why(keys) -> str:  # cells share artifacts: each meta.json is read once
+        for key in keys:
+            if key not in recorded:
+                recorded[key] = failure(store, key)
+            if recorded[key]:
+                return recorded[key]
+        return "no rows: not run yet, or its trial stopped before writing them"
+
+    for cell in tables.planned:
+        if cell["key"] not in have:
+            rows.append({"task": cell["task"], "setting": cell["setting"],
+                         "methods": pair_label(cell["method_1"], cell["method_2"]), "ratio (%)": cell["ratio"],
+                         "seed": cell["seed"], "cell": cell["key"], "status": "missing",
+                         "reason": why(cell["artifacts"])})
+    frame = pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
+    order = {s: i for i, s in enumerate(ordered_settings(frame["setting"]))}
+    return (frame.assign(order=frame["setting"].map(order))
+            .sort_values(["task", "order", "methods", "ratio (%)", "seed"]).drop(columns="order"))
 
 
 def metric_names(frame: pd.DataFrame, task: str) -> list[str]:
