@@ -141,21 +141,23 @@ def _outperforming(findings: Findings) -> str:
     return head + text + (html_table(table) if not table.empty else "")
 
 
+def _block(heading: str, note: str, table: pd.DataFrame) -> str:
+    """A heading, a note on how to read the table, and the table; nothing when the table is empty."""
+    return "" if table.empty else f'{heading}\n<p class="note">{note}</p>\n' + html_table(table)
+
+
 def _similarity(ranking: pd.DataFrame) -> str:
-    if ranking.empty:
-        return ""
-    return ("<h4>Method similarity: pairs ranked by linear retain barrier</h4>\n<p class=\"note\">Per setting and "
-            "forget ratio, pairs of different methods from the lowest retain barrier B_r (nats) on the straight line "
-            "between their models to the highest: a low linear barrier means both methods end in the same basin, "
-            "i.e. act alike (the paper's mechanistic similarity). Mean ± std over seeds.</p>\n" + html_table(ranking))
+    return _block("<h4>Method similarity: pairs ranked by linear retain barrier</h4>",
+                  "Per setting and forget ratio, pairs of different methods from the lowest retain barrier B_r (nats) "
+                  "on the straight line between their models to the highest: a low linear barrier means both methods "
+                  "end in the same basin, i.e. act alike (the paper's mechanistic similarity). Mean ± std over seeds.",
+                  ranking)
 
 
 def _spread(spread: pd.DataFrame) -> str:
-    if spread.empty:
-        return ""
-    return ("<h4>Barriers over seeds</h4>\n<p class=\"note\">Per setting, method pair, ratio and curve kind: the "
-            "retain barrier and forget cliff (nats) as mean ± sample standard deviation over the seeds that "
-            "finished, and in how many seeds MCU holds.</p>\n" + html_table(spread))
+    return _block("<h4>Barriers over seeds</h4>",
+                  "Per setting, method pair, ratio and curve kind: the retain barrier and forget cliff (nats) as mean "
+                  "± sample standard deviation over the seeds that finished, and in how many seeds MCU holds.", spread)
 
 
 def with_spread(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
@@ -170,22 +172,20 @@ def with_spread(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
 
 
 def _pathway(table: pd.DataFrame) -> str:
-    if table.empty:
-        return ""
-    return ("<h3>Pathway unlearning</h3>\n<p>At each forget ratio: the original, the source endpoint, the "
-            "pathway model exported at t* of its curve from the original, and the retrained model, each with its mean "
-            "absolute gap to the retrained model on the task's gap metrics; means over seeds. t* is chosen without "
-            "the retrained model, as Shi &amp; Wang's code chooses it: the forget and retain accuracy closest to the "
-            "original's accuracy on held-out data and on Dr, searched in [0.75, 1] by default. So the gap to the "
-            "retrained model is out of sample.</p>\n" + html_table(table))
+    return _block("<h3>Pathway unlearning</h3>",
+                  "At each forget ratio: the original, the source endpoint, the pathway model exported at t* of its "
+                  "curve from the original, and the retrained model, each with its mean absolute gap to the retrained "
+                  "model on the task's gap metrics; means over seeds. t* is chosen without the retrained model, as Shi "
+                  "&amp; Wang's code chooses it: the forget and retain accuracy closest to the original's accuracy on "
+                  "held-out data and on Dr, searched in [0.75, 1] by default. So the gap to the retrained model is out "
+                  "of sample.", table)
 
 
 def _metric_barriers(table: pd.DataFrame) -> str:
-    if table.empty:
-        return ""
-    return ("<h3>Barriers per metric</h3>\n<p>Curves whose metric strays from the chord by more than its family's "
-            "tolerance (losses, accuracies, scores; Forget Quality: falls below the significance level while neither "
-            "endpoint does), out of the curves evaluated.</p>\n" + html_table(table))
+    return _block("<h3>Barriers per metric</h3>",
+                  "Curves whose metric strays from the chord by more than its family's tolerance (losses, accuracies, "
+                  "scores; Forget Quality: falls below the significance level while neither endpoint does), out of the "
+                  "curves evaluated.", table)
 
 
 def _references(references: pd.DataFrame) -> str:
