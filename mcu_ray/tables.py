@@ -71,6 +71,12 @@ def _metric_columns() -> list[Column]:
     return [Column(m, FLOAT, METRICS[m].unit, METRICS[m].definition) for m in metric_names()]
 
 
+# columns several tables declare alike
+TASK = Column("task", STRING, "", "task name")
+RATIO = Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)")
+PRECISION = Column("precision", STRING, "", "fp32 | bf16-mixed | bf16")
+
+
 # ----------------------------------------------------------------------------- tables
 _COMPUTED_BY = ("of the code that computed the row's values: the job that evaluated the model for a model's "
                 "row (the artifact's meta.json `provenance`), the cell's trial for deviations and failed rows")
@@ -103,7 +109,7 @@ CELL = [
     Column("endpoint_2", STRING, "", "artifact key of endpoint 2"),
     Column("seed_1", INT, "", "seed endpoint 1 was unlearned with"),
     Column("seed_2", INT, "", "seed endpoint 2 was unlearned with (s + 1 in the Rand settings)"),
-    Column("precision", STRING, "", "fp32 | bf16-mixed | bf16"),
+    PRECISION,
     Column("curve", STRING, "", "linear | bezier | polychain"),
     Column("curve_key", STRING, "", "artifact key of the curve's evaluated points"),
 ]
@@ -130,15 +136,15 @@ BARRIER_COLUMNS = [
     Column("curve_length", FLOAT, "L2 norm in parameter space", "length of the curve between its endpoints"),
 ]
 _REFERENCE_COLUMNS = [
-    Column("task", STRING, "", "task name"),
-    Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)"),
-    Column("precision", STRING, "", "fp32 | bf16-mixed | bf16"),
+    TASK,
+    RATIO,
+    PRECISION,
     Column("model", STRING, "", "original (trained on D) | retrained (trained on Dr only: the gold standard)"),
     Column("key", STRING, "", "artifact key of the model"),
 ]
 _PATHWAY_COLUMNS = [
-    Column("task", STRING, "", "task name"),
-    Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)"),
+    TASK,
+    RATIO,
     Column("seed", INT, "", "seed of the pathway endpoint"),
     Column("method", STRING, "", "the pathway method: pathway_<source method>"),
     Column("source_method", STRING, "", "the method whose endpoint the pathway curve runs to"),
@@ -156,9 +162,9 @@ _PATHWAY_COLUMNS = [
 
 
 _EXAMPLE_MODEL_COLUMNS = [
-    Column("task", STRING, "", "task name"),
-    Column("ratio", FLOAT, "percent", "forget ratio (10 = 10 %)"),
-    Column("precision", STRING, "", "fp32 | bf16-mixed | bf16"),
+    TASK,
+    RATIO,
+    PRECISION,
     Column("model", STRING, "", "original | retrained | endpoint | curve (a point phi(t), its ends included)"),
     Column("key", STRING, "", "artifact key of the model; curve rows: the curve's key (the results table's "
                               "curve_key)"),
