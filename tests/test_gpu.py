@@ -25,7 +25,7 @@ def test_a_digits_and_a_tofu_cell_run_on_cuda(tmp_path):
     spec_file = tmp_path / "gpu.yaml"
     spec_file.write_text(yaml.safe_dump({
         "name": "gpu", "settings": ["Rand"], "points": 4,
-        "tasks": [tiny_digits_task(ratios=[10], methods=["ga"]),
+        "tasks": [tiny_digits_task(ratios=[10], methods=["ga"], hparams={"ga": {"epochs": 1}}),
                   {"name": "tofu", "ratios": [10], "methods": ["gd"],
                    "options": {"synthetic_authors": 4, "eval_size": 8, "n_layer": 1, "n_embd": 32, "vocab_size": 300,
                                "epochs": 2, "max_new_tokens": 4},

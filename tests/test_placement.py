@@ -156,3 +156,16 @@ def test_length_grouped_text_batches_waste_little_on_padding():
     grouped = list(iterate_batches(batch, 32, generator, group_by_length=True))
     assert plain > 1.5 and padding_ratio(grouped) <= 1.25
     assert sorted(i for b in grouped for i in b["attention_mask"].sum(-1).tolist()) == sorted(lengths.tolist())
+
+
+def test_a_cuda_placement_keeps_attention_off_cudnn():
+    """cuDNN's attention builds a plan per sequence length (0.3 s of a 0.5 s phi-1.5 step on an H200)."""
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        Placement(device="cpu")
+        assert torch.backends.cuda.cudnn_sdp_enabled()  # a CPU placement leaves the process as it was
+        Placement(device="cuda")  # a device name: no GPU needed to build it
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
