@@ -1,6 +1,7 @@
 """``mcu-ray``: mcu_ray's commands under one name, beside ``python -m mcu_ray.<command>``.
 
     mcu-ray sweep sweeps/quickstart.yaml --dry-run     # = python -m mcu_ray.sweep ...
+    mcu-ray search sweeps/search_digits.yaml           # = python -m mcu_ray.search ...
     mcu-ray report mcu_runs/quickstart                 # = python -m mcu_ray.report ...
     mcu-ray export mcu_runs ep-... exported/npo        # = python -m mcu_ray.export ...
 
@@ -17,6 +18,7 @@ from mcu_ray.spec import did_you_mean
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {
     "sweep": ("mcu_ray.sweep", "plan a sweep file, run or resume it on Ray, draw its report"),
+    "search": ("mcu_ray.search", "run only the hyper-parameter search of a sweep file (its search: section)"),
     "report": ("mcu_ray.report.__main__", "draw the report of a stored sweep (<storage>/<sweep>)"),
     "export": ("mcu_ray.export", "write a stored model or curve point as a Hugging Face folder"),
 }

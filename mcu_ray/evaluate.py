@@ -54,6 +54,16 @@ def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, ref
                           placement)
 
 
+def validate_state(task_name: str, options: dict, ratio: float, state: dict, reference: tuple[str, str],
+                   placement: Placement) -> dict:
+    """The validation-view metrics (``Task.validate``) of the model with weights ``state``: what a
+    hyper-parameter search scores, on data the report never does."""
+    task, options, data = task_data(task_name, options, ratio)
+    model = task.new_model(options, seed=0, placement=placement)
+    load_state(model, state)
+    return task.validate(model, options, data, eval_context(task_name, options, ratio, reference, placement), placement)
+
+
 @lru_cache(maxsize=1)
 def scratch_model(task_name: str, options_json: str, placement: Placement):
     """A model to load curve points into, built once per evaluation process (phi-1.5: ~15 s on

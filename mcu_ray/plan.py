@@ -193,11 +193,11 @@ def make_plan(spec: SweepSpec) -> Plan:
         return item.key
 
     for task in spec.tasks:
-        base = {"task": task.name, "options": task.options, "precision": task.precision}
-        original = add(originals, Original(content_key("orig", base), **base))
+        base = task_base(task)
+        original = add(originals, original_of(task))
         fit = asdict(task.curve_fit)
         for ratio in task.ratios:
-            ref = add(retrained, Retrained(content_key("retrain", {**base, "ratio": ratio}), ratio=ratio, **base))
+            ref = add(retrained, retrained_of(task, ratio))
             for seed in spec.seeds:
                 for setting in task.settings or spec.settings:
                     pairing, v1, v2 = SETTINGS_TABLE[setting]
@@ -222,6 +222,27 @@ def make_plan(spec: SweepSpec) -> Plan:
                         cells.append(Cell(content_key("cell", cell_payload), task.name, setting, ratio, seed, e1, e2,
                                           tuple(cell_curves), ref))
     return Plan(cells, originals, retrained, endpoints, curves, spec.points)
+
+
+def task_base(task) -> dict:
+    """What every artifact of a task's block is keyed by first."""
+    return {"task": task.name, "options": task.options, "precision": task.precision}
+
+
+def original_of(task) -> Original:
+    return Original(content_key("orig", task_base(task)), **task_base(task))
+
+
+def retrained_of(task, ratio: float) -> Retrained:
+    base = task_base(task)
+    return Retrained(content_key("retrain", {**base, "ratio": ratio}), ratio=ratio, **base)
+
+
+def endpoint_of(task, ratio: float, method: str, hparams: dict, variant: Variant, seed: int) -> Endpoint:
+    """The endpoint a grid of ``task`` would plan for ``method`` with ``hparams`` ({params, so, cl}): the
+    same key, so a search trial and a grid cell on the same values share one artifact."""
+    return _endpoint(task_base(task), ratio, {method: hparams}, variant, seed, original_of(task).key,
+                     retrained_of(task, ratio).key, method)
 
 
 def _endpoint(base: dict, ratio: float, hparams: dict, variant: Variant, seed: int, original: str, ref: str,

@@ -88,6 +88,14 @@ def coordinator_name(storage: str) -> str:
     return "builds-" + hashlib.sha256(storage.encode()).hexdigest()[:12]
 
 
+def start_coordinator(storage: str) -> None:
+    """This store's BuildCoordinator, on the driver's node: a lost worker node must not take the claims with it."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    coordinator = BuildCoordinator.options(name=coordinator_name(storage), namespace=NAMESPACE, get_if_exists=True,
+                                           scheduling_strategy=here, max_restarts=-1).remote()
+    ray.get(coordinator.ready.remote())
+
+
 # ----------------------------------------------------------------------------- grid context
 
 
@@ -501,11 +509,7 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str, per_example: bool = Fals
               f"of their curve points; evaluating those points again for them, nothing else", flush=True)
     if not todo:
         return {"cells_run": 0, "cells_failed": 0, "cells_skipped": done_before}
-    # On the driver's node: a lost worker node must not take the claims with it.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    coordinator = BuildCoordinator.options(name=coordinator_name(storage), namespace=NAMESPACE, get_if_exists=True,
-                                           scheduling_strategy=here, max_restarts=-1).remote()
-    ray.get(coordinator.ready.remote())
+    start_coordinator(storage)
     res = spec.resources
     trainable = tune.with_resources(tune.with_parameters(run_cell, grid=grid), {"cpu": res.trial_cpus})
     tuner = tune.Tuner(

@@ -257,6 +257,7 @@ class TaskSpec:
     curve_fit: CurveFitSpec = field(default_factory=CurveFitSpec)
     settings: tuple = ()  # this task's settings; the sweep's when left out
     precision: str = "auto"  # fp32 | bf16-mixed | bf16; auto: the sweep's (resolved when parsed)
+    from_search: tuple = ()  # methods whose hparams say from_search: true (the search section must tune them)
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,9 @@ class SweepSpec:
     precision: str = "auto"
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)  # off by default; never part of a key or hash
+    # hyper-parameter search run before the grid (mcu_ray.search_spec.SearchSpec); the grid then trains the
+    # searched methods with the chosen values
+    search: Any = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -433,10 +437,32 @@ def parse_spec(raw: Any, *, base_dir: Path | None = None) -> SweepSpec:
                                method_registry, base_dir))
         # a failed task is unique here: its name is not known
         check(_unique, [object() if t is FAILED else t.name for t in tasks], "tasks")
+    search = None
+    if raw.get("search") is not None:
+        from mcu_ray.search_spec import parse_search
+
+        search = check(parse_search, raw["search"], tasks)
+    check(_check_from_search, tasks, search)
     problems.raise_any()
     return SweepSpec(name=name, tasks=tuple(tasks), settings=settings, seeds=seeds, curves=curves,
                      bends=bends, points=points, tolerance=tolerance, storage=storage, precision=precision, resources=resources,
-                     tracking=tracking)
+                     tracking=tracking, search=search)
+
+
+def _check_from_search(tasks: list, search) -> None:
+    """Every ``from_search: true`` names a (task, method) the search section tunes."""
+    if search is FAILED:  # reported already
+        return
+    problems = Problems()
+    for i, task in enumerate(tasks):
+        if task is FAILED:
+            continue
+        for method in task.from_search:
+            if method not in (search.space.get(task.name, {}) if search else {}):
+                problems.errors.append(SpecError(f"tasks[{i}].hparams.{method}.from_search", True,
+                                                 f"no search space for {task.name}/{method}: add search.space."
+                                                 f"{task.name}.{method}, or drop from_search"))
+    problems.raise_any()
 
 
 def _name(name) -> str:
@@ -534,9 +560,11 @@ def _parse_task(raw, path, settings, precision, resources, task_registry, method
     hparams = FAILED if methods is FAILED else check(_hparams, raw.get("hparams"), _join(path, "hparams"), task,
                                                       methods, method_registry)
     problems.raise_any()
+    hparams, from_search = hparams
     parsed = TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods,
                       options=dataclasses.asdict(options), hparams=hparams, curve_fit=curve_fit,
-                      settings=() if settings is FAILED else tuple(settings), precision=precision)
+                      settings=() if settings is FAILED else tuple(settings), precision=precision,
+                      from_search=from_search)
     if resources is not FAILED:
         _check_shards(parsed, resources, path)
     return parsed
@@ -571,9 +599,13 @@ def _hparams(raw, path: str, task, methods: tuple, method_registry) -> dict:
     tuned = list(dict.fromkeys([*methods, *(method_registry.METHODS[m].source for m in methods
                                             if method_registry.METHODS[m].source)]))
     problems = Problems()
-    hparams = {}
+    hparams, searched = {}, []
     for method_name, values in raw.items():
         hp_path = _join(path, method_name)
+        if isinstance(values, dict) and "from_search" in values:
+            values = dict(values)
+            if problems.attempt(check_value, values.pop("from_search"), bool, _join(hp_path, "from_search")) is True:
+                searched.append(method_name)
         if method_name not in tuned:
             problems.errors.append(SpecError(hp_path, values, f"hyper-parameters for a method not in this task's "
                                                               f"methods{did_you_mean(method_name, tuned)}; methods: "
@@ -583,7 +615,7 @@ def _hparams(raw, path: str, task, methods: tuple, method_registry) -> dict:
     problems.raise_any()
     for method_name in tuned:
         hparams.setdefault(method_name, method_registry.resolve_hparams(method_name, task, {}, ""))
-    return hparams
+    return hparams, tuple(searched)
 
 
 def _parse_resources(raw, path) -> ResourcesSpec:
@@ -780,6 +812,9 @@ def resolved_sweep_file(spec: SweepSpec) -> dict:
         tasks.append({"name": task.name, "ratios": task.ratios, "methods": task.methods, "settings": task.settings,
                       "precision": task.precision, "options": task.options, "hparams": hparams,
                       "curve_fit": dataclasses.asdict(task.curve_fit)})
+        for method in task.from_search:
+            hparams[method]["from_search"] = True
     order = ["name", "storage", "settings", "seeds", "curves", "bends", "points", "tolerance", "precision",
              "resources", "tracking"]
-    return plain({**{k: top[k] for k in order}, "tasks": tasks})
+    search = {"search": spec.search.as_file()} if spec.search else {}
+    return plain({**{k: top[k] for k in order}, "tasks": tasks, **search})

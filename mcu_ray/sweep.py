@@ -73,6 +73,10 @@ def parse_args(argv=None, prog: str = "python -m mcu_ray.sweep") -> argparse.Nam
                              "and trains nothing")
     parser.add_argument("--restart", action="store_true",
                         help="start this sweep over: drop its result tables (shared artifacts are kept and reused)")
+    parser.add_argument("--search-db", metavar="URL",
+                        help="with a search: section, the SQLAlchemy URL of its Optuna studies (default: the file's "
+                             "search.db, else sqlite:///<storage>/<sweep>/search/studies.db); several drivers may "
+                             "share one PostgreSQL study")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray instance)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a new local Ray instance")
@@ -234,6 +238,17 @@ def only_matches(cell: dict, condition: dict) -> bool:
     return True
 
 
+def planned(spec, only: list[str]):
+    """(the whole plan, the --only cells' plan); a bad --only exits 2."""
+    from mcu_ray.plan import make_plan
+
+    full_plan = make_plan(spec)
+    try:
+        return full_plan, select(full_plan, parse_only(only, full_plan))
+    except SpecError as exc:
+        fail_all([str(e) for e in spec_errors(exc)])
+
+
 def select(plan, conditions: list[dict]):
     """The plan of the cells matching any condition (all cells without any)."""
     if not conditions:
@@ -378,19 +393,25 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
               f"# A sweep file itself: run as it is, it plans the same cells.")
         print(yaml.dump(resolved_sweep_file(spec), Dumper=ConfigDumper, sort_keys=False, width=120), end="")
         return 0
-    from mcu_ray.plan import make_plan
-
     storage = args.storage or spec.storage
-    full_plan = make_plan(spec)
-    try:
-        plan = select(full_plan, parse_only(args.only, full_plan))
-    except SpecError as exc:
-        fail_all([str(e) for e in spec_errors(exc)])
+    searched, notes = spec, []
+    if spec.search:  # the grid trains searched methods with the chosen values (once the search has them)
+        from mcu_ray.search import apply_chosen, read_summary
+        from mcu_ray.store import Store
+
+        spec, notes = apply_chosen(spec, read_summary(Store(storage), spec.name))
+    full_plan, plan = planned(spec, args.only)
     if args.dry_run:
+        for note in notes:
+            print(f"search: {note}")
         return dry_run(args, spec, plan, storage)
     try:
         tracked = check_tracking(spec, storage)
         check_storage(storage)
+        if searched.search:
+            from mcu_ray.search import database
+
+            search_db = database(searched, storage, args.search_db)
     except SpecError as exc:
         fail(f"{args.spec}: {exc}")
 
@@ -411,6 +432,15 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     except SpecError as exc:
         ray.shutdown()
         fail(f"{args.spec}: {exc}")
+    if searched.search:
+        from mcu_ray.search import run_search
+
+        try:
+            spec, _ = run_search(searched, storage, search_db)
+        except BaseException:
+            ray.shutdown()
+            raise
+        full_plan, plan = planned(spec, args.only)
     counts = plan.counts()
     subset = f" (--only: {len(plan.cells)} of {len(full_plan.cells)} cells)" if args.only else ""
     print(f"sweep {spec.name}: {counts['cells']} cells, {counts['endpoints']} endpoints, {counts['curves']} curves, "
