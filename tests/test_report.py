@@ -205,6 +205,33 @@ def test_report_shows_only_the_current_plans_rows(storage, tmp_path):
         load_sweep(str(root), SWEEP)
 
 
+def test_a_searched_sweep_gets_its_search_section_after_the_tasks(storage, tmp_path):
+    """summary.json beside the results: the page keeps every task section and adds the search after them. Its
+    study database is not there (the store was copied without it), which the section says, still showing
+    the chosen point from the summary; nothing is drawn for it and no database is created."""
+    import json
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(storage, root)
+    summary = {"sweep": SWEEP, "db": f"sqlite:///{tmp_path / 'gone.db'}", "studies": [
+        {"task": "digits", "method": "ga", "study": "s.digits.ga", "space": {"lr": {"loguniform": [1e-4, 0.1]}},
+         "objectives": [["gap_to_retrained", "min"]], "trials": 4, "ratios": [2.0], "default": {"lr": 0.01},
+         "default_trial": 0, "chosen": {"lr": 0.002}, "chosen_trial": 3, "chosen_values": [0.02],
+         "default_values": [0.05], "chosen_endpoints": {}, "rule": "best objective"}]}
+    Store(str(root)).write_bytes(json.dumps(summary).encode(), SWEEP, "search", "summary.json")
+    csv_dir = tmp_path / "csv"
+    text = open(build_report(str(root), SWEEP, str(tmp_path / "out"), workers=1, csv_dir=str(csv_dir)),
+                encoding="utf-8").read()
+    assert text.index('<section id="digits">') < text.index('<section id="search">')
+    assert '<a href="#problems">' in text and '<a href="#search">' in text
+    assert f"study database {tmp_path / 'gone.db'} not found" in text and not (tmp_path / "gone.db").exists()
+    assert not [src for src in re.findall(r'<img src="([^"]+)"', text) if src.startswith("search_")]
+    chosen = pd.read_csv(csv_dir / "search_digits_ga_chosen.csv").set_index("name")
+    assert chosen.loc["lr", "default"] == 0.01 and chosen.loc["lr", "chosen"] == 0.002
+    assert chosen.loc["gap_to_retrained", "chosen"] == 0.02
+
+
 def test_reference_metrics_on_the_page(report):
     _, text = report
     assert ">original<" in text and ">retrained<" in text

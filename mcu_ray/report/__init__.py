@@ -5,7 +5,9 @@ writes, under the output folder, one PNG (and PDF) per (task, setting), a method
 method matrix per Met-type setting (paper Figure 3), one barrier summary per task, and
 index.html tying them together with a caption per figure, the findings (points that beat
 both endpoints, method similarity, spread over seeds), the barrier and reference tables and
-the cells that failed or are missing. It reads only the store; nothing here needs Ray or a GPU.
+the cells that failed or are missing; and, for a sweep whose hyper-parameters were searched
+(``<sweep>/search/summary.json``), a section per searched task and method (``report.search``).
+It reads only the store (and the search's Optuna database); nothing here needs Ray or a GPU.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from mcu_ray.report.drawing import Drawing, draw_all
 from mcu_ray.report.files import report_tables, write_tables
 from mcu_ray.report.figures import barrier_figure, is_ordered_setting, mcu_matrix_figure, pathway_figure, setting_figure
 from mcu_ray.report.page import Findings, TaskSection, index_html, with_spread
+from mcu_ray.report.search import search_report
 from mcu_ray.report.tables import (
     EmptySweepError, SweepTables, curve_verdicts, endpoint_table, load_sweep, method_pairs, metric_names, ordered_curves,
     ordered_settings, pair_label, pathway_curves, pathway_table, problem_cells, provenance_table,
@@ -35,23 +38,32 @@ def build_report(storage: str, sweep: str, out_dir: str, tolerance=None, workers
     losses, or a mapping per metric family, over the sweep file's; None: the sweep file's)
     changes them without recomputing anything. ``workers``: processes drawing figures (None: one
     per available CPU; 1: this one). ``csv_dir`` / ``latex_dir``: also write every table there
-    (``report.files``). Raises EmptySweepError (a ValueError) when the sweep has no results.
+    (``report.files``). Raises EmptySweepError (a ValueError) when the sweep has no results and
+    was not searched; a searched one without results yet gets a page of its search alone.
     """
-    tables = load_sweep(storage, sweep, tolerance)
-    verdicts = curve_verdicts(tables.results, tables.barriers, tables.tolerances)
+    searched, drawings = search_report(storage, sweep, out_dir)
+    try:
+        tables = load_sweep(storage, sweep, tolerance)
+    except EmptySweepError:
+        if not searched:
+            raise
+        tables = None
     os.makedirs(out_dir, exist_ok=True)
-    sections, drawings = [], []
-    for task in sorted(tables.results["task"].unique()):
-        section, to_draw = _task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
-        sections.append(section)
-        drawings += to_draw
+    sections, header, problems, provenance = [], {"results": "none yet: the hyper-parameter search alone"}, None, None
+    if tables is not None:
+        verdicts = curve_verdicts(tables.results, tables.barriers, tables.tolerances)
+        for task in sorted(tables.results["task"].unique()):
+            section, to_draw = _task_section(task, tables, verdicts[verdicts["task"] == task], out_dir)
+            sections.append(section)
+            drawings += to_draw
+        header = _header(tables.results, tables.tolerances)
+        problems, provenance = problem_cells(tables, storage), provenance_table(tables.results)
     draw_all(drawings, workers)
     if csv_dir or latex_dir:
-        write_tables(report_tables(storage, sweep, tolerance, sections), csv_dir, latex_dir)
+        write_tables(report_tables(storage, sweep, tolerance, [*sections, *searched]), csv_dir, latex_dir)
     index = os.path.join(out_dir, "index.html")
     with open(index, "w", encoding="utf-8") as page:
-        page.write(index_html(sweep, storage, _header(tables.results, tables.tolerances), sections,
-                              problem_cells(tables, storage), provenance_table(tables.results)))
+        page.write(index_html(sweep, storage, header, sections, problems, provenance, searched))
     return index
 
 

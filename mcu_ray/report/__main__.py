@@ -10,7 +10,7 @@
 The arguments are the sweep folder, <storage root>/<sweep name>, or the storage root and
 the sweep name. Verdicts are decided from the stored deviations with the sweep file's
 tolerances, or those given here: nothing is trained or evaluated again. Prints the path
-of index.html; exits 2 when the folder holds no results. --csv / --latex
+of index.html; exits 2 when the folder holds no results (nor a search summary). --csv / --latex
 also write every table (the stored ones whole, and those the page shows) as CSV / LaTeX
 files (mcu_ray.report.files). ``--reproduce CELL_ID`` draws nothing:
 it prints the sweep file (with the command in its comments) that rebuilds that cell, and warns

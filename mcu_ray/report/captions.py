@@ -55,3 +55,42 @@ def pathway_caption(task: str) -> str:
             f"retrained model, source → pathway (lower is better). Last column: that gap along each pathway "
             f"curve, t = 0 the original and t = 1 the source; the dotted line marks t*, chosen without the "
             f"retrained model. Means over seeds.")
+
+
+def _better(direction: str) -> str:
+    return "lower is better" if direction == "min" else "higher is better"
+
+
+def search_history_caption(task: str, method: str, objectives: list, pruned_valued: int, pruned_bare: int) -> str:
+    """``objectives``: (name in words, 'min' | 'max'); ``pruned_*``: pruned trials with / without a value."""
+    named = "; ".join(f"{name} ({_better(d)})" for name, d in objectives)
+    if len(objectives) == 1:
+        panels = (f"y axis: the objective, {named}, as the search scored each trial from its models' metrics on the "
+                  f"validation view at the searched forget ratios. Blue dots: trials that completed; the black step "
+                  f"line: the best value found so far (still falling at the right edge: more trials may find better).")
+    else:
+        panels = (f"One panel per objective: {named}, each as the search scored it from the validation view at the "
+                  f"searched forget ratios. Blue dots: trials that completed. No best-so-far line: with several "
+                  f"objectives no trial need be best on all; the Pareto figure shows the trade-off.")
+    prune = (f" Grey crosses: {pruned_valued} trial(s) stopped early (pruned), at the value reached on the ratios they "
+             f"finished; not comparable with complete trials, never counted as best." if pruned_valued else "")
+    prune += f" Grey ticks on the x axis: {pruned_bare} pruned trial(s) without a value." if pruned_bare else ""
+    return (f"{task} · {method.upper()}: the hyper-parameter search, trial by trial. x axis: Optuna's trial number, "
+            f"in the order trials started. {panels}{prune or ' No trial was pruned.'} Orange square: the trial run "
+            f"with the defaults; red star: the chosen trial: how far apart they are is what searching gained on the "
+            f"validation view. The tables below give the chosen endpoints' test-side values, which the search never "
+            f"saw.")
+
+
+def search_pareto_caption(task: str, method: str, objectives: list, rule: str) -> str:
+    """``objectives``: (name in words, 'min' | 'max'), the first two drawn."""
+    (x, dx), (y, dy) = objectives[:2]
+    corner = f"{'bottom' if dy == 'min' else 'top'} {'left' if dx == 'min' else 'right'}"
+    many = (f" The front is over all {len(objectives)} objectives and only the first two are drawn, so a front point "
+            f"may look dominated here." if len(objectives) > 2 else "")
+    return (f"{task} · {method.upper()}: every complete trial of the search on {x} (x axis, {_better(dx)}) and {y} "
+            f"(y axis, {_better(dy)}), both on the validation view; better is toward the {corner} corner. Filled "
+            f"blue, labelled with its trial number: the Pareto front, the trials that no other trial dominates (is "
+            f"at least as good on every objective and better on one); the blue staircase bounds what they "
+            f"dominate. Hollow grey: dominated trials.{many} Orange square: the defaults' trial; red star: the chosen "
+            f"trial ({rule}).")

@@ -6,7 +6,9 @@ Two kinds of tables, one file each (``<name>.csv`` / ``<name>.tex``):
   ``references``, ``pathway``; rows of cells an edited sweep file dropped included, as ``load`` has them;
 - the tables the page shows for each task, as shown there: ``<task>_mcu_counts``,
   ``<task>_barriers``, ``<task>_metric_barriers``, ``<task>_references``, ``<task>_endpoints``,
-  ``<task>_pathway`` (a table the page leaves out, being empty, is not written).
+  ``<task>_pathway`` (a table the page leaves out, being empty, is not written), and per searched
+  task and method ``search_<task>_<method>_chosen``, ``_importance``, ``_validation`` and ``_trials``
+  (every complete or pruned trial: its objectives and parameters).
 CSV: every value at full precision, an empty field for a null (or empty text). LaTeX: booktabs rules
 (``\\usepackage{booktabs}``), a ``longtable`` past LONG rows (``\\usepackage{longtable}``),
 numbers to 4 significant digits, ``--`` for a null, arrows as math symbols.
@@ -26,7 +28,8 @@ SYMBOLS = {"→": r"$\rightarrow$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"
 
 
 def report_tables(storage: str, sweep: str, tolerance, sections) -> dict[str, pd.DataFrame]:
-    """name -> table: the stored tables (``mcu_ray.load``) and each task section's page tables."""
+    """name -> table: the stored tables (``mcu_ray.load``) and the page tables of each section
+    (``page.TaskSection`` or ``page.SearchSection``)."""
     from mcu_ray.report import safe_file_name
 
     tables = {name: load(storage, sweep, name, tolerance) for name in STORED}

@@ -4,7 +4,8 @@ and barrier tables of each task, its reference metrics, and the cells that faile
 Plain HTML with a little inline CSS, no JavaScript and no template engine: the page
 must open from a copied folder or a shared drive. Rows of failed cells are shaded.
 The page is a list of top-level sections (``<section id=...>``), each drawn by one function:
-the facts under the title, the failed or missing cells, then one per task.
+the facts under the title, the failed or missing cells, one per task, then the hyper-parameter
+search when the sweep was searched (``mcu_ray.report.search``).
 """
 from __future__ import annotations
 
@@ -51,29 +52,52 @@ class Findings:
     spread: pd.DataFrame  # barriers per setting, pair, ratio and curve over seeds (mean ± std)
 
 
+@dataclass(frozen=True)
+class SearchSection:
+    """One searched (task, method) (``mcu_ray.report.search``), shaped for the page."""
+
+    name: str  # the element id, and the prefix of its figure and table files: search_<task>_<method>
+    task: str
+    method: str
+    facts: dict  # study and database, objectives, trials, forget ratios, selection rule
+    figures: list[tuple[str, str]]  # (caption, PNG path relative to index.html; its PDF beside it)
+    chosen: pd.DataFrame  # parameters, objectives and trial number: chosen vs default
+    importance: pd.DataFrame  # fANOVA importance per parameter, a column per objective; empty: not computed
+    importance_notes: list[str]  # why an objective has no importances, which parameters were fixed
+    validation: pd.DataFrame  # chosen endpoints: ratio, metric, validation value, test-side value
+    validation_notes: list[str]  # endpoints not in the store
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)  # every trial (the CSV / LaTeX tables only)
+
+
 def index_html(sweep: str, storage: str, header: dict, sections: list[TaskSection],
-               problems: pd.DataFrame | None = None, provenance: pd.DataFrame | None = None) -> str:
+               problems: pd.DataFrame | None = None, provenance: pd.DataFrame | None = None,
+               search: list[SearchSection] = ()) -> str:
     """The whole page; ``header`` holds a few facts shown under the title (cells, spec hash, ...);
-    ``problems``: the cells that failed or are missing (``report.tables.problem_cells``);
-    ``provenance``: what computed the rows (``report.tables.provenance_table``)."""
-    problems = pd.DataFrame() if problems is None else problems
-    parts = [_facts(sweep, storage, header, sections), _provenance(provenance), _problems(problems),
-             *(_section(s) for s in sections)]
+    ``problems``: the cells that failed or are missing (``report.tables.problem_cells``; None: no
+    results to judge, no section); ``provenance``: what computed the rows (``report.tables.provenance_table``);
+    ``search``: the searched (task, method)s, a section of their own when there are any."""
+    parts = [_facts(sweep, storage, header, sections, search, problems is not None), _provenance(provenance),
+             _problems(problems), *(_section(s) for s in sections), _search(search)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>MCU report: {escape(sweep)}</title><style>{STYLE}</style></head><body>\n"
             f"<h1>Mode connectivity in unlearning: sweep {escape(sweep)}</h1>\n"
             f"{''.join(parts)}</body></html>\n")
 
 
-def _facts(sweep: str, storage: str, header: dict, sections: list[TaskSection]) -> str:
+def _facts(sweep: str, storage: str, header: dict, sections: list[TaskSection], search: list[SearchSection],
+           problems: bool) -> str:
     facts = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in header.items())
-    contents = "".join(f'<li><a href="#{escape(s.name)}">{escape(s.name)}</a></li>' for s in sections)
+    contents = '<li><a href="#problems">Cells that failed or are missing</a></li>' if problems else ""
+    contents += "".join(f'<li><a href="#{escape(s.name)}">{escape(s.name)}</a></li>' for s in sections)
+    if search:
+        contents += '<li><a href="#search">Hyper-parameter search</a></li>'
     return (f'<section id="facts"><ul>{facts}<li>storage: {escape(storage)}</li></ul>\n'
-            f'<p>Contents:</p><ul><li><a href="#problems">Cells that failed or are missing</a></li>'
-            f"{contents}</ul></section>\n")
+            f"<p>Contents:</p><ul>{contents}</ul></section>\n")
 
 
-def _problems(problems: pd.DataFrame) -> str:
+def _problems(problems: pd.DataFrame | None) -> str:
+    if problems is None:
+        return ""
     if problems.empty:
         body = "<p>None: every cell the sweep file plans has rows, and every row is ok.</p>\n"
     else:
@@ -101,10 +125,15 @@ def _pdf(png: str) -> str:
     return png.rsplit(".", 1)[0] + ".pdf"
 
 
+def _figures(figures: list[tuple[str, str]]) -> str:
+    """Each figure with its caption and a link to its PDF."""
+    return "".join(f'<figure><img src="{escape(src)}" alt="{escape(caption)}">'
+                   f'<figcaption>{escape(caption)} (<a href="{escape(_pdf(src))}">PDF</a>)</figcaption></figure>\n'
+                   for caption, src in figures)
+
+
 def _section(section: TaskSection) -> str:
-    figures = "".join(f'<figure><img src="{escape(src)}" alt="{escape(caption)}">'
-                      f'<figcaption>{escape(caption)} (<a href="{escape(_pdf(src))}">PDF</a>)</figcaption></figure>\n'
-                      for caption, src in section.figures)
+    figures = _figures(section.figures)
     return (f'<section id="{escape(section.name)}"><h2>{escape(section.name)}</h2>\n'
             f"<h3>Curves with mode connectivity (MCU) per setting</h3>\n{html_table(section.mcu_counts)}"
             f"<h3>Figures</h3>\n{figures}"
@@ -144,6 +173,48 @@ def _outperforming(findings: Findings) -> str:
 def _block(heading: str, note: str, table: pd.DataFrame) -> str:
     """A heading, a note on how to read the table, and the table; nothing when the table is empty."""
     return "" if table.empty else f'{heading}\n<p class="note">{note}</p>\n' + html_table(table)
+
+
+SEARCH_NOTE = ("Per task and method, Optuna (driven by Ray Tune) tried hyper-parameter settings and scored each "
+               "trial on the validation view: its models' metrics on held-out data that the grid's ordinary "
+               "evaluation does not score. The chosen setting's endpoints were then evaluated like any other (test "
+               "split, report sets), so the tables below compare the chosen point with the defaults as the search "
+               "saw them, and its validation-view metrics with its test-side ones.")
+IMPORTANCE_NOTE = ("The share of each objective's variance over the complete trials that each parameter explains "
+                   "(Optuna's fANOVA evaluator: a random forest fitted to the trials, seed 0; a column sums to 1). "
+                   "High: the objective hinges on that parameter; near 0: any value in its range does. Few trials "
+                   "make these rough.")
+VALIDATION_NOTE = ("Per forget ratio, each metric of the chosen endpoint as the search saw it (validation view) and "
+                   "as the grid's ordinary evaluation measured it (test split, report sets: never seen by the "
+                   "search). A test side clearly worse than the validation view (lower on a ↑ metric, higher on a "
+                   "↓ one) suggests the search fitted the validation view rather than the task.")
+
+
+def _search(sections: list[SearchSection]) -> str:
+    if not sections:
+        return ""
+    return (f'<section id="search"><h2>Hyper-parameter search</h2>\n<p class="note">{escape(SEARCH_NOTE)}</p>\n'
+            f'{"".join(map(_searched, sections))}</section>\n')
+
+
+def _searched(section: SearchSection) -> str:
+    """One searched (task, method): its facts, figures, chosen point, importances and chosen endpoints."""
+    facts = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in section.facts.items())
+    rule = section.facts.get("selection rule", "")
+    chosen = _block("<h4>Chosen point</h4>", f"The chosen hyper-parameters beside the defaults, with the objective "
+                                             f"values of their trials (validation view); chosen by: {escape(rule)}.",
+                    section.chosen)
+    notes = "; ".join(section.importance_notes)
+    if section.importance.empty:
+        importance = f'<h4>Parameter importance (fANOVA)</h4>\n<p class="note">Nothing computed: {escape(notes)}.</p>\n'
+    else:
+        importance = _block("<h4>Parameter importance (fANOVA)</h4>",
+                            escape(IMPORTANCE_NOTE + (f" Also: {notes}." if notes else "")), section.importance)
+    missing = "; ".join(section.validation_notes)
+    validation = _block("<h4>Chosen endpoints: validation view and test side</h4>",
+                        escape(VALIDATION_NOTE + (f" {missing}." if missing else "")), section.validation)
+    return (f'<h3 id="{escape(section.name)}">{escape(section.task)} · {escape(section.method.upper())}</h3>\n'
+            f"<ul>{facts}</ul>\n{_figures(section.figures)}{chosen}{importance}{validation}")
 
 
 def _similarity(ranking: pd.DataFrame) -> str:
