@@ -89,8 +89,9 @@ class Task(Protocol):
     retain_loss: str  # the metric that is L(Dr) in the MCU retain condition
     forget_loss: str  # the metric that is L(Df) in the MCU forget condition
     # held-out data: never trained on (not in D) and never scored by the report. Pathway unlearning
-    # aligns Df's accuracy with the original's accuracy here; hyper-parameter search may score on it.
-    # Classification: "validation" (carved from the training rows); TOFU: "holdout" (its held-out authors)
+    # aligns Df's accuracy with the original's accuracy here. Classification: "validation" (carved from
+    # the training rows; ``validate`` scores on it too); TOFU: "holdout" (its held-out authors: a fair
+    # accuracy target, but not in D, so no utility to measure there: ``validate`` reads rows of Dr instead)
     validation_split: str
     gap_metrics: tuple  # metrics whose mean gap to the retrained model the report shows (pathway unlearning)
 
@@ -103,6 +104,10 @@ class Task(Protocol):
 
     def check_ratios(self, ratios, options: dict, path: str) -> None:
         """Raise SpecError for forget ratios this task's data cannot provide."""
+
+    def check_validation(self, options: dict, path: str) -> None:
+        """Raise SpecError (field, value, what is allowed) when ``validate`` would find no rows to score
+        with these options: hyper-parameter search refuses such a spec when it is parsed."""
 
     # ------------------------------------------------------------------ data and model
     def load(self, options: dict, ratio: float) -> Splits:
@@ -138,6 +143,23 @@ class Task(Protocol):
                  placement: Placement) -> Evaluation:
         """Every metric of ``model`` (on the placement's device) as {name: float}, with the per-example
         values they were computed from in ``.examples`` (``Evaluation``): no second pass over the data."""
+
+    def validate(self, model: nn.Module, options: dict, data: Splits, context: Any,
+                 placement: Placement) -> dict[str, float]:
+        """The validation view: {name: float} of ``model`` (weights in place, on the placement's device)
+        on data the report never scores, every name of ``gap_metrics`` among them; arguments as
+        ``evaluate``'s, ``context`` from ``eval_context`` with the retrained model's state.
+
+        Why: hyper-parameter search must choose on data other than what the report scores
+        (selection without peeking). Its default objective is the mean |gap| to the retrained model
+        over ``gap_metrics``, each validated the same way, so the names are the registry's
+        (``mcu_ray.metrics``: directions) and keep their meaning, measured on other rows. Forget-side
+        metrics stay on Df, the unlearning target itself. What each task substitutes for the rest:
+        classification reads its ``validation`` split where ``evaluate`` reads the test split
+        (``acc_test``, the attacks' non-members); TOFU reads rows of Dr that no retain evaluation
+        scores (``TofuRows.validation``) for its retain metrics, and Model Utility there is the
+        harmonic mean of probability and ROUGE-L (Dr's rows carry no perturbed answers: no truth
+        ratio). Raises ValueError when the options give no such rows (``check_validation``)."""
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: Splits, context: Any, placement: Placement,
                        control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[Evaluation]:

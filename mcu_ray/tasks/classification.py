@@ -41,7 +41,8 @@ class ClassificationData:
       The options' ``val_fraction`` of the training rows (0: none), the same rows at every forget
       ratio and disjoint from every forget set (``validation_indices``). Uses: pathway unlearning
       aligns the forget accuracy with the original's accuracy here (``Task.validation_split``);
-      hyper-parameter search may score candidates here without touching the test set. A checkpoint
+      ``ClassificationTask.validate`` scores here in the test split's place, so hyper-parameter search
+      chooses without touching the test set. A checkpoint
       kept as the original (MU-Bench ``epochs: 0``) or a published retain-only reference was
       trained elsewhere, most likely on these rows too: held out of D here, not of that model.
     - ``forget`` (Df) and ``retain`` (Dr): D = Df + Dr, what ``split("train")`` returns and the
@@ -199,9 +200,11 @@ def zrf_score(p_model: torch.Tensor, p_random: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, data: ClassificationData, random_forget_proba: torch.Tensor,
-                   placement: Placement, logits_fn: Callable = plain_logits) -> Evaluation:
-    """Every metric of one model, with its per-example values; BatchNorm statistics must already be set."""
-    splits = {name: data.split(name) for name in EVAL_SPLITS}
+                   placement: Placement, logits_fn: Callable = plain_logits, held_out: str = "test") -> Evaluation:
+    """Every metric of one model, with its per-example values; BatchNorm statistics must already be set.
+    ``held_out``: the split read in the test split's place (``acc_test``, the attacks' non-members);
+    "validation" for ``ClassificationTask.validate``."""
+    splits = {name: data.split(held_out if name == "test" else name) for name in EVAL_SPLITS}
     return metrics_from_logits({name: predict_logits(model, split, placement, logits_fn)
                                 for name, split in splits.items()},
                                {name: split["y"] for name, split in splits.items()}, random_forget_proba)
@@ -292,6 +295,14 @@ class ClassificationTask:
 
     def check_ratios(self, ratios, options: dict, path: str) -> None:
         """Any ratio in (0, 100) works: the forget set is a seeded subset of the training set."""
+
+    def check_validation(self, options: dict, path: str) -> None:
+        """``validate`` scores on the validation split: refuse ``val_fraction`` 0 (none; a task without
+        the option has none either)."""
+        fraction = getattr(self.Options(**options), "val_fraction", 0.0)
+        if fraction <= 0:
+            raise SpecError(f"{path}.val_fraction", fraction, "hyper-parameter search scores on the validation "
+                                                              "split: expected val_fraction > 0, e.g. 0.1")
 
     def check_options(self, options, path: str, base_dir) -> None:
         check = getattr(self.Options, "check", None)
@@ -400,3 +411,15 @@ class ClassificationTask:
         """Re-estimate BatchNorm on Dr, then compute every metric; ``context`` from eval_context."""
         recompute_batchnorm(model, data.split("retain"), placement, self.logits)
         return evaluate_model(model, data, context, placement, self.logits)
+
+    def validate(self, model: nn.Module, options: dict, data: ClassificationData, context,
+                 placement: Placement) -> dict[str, float]:
+        """``evaluate``'s metrics, under its names, with the validation split in the test split's place:
+        ``acc_test`` is the validation rows' accuracy, ``mia_efficacy`` and ``mia_loss`` take them as the
+        non-members; Df and Dr metrics (and ZRF, on Df) are ``evaluate``'s. BatchNorm re-estimated on Dr
+        first, as ``evaluate`` does. A plain dict: no per-example values."""
+        if len(data.validation_idx) == 0:
+            raise ValueError(f"{self.name}: no validation rows to score (options.val_fraction is 0): "
+                             "hyper-parameter search needs val_fraction > 0, e.g. 0.1")
+        recompute_batchnorm(model, data.split("retain"), placement, self.logits)
+        return dict(evaluate_model(model, data, context, placement, self.logits, held_out="validation"))

@@ -297,12 +297,15 @@ def relabel(batch: dict, data: TofuData, generator: torch.Generator) -> dict:
 
 
 EVAL_ROWS = {"forget": "forget_eval", "retain": "retain_eval", "real_authors": "real_authors",
-             "world_facts": "world_facts"}  # evaluation set -> its rows in TofuRows
+             "world_facts": "world_facts"}  # the report's evaluation sets -> their rows in TofuRows
+# every set ``eval_rows`` reads: the report's, and ``validate``'s retain rows ("validation"), kept out of
+# EVAL_ROWS (which evaluate and the cost estimate iterate) because the report never scores them
+SET_ROWS = {**EVAL_ROWS, "validation": "validation"}
 PARAPHRASED = ("forget", "retain")  # sets with a paraphrased answer (TOFU's truth ratio uses it there)
 
 
 def eval_rows(data: TofuData, name: str) -> list[dict]:
-    return getattr(data.rows, EVAL_ROWS[name])
+    return getattr(data.rows, SET_ROWS[name])
 
 
 def eval_batch_size(opts: Options, placement: Placement) -> int:
@@ -476,6 +479,20 @@ def forget_truth_ratios(model: nn.Module, data: TofuData, placement: Placement) 
     return tm.truth_ratios(losses["paraphrased"], losses["perturbed"])
 
 
+def forget_metrics(model: nn.Module, data: TofuData, context: dict, placement: Placement) -> tuple[dict, dict]:
+    """The metrics of Df's evaluation rows (Forget Quality against the retrained model's truth ratios in
+    ``context``, probability, truth ratio, loss, ROUGE) and their per-example values (``eval_examples``)."""
+    forget = split_losses(model, data, "forget", placement)
+    forget_tr = tm.truth_ratios(forget["paraphrased"], forget["perturbed"])
+    generated, recalls = rouge_recalls(model, data, "forget", placement)
+    metrics = {"forget_quality": tm.forget_quality(forget_tr, context["forget_truth_ratios"]),
+               "prob_forget": tm.probability(forget["answer"]),
+               "truth_ratio_forget": tm.truth_ratio_stat(forget_tr, forget=True),
+               "loss_forget": float(np.mean(forget["answer"])), "rouge_forget": float(np.mean(recalls))}
+    return metrics, eval_examples(data, "forget", forget["answer"], tm.probabilities(forget["answer"]), forget_tr,
+                                  generated, recalls)
+
+
 @dataclass
 class TofuTask:
     name: str = "tofu"
@@ -501,7 +518,9 @@ class TofuTask:
     forget_loss: str = "loss_forget"
     # pathway unlearning: TOFU's holdout authors (never in D, not scored by the report) are the
     # held-out data whose answer-token accuracy (by the original) Df's should come to; the report
-    # shows the pathway model's gap to the retrained model on Forget Quality, Model Utility and forget ROUGE
+    # shows the pathway model's gap to the retrained model on Forget Quality, Model Utility and forget
+    # ROUGE. Hyper-parameter search does not score the holdout authors (not in D: no utility to measure):
+    # ``validate`` reads Dr's rows outside every evaluation set (TofuRows.validation)
     validation_split: str = "holdout"
     gap_metrics: tuple = ("forget_quality", "model_utility", "rouge_forget")
 
@@ -534,6 +553,22 @@ class TofuTask:
 
     def check_options(self, options, path: str, base_dir) -> None:
         options.check(path)
+
+    def check_validation(self, options: dict, path: str) -> None:
+        """``validate`` needs Dr rows outside retain_perturbed (TOFU's first 20 authors) and outside the
+        forget set of max_ratio: refuse options that leave none (a subset of 20 authors or fewer, a
+        synthetic source of too few authors). Reads the source's configs, as loading the task does."""
+        opts = _options(options)
+        # the rows of every ratio up to max_ratio; forget01 exists in every source
+        if tofu_rows(functools.partial(load_split, opts), 1, opts.retain_authors, opts.max_ratio,
+                     opts.eval_size).validation:
+            return
+        field = ("retain_authors" if opts.retain_authors
+                 else "synthetic_authors" if opts.source == "synthetic" else "max_ratio")
+        raise SpecError(f"{path}.{field}", getattr(opts, field),
+                        "hyper-parameter search scores TOFU's retain side on Dr rows outside retain_perturbed "
+                        "(TOFU's first 20 authors) and the forget set of max_ratio: none with these options; "
+                        "keep more authors (e.g. retain_authors 30, or synthetic_authors 30)")
 
     def check_ratios(self, ratios, options: dict, path: str) -> None:
         """Hub and local data have forget01/05/10 only; a subset caps ratios at max_ratio."""
@@ -583,17 +618,8 @@ class TofuTask:
                  placement: Placement) -> Evaluation:
         """Every metric, and in ``examples`` the per-example values they come from: per evaluation set
         (``eval_examples``), the attack scores on Df and the held-out authors (``with_attack_scores``)."""
-        metrics, examples = {}, {}
-        forget = split_losses(model, data, "forget", placement)
-        forget_tr = tm.truth_ratios(forget["paraphrased"], forget["perturbed"])
-        metrics["forget_quality"] = tm.forget_quality(forget_tr, context["forget_truth_ratios"])
-        metrics["prob_forget"] = tm.probability(forget["answer"])
-        metrics["truth_ratio_forget"] = tm.truth_ratio_stat(forget_tr, forget=True)
-        metrics["loss_forget"] = float(np.mean(forget["answer"]))
-        generated, recalls = rouge_recalls(model, data, "forget", placement)
-        metrics["rouge_forget"] = float(np.mean(recalls))
-        examples["forget"] = eval_examples(data, "forget", forget["answer"], tm.probabilities(forget["answer"]),
-                                           forget_tr, generated, recalls)
+        metrics, forget_examples = forget_metrics(model, data, context, placement)
+        examples = {"forget": forget_examples}
         utility = []
         for name in ("retain", "real_authors", "world_facts"):
             losses, paraphrased = split_losses(model, data, name, placement), name in PARAPHRASED
@@ -616,6 +642,30 @@ class TofuTask:
         metrics |= attack_aucs(scores)
         metrics["privleak"] = privleak(metrics["mia_min_k"], context["mia_min_k"])
         return Evaluation(metrics, with_attack_scores(data, examples, scores))
+
+    def validate(self, model: nn.Module, options: dict, data: TofuData, context: dict,
+                 placement: Placement) -> dict[str, float]:
+        """The validation view (``Task.validate``): Df's metrics as ``evaluate`` computes them (Forget
+        Quality against the retrained model in ``context``, probability, truth ratio, loss, ROUGE), and on
+        ``TofuRows.validation`` (Dr rows no evaluation set holds) in the retain set's place: ``prob_retain``
+        (TOFU's probability, the mean of exp(-token-mean answer NLL)), ``loss_retain`` (the mean NLL),
+        ``rouge_retain`` (ROUGE-L recall of greedy answers) and ``model_utility``.
+
+        Departure from TOFU's Model Utility: here the harmonic mean of ``prob_retain`` and
+        ``rouge_retain`` only. Dr's rows (``full``'s) carry no perturbed or paraphrased answers, so no
+        truth ratio; real authors and world facts are left out, as the report scores them and they
+        are not in Dr. Its numbers are therefore not comparable with ``evaluate``'s Model Utility; gaps
+        between two models validated alike are. Raises ValueError when there are no such rows."""
+        rows = data.rows.validation
+        if not rows:
+            raise ValueError("tofu: no validation rows (Dr rows outside retain_perturbed and the forget set of "
+                             "max_ratio): hyper-parameter search needs more retained authors than TOFU's first 20")
+        metrics, _ = forget_metrics(model, data, context, placement)
+        batch = data.encode_once("validation", lambda: [(r["question"], r["answer"]) for r in rows])
+        losses = answer_losses(model, data, batch, placement)
+        prob, rouge = tm.probability(losses), rouge_recall(model, data, "validation", placement)
+        return {**metrics, "prob_retain": prob, "rouge_retain": rouge, "loss_retain": float(np.mean(losses)),
+                "model_utility": tm.harmonic_mean([prob, rouge])}
 
 
 TASK = TofuTask()

@@ -7,7 +7,8 @@
 - ``synthetic``: fictitious authors generated here, deterministic by seed, with the
   same columns, so a quickstart runs with no data at all.
 Every source yields the same configs (lists of row dicts); ``TofuRows`` cuts them into
-forget / retain / evaluation sets by TOFU's rule: forgetXX is the tail of ``full``.
+forget / retain / evaluation sets by TOFU's rule: forgetXX is the tail of ``full``, plus the
+retain rows that ``validate`` alone reads (``validation_rows``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
+VALIDATION_SEED = 0  # which Dr rows ``validate`` reads: fixed, so every spec on the same data reads the same
+VALIDATION_SIZE = 100  # validation rows when eval_size is 0 (all rows of every evaluation set)
 ENV_TOFU_DIR = "MCU_TOFU_DIR"
 
 
@@ -61,6 +64,9 @@ class TofuRows:
     retain_eval: list[dict]  # retain_perturbed rows of the retained authors
     real_authors: list[dict]  # question, answer, perturbed_answer (3)
     world_facts: list[dict]
+    # rows of Dr that no evaluation set holds (``validation_rows``), read by ``validate`` only: the
+    # hyper-parameter search's retain side. Question and answer only (``full``'s columns)
+    validation: list[dict]
     holdout_config: str  # TOFU's holdoutXX: as many rows about authors outside ``full`` as Df has (read on use)
 
 
@@ -75,6 +81,11 @@ def tofu_rows(load, ratio: float, retain_authors: int, max_ratio: float, eval_si
     ``retain_authors`` = N > 0 (a CPU-sized subset) D is the first N authors plus the
     forget set of ``max_ratio``; Df is the tail of ``ratio`` % and Dr = D minus Df, so
     every ratio up to ``max_ratio`` unlearns from the same original model.
+
+    ``validation``: up to ``eval_size`` (0: ``VALIDATION_SIZE``) rows of D outside the forget set of
+    the larger of ``ratio`` and ``max_ratio`` (so inside Dr, and the same rows at every ratio up to
+    ``max_ratio``) whose question is not in retain_perturbed, which the report scores, nor in that
+    forget set; spread over the authors (``validation_rows``).
     """
     full = load("full")
     n_authors = len(full) // QUESTIONS_PER_AUTHOR
@@ -87,11 +98,29 @@ def tofu_rows(load, ratio: float, retain_authors: int, max_ratio: float, eval_si
         train = full[: retain_authors * QUESTIONS_PER_AUTHOR] + full[-_forget_rows(n_authors, max_ratio):]
     retain = train[:-n_forget]
     kept = {r["question"] for r in retain}
-    retain_eval = [r for r in load("retain_perturbed") if r["question"] in kept]
+    perturbed = load("retain_perturbed")
+    retain_eval = [r for r in perturbed if r["question"] in kept]
+    n_pool = max(0, len(train) - _forget_rows(n_authors, max(ratio, max_ratio)))
+    scored = {r["question"] for r in perturbed + train[n_pool:]}
     cap = slice(0, eval_size or None)
     return TofuRows(train=train, retain=retain, forget=forget, forget_eval=forget[cap], retain_eval=retain_eval[cap],
                     real_authors=load("real_authors_perturbed")[cap], world_facts=load("world_facts_perturbed")[cap],
+                    validation=validation_rows(train[:n_pool], scored, eval_size or VALIDATION_SIZE),
                     holdout_config=holdout_config(ratio))
+
+
+def validation_rows(pool: list[dict], excluded: set, size: int, seed: int = VALIDATION_SEED) -> list[dict]:
+    """Up to ``size`` rows of ``pool`` (whole authors, 20 rows each, as in ``full``) whose question is
+    not in ``excluded``, spread over the authors: the authors in a seeded order, each one's rows in a
+    seeded order, one row per author per round; returned in the pool's order."""
+    rng = random.Random(seed)
+    by_author = [[i for i in range(start, min(start + QUESTIONS_PER_AUTHOR, len(pool)))
+                  if pool[i]["question"] not in excluded] for start in range(0, len(pool), QUESTIONS_PER_AUTHOR)]
+    rng.shuffle(by_author)
+    for rows in by_author:
+        rng.shuffle(rows)
+    ranked = sorted((rank, position, i) for position, rows in enumerate(by_author) for rank, i in enumerate(rows))
+    return [pool[i] for i in sorted(i for _, _, i in ranked[:size])]
 
 
 # ----------------------------------------------------------------------------- synthetic source

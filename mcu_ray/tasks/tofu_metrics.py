@@ -63,9 +63,15 @@ def forget_quality(model_ratios, reference_ratios) -> float:
 def model_utility(values) -> float:
     """Harmonic mean of the 9 values {probability, ROUGE-L recall, truth ratio} x
     {retain, real authors, world facts}; 0 if any is 0 (scipy's hmean)."""
-    values = np.asarray(list(values), float)
+    values = list(values)
     if len(values) != 9:
         raise ValueError(f"model utility is the harmonic mean of 9 values, got {len(values)}")
+    return harmonic_mean(values)
+
+
+def harmonic_mean(values) -> float:
+    """scipy's hmean, 0 if any value is 0 (TOFU's rule for Model Utility)."""
+    values = np.asarray(list(values), float)
     if np.any(values <= 0):
         return 0.0
     return float(hmean(values))
