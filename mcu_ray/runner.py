@@ -88,12 +88,14 @@ def coordinator_name(storage: str) -> str:
     return "builds-" + hashlib.sha256(storage.encode()).hexdigest()[:12]
 
 
-def start_coordinator(storage: str) -> None:
-    """This store's BuildCoordinator, on the driver's node: a lost worker node must not take the claims with it."""
+def start_coordinator(storage: str):
+    """This store's BuildCoordinator, on the driver's node: a lost worker node must not take the claims with it.
+    The caller holds the handle while trials run: an actor dies with its creator's last handle."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     coordinator = BuildCoordinator.options(name=coordinator_name(storage), namespace=NAMESPACE, get_if_exists=True,
                                            scheduling_strategy=here, max_restarts=-1).remote()
     ray.get(coordinator.ready.remote())
+    return coordinator
 
 
 # ----------------------------------------------------------------------------- grid context
@@ -509,7 +511,7 @@ def run_grid(spec: SweepSpec, plan: Plan, storage: str, per_example: bool = Fals
               f"of their curve points; evaluating those points again for them, nothing else", flush=True)
     if not todo:
         return {"cells_run": 0, "cells_failed": 0, "cells_skipped": done_before}
-    start_coordinator(storage)
+    coordinator = start_coordinator(storage)  # noqa: F841 (held until the trials are done)
     res = spec.resources
     trainable = tune.with_resources(tune.with_parameters(run_cell, grid=grid), {"cpu": res.trial_cpus})
     tuner = tune.Tuner(

@@ -50,6 +50,22 @@ from mcu_ray.spec import SpecError, SweepSpec
 SEARCH_DIR = "search"
 
 
+class SearchFailed(RuntimeError):
+    """A study ended without one trial that scored every forget ratio: the grid has nothing to use."""
+
+
+def quiet_optuna() -> None:
+    """Optuna's own chatter off (a line per study load, experimental-feature warnings for the
+    heartbeats this module uses on purpose, with ask/tell rather than Study.optimize)."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
 # ----------------------------------------------------------------------------- studies
 
 
@@ -469,11 +485,13 @@ def run_search(spec: SweepSpec, storage: str, db: str | None = None) -> tuple[Sw
     from mcu_ray.plan import make_plan
     from mcu_ray.store import Store
 
+    quiet_optuna()
     store = Store(storage)
     url = db or spec.search.db or default_db(store.uri, spec.name)
     grid = runner.Grid(spec, make_plan(spec), store.uri, runner.spec_hash(spec))
-    runner.start_coordinator(grid.storage)
+    coordinator = runner.start_coordinator(grid.storage)
     entries = [run_study(grid, study, url) for study in studies(spec)]
+    del coordinator  # every trial is done
     summary = {"sweep": spec.name, "db": url, "studies": entries}
     store.write_bytes(json.dumps(summary, indent=1).encode(), spec.name, SEARCH_DIR, "summary.json")
     store.write_bytes(chosen_yaml(spec, entries).encode(), spec.name, SEARCH_DIR, "chosen.yaml")
@@ -482,6 +500,10 @@ def run_search(spec: SweepSpec, storage: str, db: str | None = None) -> tuple[Sw
             print(f"search {e['task']}/{e['method']}: chose trial {e['chosen_trial']} {e['chosen']} "
                   f"({e['rule']}): {e['chosen_values']}; defaults {e['default']}: {e['default_values']}", flush=True)
     print(f"search: {store.uri}/{spec.name}/{SEARCH_DIR}/chosen.yaml", flush=True)
+    empty = [f"{e['task']}/{e['method']}" for e in entries if not e["chosen"]]
+    if empty:
+        raise SearchFailed(f"search: no trial of {', '.join(empty)} scored every forget ratio (each failed, see the "
+                           f"trial logs above); the grid is not run. Rerun to continue the studies.")
     chosen, _ = apply_chosen(spec, summary)
     return chosen, summary
 
@@ -538,6 +560,9 @@ def main(argv=None) -> int:
     start_ray(args.address, args.num_cpus, args.verbose)
     try:
         run_search(spec, storage, url)
+    except SearchFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         ray.shutdown()
     return 0

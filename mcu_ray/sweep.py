@@ -433,10 +433,13 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
         ray.shutdown()
         fail(f"{args.spec}: {exc}")
     if searched.search:
-        from mcu_ray.search import run_search
+        from mcu_ray.search import SearchFailed, run_search
 
         try:
             spec, _ = run_search(searched, storage, search_db)
+        except SearchFailed as exc:
+            ray.shutdown()
+            fail(str(exc), code=1)
         except BaseException:
             ray.shutdown()
             raise

@@ -200,7 +200,7 @@ def _search(sections: list[SearchSection]) -> str:
 def _searched(section: SearchSection) -> str:
     """One searched (task, method): its facts, figures, chosen point, importances and chosen endpoints."""
     facts = "".join(f"<li>{escape(k)}: {escape(str(v))}</li>" for k, v in section.facts.items())
-    rule = section.facts.get("selection rule", "")
+    rule = section.facts.get("selection rule") or "nothing yet (no trial scored every forget ratio)"
     chosen = _block("<h4>Chosen point</h4>", f"The chosen hyper-parameters beside the defaults, with the objective "
                                              f"values of their trials (validation view); chosen by: {escape(rule)}.",
                     section.chosen)
