@@ -433,10 +433,12 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
         ray.shutdown()
         fail(f"{args.spec}: {exc}")
     if searched.search:
-        from mcu_ray.search import SearchFailed, run_search
+        from mcu_ray.search import SearchFailed, apply_chosen, run_search
 
         try:
-            spec, _ = run_search(searched, storage, search_db)
+            spec, summary = run_search(searched, storage, search_db)
+            for note in apply_chosen(searched, summary)[1]:  # which study's values each searched method takes
+                print(f"search: {note}", flush=True)
         except SearchFailed as exc:
             ray.shutdown()
             fail(str(exc), code=1)

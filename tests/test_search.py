@@ -191,6 +191,7 @@ def test_a_search_killed_mid_study_ends_with_exactly_its_trials_and_the_grid(tmp
     trials = finished(db, name)
     assert len(trials) == 4 and len({t.number for t in trials}) == 4
     assert all(t.user_attrs["ratios_done"] == 1 and t.values is not None for t in trials)
+    assert sum(t.params == {"lr": 1e-3, "steps": 4} for t in trials) == 1  # the defaults, once, killed or not
     rows = read_table(Store(str(storage)), "searched", "results").to_pylist()
     assert {r["status"] for r in rows} == {"ok"} and len({r["cell_id"] for r in rows}) == 1
     chosen = yaml.safe_load((storage / "searched" / "search" / "chosen.yaml").read_text())
@@ -221,3 +222,21 @@ def test_a_two_objective_search_stores_a_non_dominated_front(tmp_path):
     summary = yaml.safe_load((storage / "searched" / "search" / "summary.json").read_text())
     assert summary["studies"][0]["chosen_trial"] in {t.number for t in front}
     assert "Pareto" in summary["studies"][0]["rule"]
+
+
+@pytest.mark.ray
+def test_asha_stops_trials_after_their_first_ratio_and_they_count_as_finished(tmp_path):
+    raw = searched({"asha": {"grace_period": 1, "reduction_factor": 2}, "trials": 5})
+    raw["tasks"][0]["ratios"] = [5, 10]
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "mcu_ray.search", str(spec_file), "--storage", str(storage)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = finished(f"sqlite:///{storage}/searched/search/studies.db", studies(parse_spec(raw))[0].name)
+    assert len(trials) == 5
+    for t in trials:  # a pruned trial scored the first ratio only; a complete one both
+        pruned = t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["ratios_done"] == (1 if pruned else 2)
+        assert list(t.user_attrs["endpoints"]) == (["5.0"] if pruned else ["5.0", "10.0"])
