@@ -1,5 +1,7 @@
 """mcu_ray: mode connectivity in machine unlearning, as a resumable Ray grid."""
-__version__ = "0.1.0"
+from mcu_ray.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(storage: str, sweep: str, table: str = "results", tolerance=None):

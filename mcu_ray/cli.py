@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from mcu_ray.spec import did_you_mean
+from mcu_ray.errors import did_you_mean
 
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {

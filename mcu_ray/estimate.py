@@ -24,13 +24,14 @@ from typing import Callable
 import torch
 
 from mcu_ray.batches import batch_length, row_lengths, select, trim_padding
+from mcu_ray.errors import SpecError
 from mcu_ray.jobs import bend_key
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.curriculum import needs_original_losses
 from mcu_ray.pathway import mixed_batch_sizes, subset_size
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Plan
-from mcu_ray.spec import CurveFitSpec, SpecError, SweepSpec
+from mcu_ray.spec import CurveFitSpec, SweepSpec
 from mcu_ray.store import Store
 from mcu_ray.train import bend_budget
 from mcu_ray.tasks import TASKS, tofu

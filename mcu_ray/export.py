@@ -40,18 +40,18 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from mcu_ray import __version__
 from mcu_ray.curves import load_point, load_state
+from mcu_ray.errors import SpecError, did_you_mean
 from mcu_ray.evaluate import task_data
 from mcu_ray.jobs import bend_key, blend, control_points
 from mcu_ray.model_card import model_card
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Curve
-from mcu_ray.spec import SpecError, did_you_mean
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
 from mcu_ray.tasks.classification import ClassificationTask
+from mcu_ray.version import __version__
 
 MODELS = ("original", "retrained", "endpoint")  # artifact kinds that are one model's weights
 SNAP = 1e-6  # a t this close to an evaluated point is that point

@@ -22,6 +22,10 @@ Precision (part of every artifact's key, since it changes the numbers):
 - ``bf16-mixed``: float32 master weights and optimiser state, forward and loss under
   bfloat16 autocast (the usual way to train on a GPU);
 - ``bf16``: weights, gradients and optimiser state in bfloat16 (half the memory).
+
+``PRECISIONS`` and ``STRATEGIES`` live here, beside what each means; the spec checks a sweep file
+against them, importing them only when it parses (as it does the registries), so that loading the
+spec module needs no torch.
 """
 from __future__ import annotations
 
@@ -33,7 +37,9 @@ import torch
 from torch import nn
 
 from mcu_ray.batches import batch_length, shard, to_device, trim_padding
-from mcu_ray.spec import PRECISIONS, STRATEGIES
+
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # what each means: above
+STRATEGIES = ("ddp", "fsdp")  # how a job of several workers holds its model: above
 
 
 def default_device(gpu: bool | None = None) -> torch.device:

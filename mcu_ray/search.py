@@ -43,9 +43,10 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from mcu_ray.errors import SpecError
 from mcu_ray.plan import FO, SCIENCE_VERSION, Variant, endpoint_of, original_of, retrained_of
 from mcu_ray.search_spec import GAP, SearchSpec, resolved_value, searched_variant, with_values
-from mcu_ray.spec import SpecError, SweepSpec
+from mcu_ray.spec import SweepSpec
 
 SEARCH_DIR = "search"
 
@@ -539,8 +540,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from mcu_ray.spec import load_spec, spec_errors
-    from mcu_ray.sweep import check_storage, fail, fail_all, quiet_ray, start_ray
+    from mcu_ray.driver import check_storage, fail, fail_all, quiet_ray, start_ray
+    from mcu_ray.errors import spec_errors
+    from mcu_ray.spec import load_spec
 
     args = parse_args(argv)
     try:

@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mcu_ray.spec import (FAILED, Problems, SpecError, _join, build_dataclass, check_value, did_you_mean,
-                          reject_unknown_keys)
+from mcu_ray.errors import (FAILED, Problems, SpecError, build_dataclass, check_value, did_you_mean, join_path,
+                            reject_unknown_keys)
 
 GAP = "gap_to_retrained"  # mean |validation metric - the retrained model's| over the task's gap_metrics
 DIRECTIONS = ("max", "min")
@@ -73,9 +73,10 @@ class AshaSpec:
 
     def check(self, path: str) -> None:
         if self.grace_period < 1:
-            raise SpecError(_join(path, "grace_period"), self.grace_period, "expected an integer >= 1 (forget ratios)")
+            raise SpecError(join_path(path, "grace_period"), self.grace_period,
+                            "expected an integer >= 1 (forget ratios)")
         if self.reduction_factor < 2:
-            raise SpecError(_join(path, "reduction_factor"), self.reduction_factor, "expected an integer >= 2")
+            raise SpecError(join_path(path, "reduction_factor"), self.reduction_factor, "expected an integer >= 2")
 
 
 @dataclass(frozen=True)
@@ -116,27 +117,27 @@ def parse_search(raw: Any, tasks: list, path: str = "search") -> SearchSpec:
     problems = Problems()
     check = problems.attempt
     check(reject_unknown_keys, raw, _KEYS, path)
-    trials = check(_count, raw.get("trials", SearchSpec.trials), _join(path, "trials"), MAX_TRIALS)
-    concurrency = check(_count, raw.get("concurrency", 1), _join(path, "concurrency"), 1024)
-    seed = check(check_value, raw.get("seed", 0), int, _join(path, "seed"))
+    trials = check(_count, raw.get("trials", SearchSpec.trials), join_path(path, "trials"), MAX_TRIALS)
+    concurrency = check(_count, raw.get("concurrency", 1), join_path(path, "concurrency"), 1024)
+    seed = check(check_value, raw.get("seed", 0), int, join_path(path, "seed"))
     heartbeat = check(_positive, raw.get("heartbeat_seconds", SearchSpec.heartbeat_seconds),
-                      _join(path, "heartbeat_seconds"))
+                      join_path(path, "heartbeat_seconds"))
     sampler = raw.get("sampler", "auto")
     if sampler not in SAMPLERS:
-        problems.errors.append(SpecError(_join(path, "sampler"), sampler, f"unknown sampler{did_you_mean(sampler, SAMPLERS)}"
+        problems.errors.append(SpecError(join_path(path, "sampler"), sampler, f"unknown sampler{did_you_mean(sampler, SAMPLERS)}"
                                                                           f"; allowed: {', '.join(SAMPLERS)}"))
-    db = check(_db_url, raw.get("db", ""), _join(path, "db"))
+    db = check(_db_url, raw.get("db", ""), join_path(path, "db"))
     known = {t.name: (i, t) for i, t in enumerate(tasks) if t is not FAILED}
-    objectives = check(_objectives, raw.get("objective", GAP), _join(path, "objective"), known)
+    objectives = check(_objectives, raw.get("objective", GAP), join_path(path, "objective"), known)
     asha = None
     if raw.get("asha") not in (None, False):
-        asha = check(build_dataclass, AshaSpec, {} if raw["asha"] is True else raw["asha"], _join(path, "asha"))
+        asha = check(build_dataclass, AshaSpec, {} if raw["asha"] is True else raw["asha"], join_path(path, "asha"))
         if asha is not FAILED:
-            check(asha.check, _join(path, "asha"))
+            check(asha.check, join_path(path, "asha"))
         if objectives is not FAILED and len(objectives) > 1:
-            problems.errors.append(SpecError(_join(path, "asha"), raw["asha"], "ASHA stops trials on one objective: "
-                                                                               "drop asha or keep one objective"))
-    space = check(_space, raw.get("space"), _join(path, "space"), known)
+            problems.errors.append(SpecError(join_path(path, "asha"), raw["asha"],
+                                             "ASHA stops trials on one objective: drop asha or keep one objective"))
+    space = check(_space, raw.get("space"), join_path(path, "space"), known)
     problems.raise_any()
     return SearchSpec(space=space, trials=trials, concurrency=concurrency, objectives=objectives, sampler=sampler,
                       asha=asha, db=db, seed=seed, heartbeat_seconds=heartbeat)
@@ -185,7 +186,7 @@ def _objectives(raw, path: str, tasks: dict) -> tuple:
     families = {t.family for t in (_task_of(name) for name in tasks)}
     objectives, problems = [], Problems()
     for i, item in enumerate(raw):
-        here = _join(path, i) if len(raw) > 1 else path
+        here = join_path(path, i) if len(raw) > 1 else path
         if isinstance(item, str):
             name, direction = item, None
         elif isinstance(item, dict) and len(item) == 1:
@@ -206,7 +207,7 @@ def _objectives(raw, path: str, tasks: dict) -> tuple:
         default = "min" if name == GAP else METRICS[name].direction
         direction = default if direction is None else direction
         if direction not in DIRECTIONS:
-            problems.errors.append(SpecError(_join(here, name), direction, "expected max or min"))
+            problems.errors.append(SpecError(join_path(here, name), direction, "expected max or min"))
             continue
         objectives.append((name, direction))
     problems.raise_any()
@@ -233,7 +234,7 @@ def _space(raw, path: str, tasks: dict) -> dict:  # tasks: name -> (index in the
                                    "{digits: {ga: {lr: {loguniform: [1.0e-5, 1.0e-2]}}}}")
     problems, space = Problems(), {}
     for task_name, methods in raw.items():
-        task_path = _join(path, task_name)
+        task_path = join_path(path, task_name)
         if task_name not in tasks:
             problems.errors.append(SpecError(task_path, methods, f"not a task of this sweep"
                                                                  f"{did_you_mean(task_name, tasks)}; tasks: "
@@ -246,7 +247,7 @@ def _space(raw, path: str, tasks: dict) -> dict:  # tasks: name -> (index in the
                                                                  f"{', '.join(task.methods)}"))
             continue
         for method, knobs in methods.items():
-            method_path = _join(task_path, method)
+            method_path = join_path(task_path, method)
             if method not in task.methods:
                 problems.errors.append(SpecError(method_path, knobs, f"not a method of task {task_name}"
                                                                      f"{did_you_mean(method, task.methods)}; methods: "
@@ -283,7 +284,7 @@ def _knobs(raw, path: str, method: str, hparams: dict) -> dict:
         raise SpecError(path, raw, "expected a mapping knob -> {loguniform|uniform|int|logint|choice: [...]}")
     fields, problems, knobs = knob_fields(method), Problems(), {}
     for knob, dist in raw.items():
-        knob_path = _join(path, knob)
+        knob_path = join_path(path, knob)
         if knob not in fields:
             problems.errors.append(SpecError(knob_path, dist, f"{method} has no knob {knob!r}{did_you_mean(knob, fields)}"
                                                               f"; knobs: {', '.join(fields)}"))
@@ -307,9 +308,9 @@ def _distribution(raw, path: str, default) -> Distribution:
         raise SpecError(path, raw, f"expected one of {{{', '.join(f'{k}: [...]' for k in DISTRIBUTIONS)}}}")
     (kind, values), = raw.items()
     if kind not in DISTRIBUTIONS:
-        raise SpecError(_join(path, kind), values, f"unknown distribution{did_you_mean(kind, DISTRIBUTIONS)}; allowed: "
-                                                   f"{', '.join(DISTRIBUTIONS)}")
-    here = _join(path, kind)
+        raise SpecError(join_path(path, kind), values,
+                        f"unknown distribution{did_you_mean(kind, DISTRIBUTIONS)}; allowed: {', '.join(DISTRIBUTIONS)}")
+    here = join_path(path, kind)
     if kind == "choice":
         if not isinstance(values, list) or not values or len(set(map(repr, values))) < len(values):
             raise SpecError(here, values, "expected a non-empty list of distinct values")
@@ -325,7 +326,7 @@ def _distribution(raw, path: str, default) -> Distribution:
     if not isinstance(values, list) or len(values) != 2:
         raise SpecError(here, values, "expected [low, high]")
     tp = int if wanted == "int" else float
-    low, high = (check_value(v, tp, _join(here, i)) for i, v in enumerate(values))
+    low, high = (check_value(v, tp, join_path(here, i)) for i, v in enumerate(values))
     if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
         raise SpecError(here, values, "expected finite bounds with low < high")
     if kind in ("loguniform", "logint") and low <= 0:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import difflib
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mcu_ray.errors import (FAILED, Problems, SpecError, build_dataclass, check_value, did_you_mean, join_path,
+                            reject_unknown_keys)
 
 SETTINGS = (
     "Rand", "Rand-CL", "Rand-SO", "CL-Non-CL", "FO-SO",
@@ -26,65 +26,6 @@ SETTINGS = (
 )
 CURVES = ("linear", "bezier", "polychain")  # polychain: straight segments through trained bends
 DEFAULT_CURVES = ("linear", "bezier")  # the paper's two
-
-
-class SpecError(ValueError):
-    """A sweep file that cannot run; ``path`` is the dotted field path."""
-
-    def __init__(self, path: str, value: Any, allowed: str):
-        self.path, self.value, self.allowed = path, value, allowed
-        found = "missing" if value is None else f"got {value!r}"
-        super().__init__(f"{path or '<top level>'}: {found}; {allowed}")
-
-
-class SpecErrors(SpecError):
-    """Several independent problems of one sweep file, each a SpecError in ``errors``.
-
-    ``path``, ``value`` and ``allowed`` are the first problem's, so code written for one
-    error still reads it; ``str()`` lists every problem, one per line.
-    """
-
-    def __init__(self, errors: list[SpecError]):
-        self.errors = list(errors)
-        first = self.errors[0]
-        self.path, self.value, self.allowed = first.path, first.value, first.allowed
-        ValueError.__init__(self, "\n".join(str(e) for e in self.errors))
-
-
-def spec_errors(exc: SpecError) -> list[SpecError]:
-    """The single problems inside ``exc`` (itself when it is one)."""
-    return list(getattr(exc, "errors", [exc]))
-
-
-FAILED = object()  # what a check that raised returns inside Problems.attempt
-
-
-class Problems:
-    """Runs independent checks and keeps their SpecErrors, so a file's problems are reported together.
-
-    A check that depends on a failed one is skipped (its input is FAILED), not reported twice.
-    """
-
-    def __init__(self):
-        self.errors: list[SpecError] = []
-
-    def attempt(self, check, *args, **kwargs):
-        """``check(*args, **kwargs)``, or FAILED when it raised SpecError (kept)."""
-        try:
-            return check(*args, **kwargs)
-        except SpecError as exc:
-            self.errors += spec_errors(exc)
-            return FAILED
-
-    def raise_any(self) -> None:
-        if len(self.errors) == 1:
-            raise self.errors[0]
-        if self.errors:
-            raise SpecErrors(self.errors)
-
-
-PRECISIONS = ("fp32", "bf16-mixed", "bf16")  # what each means: mcu_ray.placement
-STRATEGIES = ("ddp", "fsdp")  # how a job of several workers holds its model: mcu_ray.placement
 
 
 @dataclass(frozen=True)
@@ -236,13 +177,13 @@ def parse_tracking(raw: Any, path: str = "tracking") -> TrackingSpec:
                                    f"{{kind: mlflow, uri: ..., experiment: ...}}")
     tracking = TrackingSpec(kind=raw) if isinstance(raw, str) else build_dataclass(TrackingSpec, raw, path)
     if tracking.kind not in TRACKERS:
-        raise SpecError(path if isinstance(raw, str) else _join(path, "kind"), tracking.kind,
+        raise SpecError(path if isinstance(raw, str) else join_path(path, "kind"), tracking.kind,
                         f"unknown tracker{did_you_mean(tracking.kind, TRACKERS)}; allowed: {', '.join(TRACKERS)}")
     if tracking.kind == "none" and tracking.uri:
-        raise SpecError(_join(path, "uri"), tracking.uri, "nothing is tracked with kind none: set kind to mlflow "
+        raise SpecError(join_path(path, "uri"), tracking.uri, "nothing is tracked with kind none: set kind to mlflow "
                                                           "or tensorboard, or drop uri")
     if tracking.kind != "mlflow" and tracking.experiment:
-        raise SpecError(_join(path, "experiment"), tracking.experiment, "only MLflow groups runs in experiments: "
+        raise SpecError(join_path(path, "experiment"), tracking.experiment, "only MLflow groups runs in experiments: "
                                                                         "set kind to mlflow, or drop experiment")
     return tracking
 
@@ -286,86 +227,6 @@ class SweepSpec:
 # ----------------------------------------------------------------------------- helpers
 
 
-def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def check_value(value: Any, tp, path: str) -> Any:
-    """Check one scalar against an annotation (int, float, bool, str); return it coerced."""
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(path, value, "expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(path, value, "expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(path, value, "expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str) or not value:
-            raise SpecError(path, value, "expected a non-empty string")
-        return value
-    return value
-
-
-def reject_unknown_keys(raw: dict, names, path: str) -> None:
-    """A SpecError for every key of ``raw`` not in ``names``, each with a did-you-mean."""
-    problems = Problems()
-    for key in raw:
-        if key not in names:
-            problems.errors.append(SpecError(_join(path, key), raw[key], f"unknown key{did_you_mean(key, names)}; "
-                                                                          f"allowed keys: {', '.join(names)}"))
-    problems.raise_any()
-
-
-def build_dataclass(cls, raw: Any, path: str, overrides: dict | None = None):
-    """Build ``cls`` from a mapping, refusing unknown keys and wrong scalar types.
-
-    Fields annotated int/float/bool/str are type-checked; other fields are handed
-    over as they are for the caller to check. Used for every block of the sweep
-    file and for task options and method hyper-parameters alike.
-    """
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError(path, raw, f"expected a mapping with keys {sorted(f.name for f in dataclasses.fields(cls))}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    problems = Problems()
-    problems.attempt(reject_unknown_keys, raw, names, path)
-    values = dict(overrides or {})
-    for key, value in raw.items():
-        if key not in hints:
-            continue  # reported above
-        if type(value) is type(defaults[key]) and value == defaults[key]:
-            values[key] = value  # a default written out (--print-config writes "" for "unset")
-            continue
-        tp = hints[key]
-        if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if value is not None else type(None)
-            if value is None:
-                values[key] = None
-                continue
-        values[key] = problems.attempt(check_value, value, tp, _join(path, key))
-    for f in dataclasses.fields(cls):
-        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.errors.append(SpecError(_join(path, f.name), None, "this field is required"))
-    problems.raise_any()
-    return cls(**values)
-
-
-def _join(path: str, key) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
 def _list(raw: Any, path: str, *, nonempty: bool = True) -> list:
     if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
         raw = [raw]
@@ -380,7 +241,7 @@ def _unique(items: list, path: str) -> None:
     seen = set()
     for i, item in enumerate(items):
         if item in seen:
-            raise SpecError(_join(path, i), item, "duplicate entry; list each value once")
+            raise SpecError(join_path(path, i), item, "duplicate entry; list each value once")
         seen.add(item)
 
 
@@ -388,7 +249,7 @@ def _choices(raw: Any, path: str, allowed) -> tuple:
     items = _list(raw, path)
     for i, item in enumerate(items):
         if item not in allowed:
-            raise SpecError(_join(path, i), item, f"unknown{did_you_mean(item, allowed)}; allowed: {', '.join(allowed)}")
+            raise SpecError(join_path(path, i), item, f"unknown{did_you_mean(item, allowed)}; allowed: {', '.join(allowed)}")
     _unique(items, path)
     return tuple(items)
 
@@ -492,6 +353,8 @@ def _seeds(raw) -> tuple:
 def _precision(value, path: str, resources) -> str:
     """A precision by name; ``auto`` is bf16-mixed when the sweep asks for GPUs, else fp32
     (FAILED resources: the file is refused anyway, fp32 stands in)."""
+    from mcu_ray.placement import PRECISIONS  # imported when parsing, as the registries are: placement needs torch
+
     if value == "auto":
         if resources is FAILED:
             return "fp32"
@@ -523,41 +386,41 @@ def _parse_task(raw, path, settings, precision, resources, task_registry, method
     problems = Problems()
     check = problems.attempt
     check(reject_unknown_keys, raw, [f.name for f in dataclasses.fields(TaskSpec)], path)
-    task = check(_task, raw.get("name"), _join(path, "name"), task_registry)
+    task = check(_task, raw.get("name"), join_path(path, "name"), task_registry)
     if "settings" in raw:
-        settings = check(_choices, raw["settings"], _join(path, "settings"), SETTINGS)
+        settings = check(_choices, raw["settings"], join_path(path, "settings"), SETTINGS)
     if raw.get("precision", "auto") != "auto":
-        precision = check(_precision, raw["precision"], _join(path, "precision"), resources)
-    curve_fit = check(build_dataclass, CurveFitSpec, raw.get("curve_fit"), _join(path, "curve_fit"))
+        precision = check(_precision, raw["precision"], join_path(path, "precision"), resources)
+    curve_fit = check(build_dataclass, CurveFitSpec, raw.get("curve_fit"), join_path(path, "curve_fit"))
     if curve_fit is not FAILED:
-        check(curve_fit.check, _join(path, "curve_fit"))
+        check(curve_fit.check, join_path(path, "curve_fit"))
     if task is FAILED:  # ratios, methods, options and hparams are checked against the task
         problems.raise_any()
     name = raw["name"]
 
-    ratios = check(_ratios, raw.get("ratios", list(task.default_ratios)), _join(path, "ratios"))
+    ratios = check(_ratios, raw.get("ratios", list(task.default_ratios)), join_path(path, "ratios"))
     known_methods = [m for m in method_registry.METHODS if task.family in method_registry.METHODS[m].families]
     if "methods" not in raw:
         methods = FAILED
-        problems.errors.append(SpecError(_join(path, "methods"), None,
+        problems.errors.append(SpecError(join_path(path, "methods"), None,
                                          f"this field is required; methods for {name}: {', '.join(known_methods)}"))
     else:
-        methods = check(_choices, raw["methods"], _join(path, "methods"), known_methods)
+        methods = check(_choices, raw["methods"], join_path(path, "methods"), known_methods)
     needs_two = [s for s in settings if s.startswith("Met")] if settings is not FAILED else []
     if needs_two and methods is not FAILED and len(methods) < 2:
-        problems.errors.append(SpecError(_join(path, "methods"), list(methods),
+        problems.errors.append(SpecError(join_path(path, "methods"), list(methods),
                                          f"settings {', '.join(needs_two)} pair two different methods: list at least "
                                          f"two, or drop those settings"))
 
-    options = check(build_dataclass, task.Options, raw.get("options"), _join(path, "options"))
+    options = check(build_dataclass, task.Options, raw.get("options"), join_path(path, "options"))
     if options is not FAILED:
         options = check(task.normalize_options, options)
-    if options is not FAILED and check(task.check_options, options, _join(path, "options"), base_dir) is FAILED:
+    if options is not FAILED and check(task.check_options, options, join_path(path, "options"), base_dir) is FAILED:
         options = FAILED
     if options is not FAILED and ratios is not FAILED:
-        check(task.check_ratios, ratios, dataclasses.asdict(options), _join(path, "ratios"))
+        check(task.check_ratios, ratios, dataclasses.asdict(options), join_path(path, "ratios"))
 
-    hparams = FAILED if methods is FAILED else check(_hparams, raw.get("hparams"), _join(path, "hparams"), task,
+    hparams = FAILED if methods is FAILED else check(_hparams, raw.get("hparams"), join_path(path, "hparams"), task,
                                                       methods, method_registry)
     problems.raise_any()
     hparams, from_search = hparams
@@ -584,7 +447,7 @@ def _ratios(raw, path: str) -> list:
     ratios = _list(raw, path)
     for j, ratio in enumerate(ratios):
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 100:
-            raise SpecError(_join(path, j), ratio, "a forget ratio is a percentage strictly between 0 and 100")
+            raise SpecError(join_path(path, j), ratio, "a forget ratio is a percentage strictly between 0 and 100")
     _unique(ratios, path)
     return ratios
 
@@ -601,10 +464,11 @@ def _hparams(raw, path: str, task, methods: tuple, method_registry) -> dict:
     problems = Problems()
     hparams, searched = {}, []
     for method_name, values in raw.items():
-        hp_path = _join(path, method_name)
+        hp_path = join_path(path, method_name)
         if isinstance(values, dict) and "from_search" in values:
             values = dict(values)
-            if problems.attempt(check_value, values.pop("from_search"), bool, _join(hp_path, "from_search")) is True:
+            if problems.attempt(check_value, values.pop("from_search"), bool,
+                                join_path(hp_path, "from_search")) is True:
                 searched.append(method_name)
         if method_name not in tuned:
             problems.errors.append(SpecError(hp_path, values, f"hyper-parameters for a method not in this task's "
@@ -619,45 +483,47 @@ def _hparams(raw, path: str, task, methods: tuple, method_registry) -> dict:
 
 
 def _parse_resources(raw, path) -> ResourcesSpec:
+    from mcu_ray.placement import STRATEGIES  # imported when parsing, as the registries are: placement needs torch
+
     raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
     if not isinstance(raw, dict):
         raise SpecError(path, raw, "expected a mapping")
     problems = Problems()
-    train_path = _join(path, "train")
+    train_path = join_path(path, "train")
     train = problems.attempt(build_dataclass, ScalingSpec, raw.pop("train", None), train_path)
     if train is not FAILED:
         if train.num_workers < 0:
             problems.errors.append(SpecError(
-                _join(train_path, "num_workers"), train.num_workers,
+                join_path(train_path, "num_workers"), train.num_workers,
                 "expected 0 (Train's local mode, in the trial's process), 1 (a worker of its own, e.g. on a GPU) "
                 "or more (data parallel: each worker its shard of every batch)"))
         if train.grad_accum < 1:
-            problems.errors.append(SpecError(_join(train_path, "grad_accum"), train.grad_accum,
+            problems.errors.append(SpecError(join_path(train_path, "grad_accum"), train.grad_accum,
                                              "expected an integer >= 1"))
         if train.strategy not in STRATEGIES:
-            problems.errors.append(SpecError(_join(train_path, "strategy"), train.strategy,
+            problems.errors.append(SpecError(join_path(train_path, "strategy"), train.strategy,
                                              f"unknown strategy{did_you_mean(str(train.strategy), STRATEGIES)}; "
                                              f"allowed: ddp (each worker the whole model), fsdp (FSDP2: model, "
                                              f"gradients and optimiser state sharded over the workers)"))
         elif train.strategy == "fsdp" and train.num_workers < 2:
-            problems.errors.append(SpecError(_join(train_path, "num_workers"), train.num_workers,
+            problems.errors.append(SpecError(join_path(train_path, "num_workers"), train.num_workers,
                                              "strategy fsdp shards the model over the job's workers: expected 2 or "
                                              "more (or strategy: ddp)"))
         if not isinstance(train.resources_per_worker, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
                 for k, v in train.resources_per_worker.items()):
-            problems.errors.append(SpecError(_join(train_path, "resources_per_worker"), train.resources_per_worker,
+            problems.errors.append(SpecError(join_path(train_path, "resources_per_worker"), train.resources_per_worker,
                                              "expected a mapping resource name -> non-negative number, e.g. "
                                              "{CPU: 4, GPU: 1}"))
     resources = problems.attempt(build_dataclass, ResourcesSpec, raw, path, overrides={"train": train})
     if resources is not FAILED:
         for key, minimum in (("max_concurrent_trials", 1), ("eval_points_per_task", 1), ("max_failures", 0)):
             if getattr(resources, key) < minimum:
-                problems.errors.append(SpecError(_join(path, key), getattr(resources, key),
+                problems.errors.append(SpecError(join_path(path, key), getattr(resources, key),
                                                  f"expected an integer >= {minimum}"))
         for key in ("trial_cpus", "eval_cpus", "eval_gpus"):
             if getattr(resources, key) < 0:
-                problems.errors.append(SpecError(_join(path, key), getattr(resources, key),
+                problems.errors.append(SpecError(join_path(path, key), getattr(resources, key),
                                                  "expected a non-negative number"))
     problems.raise_any()
     return resources
@@ -748,7 +614,7 @@ def _field_path(keys: list) -> str:
     """["tasks", 0, "ratios"] -> ``tasks[0].ratios``, as errors name fields."""
     path = ""
     for key in keys:
-        path = _join(path, key)
+        path = join_path(path, key)
     return path
 
 
@@ -756,7 +622,7 @@ def _assign(raw: Any, keys: list, value: Any, text: str) -> None:
     """Put ``value`` at ``keys`` inside ``raw``; a SpecError naming the field when it cannot go there."""
     target, path = raw, ""
     for i, step in enumerate(keys):
-        here = _join(path, step)
+        here = join_path(path, step)
         if isinstance(target, list):
             if not isinstance(step, int) or not 0 <= step < len(target):
                 raise SpecError(here, None, f"--set {text}: {path} is a list of {len(target)}; index it with "

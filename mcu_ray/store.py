@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from mcu_ray import __version__
+from mcu_ray.version import __version__
 
 
 LEASE_SECONDS = 120.0  # a build lease not renewed for this long is taken over

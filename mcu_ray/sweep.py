@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import logging
 import os
 import sys
 import time
 
 import yaml
 
-from mcu_ray.spec import (FAILED, Problems, SpecError, did_you_mean, load_spec, resolved_sweep_file, spec_errors,
-                          spec_to_dict)
+from mcu_ray.driver import check_storage, fail, fail_all, quiet_ray, start_ray
+from mcu_ray.errors import FAILED, Problems, SpecError, did_you_mean, spec_errors
+from mcu_ray.spec import load_spec, resolved_sweep_file, spec_to_dict
 
 ONLY_KEYS = ("task", "setting", "method", "ratio", "seed")  # what --only can select cells by
 
@@ -83,18 +83,6 @@ def parse_args(argv=None, prog: str = "python -m mcu_ray.sweep") -> argparse.Nam
     return parser.parse_args(argv)
 
 
-def fail(message: str, code: int = 2):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-def fail_all(messages: list[str], code: int = 2):
-    """Every problem on its own line, then exit."""
-    for message in messages:
-        print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def flag_problems(args: argparse.Namespace) -> list[str]:
     """Combinations of flags that cannot mean what they say (all of them, not only the first)."""
     problems = []
@@ -109,16 +97,6 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
         problems.append("--restart: drops every result table of the sweep, not only the --only cells; "
                         "run it without --only")
     return problems
-
-
-def check_storage(storage: str) -> None:
-    """Refuse, before any work, a storage root that cannot be written."""
-    from mcu_ray.store import Store
-
-    try:
-        Store(storage).write_bytes(b"ok", ".write_check")
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot write"
-        raise SpecError("storage", storage, f"cannot be written ({type(exc).__name__}: {exc})") from None
 
 
 def check_tracking(spec, storage: str) -> str:
@@ -339,40 +317,6 @@ class ConfigDumper(yaml.SafeDumper):
 
 ConfigDumper.add_representer(list, lambda dumper, items: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", items, flow_style=not any(isinstance(i, (dict, list)) for i in items)))
-
-
-# ----------------------------------------------------------------------------- Ray
-
-
-def quiet_ray(verbose: bool) -> None:
-    """Ray's and Tune's start-up messages only with --verbose; the per-cell lines stay either way.
-
-    Before Ray is imported: Tune's new output engine prints its configuration box and
-    result paths even at verbose=0, its legacy reporter honours verbose=0 (runner.py asks
-    for 0). Ray's own loggers are set at ray.init (``logging_level``).
-    """
-    if verbose:
-        return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    for name in ("ray", "ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def start_ray(address: str | None, num_cpus: int | None, verbose: bool = False) -> None:
-    """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance.
-
-    ``verbose``: Ray's INFO messages, and the workers' output copied to this terminal.
-    """
-    import ray
-
-    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, **quiet)
-        return
-    # A private, loopback-only instance for this process: no dashboard, no auth token to manage.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
 
 
 # ----------------------------------------------------------------------------- main

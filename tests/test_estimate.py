@@ -11,9 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from mcu_ray import estimate as est
+from mcu_ray.errors import SpecError
 from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
-from mcu_ray.spec import SpecError, parse_spec
+from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
 from tests.conftest import tiny_digits_task

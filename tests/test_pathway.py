@@ -10,6 +10,7 @@ from torch import nn
 from mcu_ray.placement import Placement
 
 from mcu_ray import jobs
+from mcu_ray.errors import SpecError
 from mcu_ray.rows import pathway_rows
 from mcu_ray.curves import load_state
 from mcu_ray.evaluate import evaluate_state, task_data
@@ -17,7 +18,7 @@ from mcu_ray.methods import METHODS
 from mcu_ray.pathway import (BetaRule, bend_optimizer, fit_pathway_bend, select_t, select_tensors,
                              tensor_scores)
 from mcu_ray.plan import make_plan
-from mcu_ray.spec import SpecError, parse_spec
+from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.classification import forget_indices_from_file, validation_indices_from_file

@@ -12,8 +12,9 @@ import optuna
 import pytest
 import yaml
 
+from mcu_ray.errors import SpecError, spec_errors
 from mcu_ray.search import apply_chosen, choose, dominates, studies
-from mcu_ray.spec import SpecError, parse_spec, spec_errors
+from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
 from tests.conftest import tiny_digits_task

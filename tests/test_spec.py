@@ -5,7 +5,8 @@ import sys
 import pytest
 import yaml
 
-from mcu_ray.spec import SpecError, SpecErrors, Tolerances, load_spec, parse_spec
+from mcu_ray.errors import SpecError, SpecErrors
+from mcu_ray.spec import Tolerances, load_spec, parse_spec
 from tests.conftest import tiny_digits_task
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mcu_ray.errors import SpecError
 from mcu_ray.plan import make_plan
 from mcu_ray.runner import spec_hash
-from mcu_ray.spec import SpecError, TrackingSpec, parse_spec, resolved_sweep_file
+from mcu_ray.spec import TrackingSpec, parse_spec, resolved_sweep_file
 from mcu_ray.store import Store
 from mcu_ray.sweep import main
 from mcu_ray.tables import read_table

@@ -4,9 +4,9 @@ from __future__ import annotations
 from mcu_ray.methods import bt, ga, gd, npo, pathway, rl, su
 from dataclasses import asdict
 
+from mcu_ray.errors import SpecError, build_dataclass
 from mcu_ray.methods.curriculum import CurriculumParams
 from mcu_ray.methods.optimizers import SophiaParams
-from mcu_ray.spec import SpecError, build_dataclass
 
 METHODS = {
     "ga": ga.METHOD,

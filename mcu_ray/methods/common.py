@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from mcu_ray.batches import iterate_batches, to_device, trim_padding
-from mcu_ray.spec import SpecError
+from mcu_ray.errors import SpecError
 
 
 @dataclass(frozen=True)

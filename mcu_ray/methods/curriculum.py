@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.special import lambertw
 
-from mcu_ray.spec import SpecError
+from mcu_ray.errors import SpecError
 
 KINDS = ("superloss", "easy_to_hard", "hard_to_easy")
 

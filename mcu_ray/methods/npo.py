@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from mcu_ray.errors import SpecError
 from mcu_ray.methods.common import Method, UnlearnParams
-from mcu_ray.spec import SpecError
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from mcu_ray.batches import batch_length
+from mcu_ray.errors import SpecError
 from mcu_ray.placement import untouched
-from mcu_ray.spec import SpecError
 
 OPTIMIZERS = ("fo", "so")
 HESSIANS = ("gradient", "gnb")  # SOUL/MU-Bench's squared minibatch gradient | Sophia's Gauss-Newton-Bartlett

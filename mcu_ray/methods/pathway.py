@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcu_ray.errors import SpecError
 from mcu_ray.methods.common import Method, UnlearnParams
-from mcu_ray.spec import SpecError
 
 OPTIMIZERS = ("sgd", "adamw")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from mcu_ray.errors import SpecError
 from mcu_ray.methods import rl
 from mcu_ray.methods.common import Method, UnlearnParams, split_gradients
-from mcu_ray.spec import SpecError
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,12 @@ It reads only the store (and the search's Optuna database); nothing here needs R
 from __future__ import annotations
 
 import os
-import re
 
 import pandas as pd
 
 from mcu_ray.report import captions, findings
 from mcu_ray.report.drawing import Drawing, draw_all
-from mcu_ray.report.files import report_tables, write_tables
+from mcu_ray.report.files import report_tables, safe_file_name, write_tables
 from mcu_ray.report.figures import barrier_figure, is_ordered_setting, mcu_matrix_figure, pathway_figure, setting_figure
 from mcu_ray.report.page import Findings, TaskSection, index_html, with_spread
 from mcu_ray.report.search import search_report
@@ -129,11 +128,6 @@ def _spread(verdicts: pd.DataFrame) -> pd.DataFrame:
                          {"retain barrier": "retain_barrier", "forget cliff": "forget_barrier"})
     return spread[["setting", "methods", "ratio", "curve", "finished", "seeds", "retain barrier", "forget cliff",
                    "MCU"]].rename(columns={"ratio": "ratio (%)", "finished": "seeds finished"})
-
-
-def safe_file_name(name: str) -> str:
-    """Letters, digits, '.', '_' and '-' only: ``digits_Met-CL.png``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _header(results: pd.DataFrame, tolerances) -> dict:

@@ -23,9 +23,10 @@ import dataclasses
 import os
 import sys
 
+from mcu_ray.errors import SpecError
 from mcu_ray.report import EmptySweepError, build_report
 from mcu_ray.report.reproduce import ReproduceError, reproduce
-from mcu_ray.spec import SpecError, Tolerances, parse_tolerance
+from mcu_ray.spec import Tolerances, parse_tolerance
 
 
 def split_sweep_dir(sweep_dir: str) -> tuple[str, str]:

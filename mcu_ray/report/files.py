@@ -12,11 +12,13 @@ Two kinds of tables, one file each (``<name>.csv`` / ``<name>.tex``):
 CSV: every value at full precision, an empty field for a null (or empty text). LaTeX: booktabs rules
 (``\\usepackage{booktabs}``), a ``longtable`` past LONG rows (``\\usepackage{longtable}``),
 numbers to 4 significant digits, ``--`` for a null, arrows as math symbols.
+Every file the report writes, tables here and figures, is named through ``safe_file_name``.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pandas as pd
 
@@ -27,11 +29,14 @@ LONG = 50  # rows above which a LaTeX table is a longtable: a tabular cannot bre
 SYMBOLS = {"→": r"$\rightarrow$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "—": "---", "✓": r"$\checkmark$"}
 
 
+def safe_file_name(name: str) -> str:
+    """Letters, digits, '.', '_' and '-' only: ``digits_Met-CL.png``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
 def report_tables(storage: str, sweep: str, tolerance, sections) -> dict[str, pd.DataFrame]:
     """name -> table: the stored tables (``mcu_ray.load``) and the page tables of each section
     (``page.TaskSection`` or ``page.SearchSection``)."""
-    from mcu_ray.report import safe_file_name
-
     tables = {name: load(storage, sweep, name, tolerance) for name in STORED}
     for section in sections:
         for field in dataclasses.fields(section):

@@ -19,10 +19,11 @@ import shlex
 import yaml
 
 from mcu_ray import provenance
+from mcu_ray.errors import did_you_mean
 from mcu_ray.methods import METHODS
 from mcu_ray.plan import Cell, Plan, make_plan
 from mcu_ray.spec import (CurveFitSpec, ResourcesSpec, ScalingSpec, SweepSpec, TaskSpec, Tolerances, TrackingSpec,
-                          did_you_mean, parse_spec, resolved_sweep_file)
+                          parse_spec, resolved_sweep_file)
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
 

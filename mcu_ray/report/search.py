@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from mcu_ray.metrics import METRICS
 from mcu_ray.report import captions
 from mcu_ray.report.drawing import Drawing
+from mcu_ray.report.files import safe_file_name
 from mcu_ray.report.figures import OKABE_ITO, metric_words, plt, save  # plt: with the Agg backend figures sets
 from mcu_ray.report.page import SearchSection
 from mcu_ray.store import Store
@@ -274,8 +275,6 @@ def search_report(storage: str, sweep: str, out_dir: str) -> tuple[list[SearchSe
 def _study_section(entry: dict, db: str, missing: str, store: Store,
                    out_dir: str) -> tuple[SearchSection, list[Drawing]]:
     """One searched (task, method): what the summary says, and what its study adds when it reads."""
-    from mcu_ray.report import safe_file_name
-
     task, method, objectives = entry["task"], entry["method"], [tuple(o) for o in entry["objectives"]]
     name = safe_file_name(f"search_{task}_{method}")
     shown_db = sqlalchemy.engine.make_url(db).render_as_string(hide_password=True)  # a server's password stays out

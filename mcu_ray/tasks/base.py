@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from mcu_ray.curves import load_point
+from mcu_ray.errors import SpecError
 from mcu_ray.placement import Placement
-from mcu_ray.spec import SpecError
 
 
 def absolute(path: str) -> str:

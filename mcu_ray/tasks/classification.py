@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcu_ray.batches import iterate_batches, select
+from mcu_ray.errors import SpecError
 from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
-from mcu_ray.spec import SpecError
 from mcu_ray.tasks.base import Evaluation, evaluate_one_by_one, random_network
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
 from mcu_ray.tasks.privacy import mia_auc, svc_mia_efficacy

@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from mcu_ray.spec import SpecError
+from mcu_ray.errors import SpecError
 from mcu_ray.tasks.classification import ClassificationTask, check_val_fraction
 
 

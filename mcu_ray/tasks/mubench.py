@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mcu_ray.spec import SpecError
+from mcu_ray.errors import SpecError
 from mcu_ray.tasks.base import absolute, check_reference_model
 from mcu_ray.tasks.classification import ClassificationTask, check_val_fraction, hf_logits
 from mcu_ray.tasks.tokenizers import train_bpe

@@ -23,9 +23,9 @@ from torch import nn
 
 from mcu_ray.batches import grouped_order, select, trim_padding
 from mcu_ray.curves import load_state
+from mcu_ray.errors import SpecError
 from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
-from mcu_ray.spec import SpecError
 from mcu_ray.tasks import tofu_metrics as tm
 from mcu_ray.tasks.base import Evaluation, absolute, check_reference_model, evaluate_one_by_one
 from mcu_ray.tasks.privacy import mia_auc, min_k_score, privleak

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcu_ray.errors import SpecError
 from mcu_ray.methods import METHODS, resolve_hparams
 from mcu_ray.methods.optimizers import (Sophia, SophiaParams, decay_groups, gnb_refresh, make_optimizer,
                                         target_count)
 from mcu_ray.placement import Placement
-from mcu_ray.spec import SpecError
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.tofu import TASK as TOFU
 from mcu_ray.train import train_supervised, unlearn

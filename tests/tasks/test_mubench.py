@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mcu_ray import jobs
+from mcu_ray.errors import SpecError
 from mcu_ray.plan import make_plan
-from mcu_ray.spec import SpecError, parse_spec
+from mcu_ray.spec import parse_spec
 from mcu_ray.tasks.classification import forget_indices_from_file
 
 SHARED_DF = Path(os.environ.get("MCU_MUBENCH_DF_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/mubench_df"))

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from mcu_ray import jobs
+from mcu_ray.errors import SpecError
 from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
-from mcu_ray.spec import SpecError, parse_spec
+from mcu_ray.spec import parse_spec
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.base import random_network
 from mcu_ray.tasks.classification import predict_proba

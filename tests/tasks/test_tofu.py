@@ -13,10 +13,11 @@ from scipy.stats import hmean, ks_2samp
 from sklearn.metrics import roc_auc_score
 
 from mcu_ray import jobs
+from mcu_ray.errors import SpecError
 from mcu_ray.methods import METHODS
 from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
-from mcu_ray.spec import SpecError, parse_spec
+from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import example_table
 from mcu_ray.tasks.tofu import TASK, encode_pairs, eval_rows, generate_answers, rouge_recall, split_losses

@@ -15,8 +15,8 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from mcu_ray.errors import SpecError
 from mcu_ray.placement import Placement
-from mcu_ray.spec import SpecError
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.tofu_data import load_config, tofu_rows
 from mcu_ray.train import train_supervised
