@@ -102,10 +102,10 @@ def resolve(store: Store, name: str, t: float | None = None, curve: str | None =
 
 
 def _artifact(store: Store, key: str, t: float | None, named_by: dict) -> Target:
-    meta = store.read_meta(key)
+    meta, status = store.read_meta(key), store.status(key, checksums=False)  # the weights are checked as they load
     kind = meta.get("kind", "")
-    if meta.get("status", "ok") != "ok":
-        raise SpecError("KEY_OR_CELL", key, f"this {kind} {meta['status']} ({meta.get('reason', '')}) and has no "
+    if status.failed:
+        raise SpecError("KEY_OR_CELL", key, f"this {kind} {status.state.value} ({status.reason}) and has no "
                                             f"weights: export a model that trained")
     if kind in MODELS:
         if t is not None:

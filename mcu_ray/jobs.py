@@ -1,8 +1,10 @@
 """One function per artifact: read inputs from the store, run a plain loop, write the result.
 
 These are what Ray Train jobs and Ray tasks execute (see ``runner``), but they use no
-Ray themselves, so tests can call them directly. Each builder records itself in the
-store's job ledger before it starts, which is how "trained exactly once" is counted.
+Ray themselves, so tests can call them directly. Each builder is its own science inside
+``run_job``, which records the job in the store's job ledger before it starts (which is
+how "trained exactly once" is counted), times its loop, stores a divergence as a diverged
+artifact and writes the metadata every trained artifact shares.
 
 Every builder takes the ``Placement`` of its process (default: CUDA when present) and
 computes at its artifact's precision. In a data-parallel job every worker runs the
@@ -15,10 +17,12 @@ changing its key.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -39,24 +43,6 @@ from mcu_ray.methods.curriculum import needs_original_losses
 from mcu_ray.train import DivergedError, Teachers, bend_budget, fit_bends, frozen_copy, train_supervised, unlearn
 
 
-def failure(store: Store, *keys: str) -> str:
-    """The first of ``keys`` whose artifact recorded a failure, as 'key: reason'; '' if none."""
-    for key in keys:
-        meta = store.read_meta(key) if store.has_artifact(key) else {}
-        if meta.get("status", "ok") != "ok":
-            return f"{key} {meta['status']}: {meta.get('reason', '')}"
-    return ""
-
-
-def _diverged(store: Store, key: str, item, exc: DivergedError, placement: Placement) -> dict | None:
-    """Record a diverged training run (rank 0): no weights, a status and the reason, so the grid goes on."""
-    if not placement.writes:
-        return None
-    return store.save_artifact(key, {"kind": type(item).__name__.lower(), "item": asdict(item),
-                                     "status": "diverged", "reason": str(exc),
-                                     "provenance": provenance.describe(placement.device)})
-
-
 def t_grid(points: int) -> np.ndarray:
     """The evaluated t values: ``points`` equally spaced in [0, 1]."""
     return np.linspace(0.0, 1.0, points)
@@ -67,12 +53,63 @@ def placed(placement: Placement | None, item) -> Placement:
     return (placement or Placement()).with_precision(item.precision)
 
 
-def start_job(store: Store, key: str, kind: str, item, placement: Placement | None) -> Placement:
-    """The job's placement at the artifact's precision; rank 0 records the job in the ledger."""
-    placement = placed(placement, item)
+@dataclass
+class Job:
+    """One artifact's build under way (``run_job``): its store, key, plan item and placement."""
+
+    store: Store
+    key: str
+    item: object
+    placement: Placement
+    seconds: float = 0.0  # train_seconds: set by ``timed``
+
+    @contextlib.contextmanager
+    def timed(self):
+        """Time the training loop: model building, teachers and evaluation are left out."""
+        started = time.time()
+        yield
+        self.seconds = time.time() - started
+
+
+@dataclass
+class Built:
+    """What a builder made on rank 0: the training log, the effective batch, what meta.json holds
+    besides ``job_meta`` (metrics, a pathway's choice of t*) and the artifact's files."""
+
+    log: dict
+    batch_size: int
+    meta: dict = field(default_factory=dict)
+    weights: dict | None = None
+    points: pa.Table | None = None
+    examples: pa.Table | None = None
+
+
+def run_job(store: Store, item, placement: Placement | None, build: Callable[[Job], Built | None], *,
+            key: str = "", kind: str = "", replicated: bool = False) -> dict | None:
+    """What every builder shares around its own ``build(job)``: the job at the item's precision
+    (``replicated``: its model whole on every worker, ``Placement.replicated``), recorded in the
+    ledger under the item's kind by rank 0, timed (``Job.timed``), a ``DivergedError`` stored as a
+    diverged artifact (no weights, its reason) so that the grid goes on, and what ``build`` made
+    saved with ``job_meta``. ``build`` returns None on the ranks that do not write.
+
+    ``key``: the artifact's (default the item's); ``kind``: meta.json's (default the item's kind).
+    Returns the saved meta.json, or None where nothing was saved.
+    """
+    placement, key, item_kind = placed(placement, item), key or item.key, type(item).__name__.lower()
     if placement.writes:
-        store.record_job(key, kind)
-    return placement
+        store.record_job(key, item_kind)
+    job = Job(store, key, item, placement.replicated() if replicated else placement)
+    try:
+        built = build(job)
+    except DivergedError as exc:  # rank 0 records it: no weights, a status and the reason
+        if not placement.writes:
+            return None
+        return store.save_artifact(key, {"kind": item_kind, "item": asdict(item), "status": "diverged",
+                                         "reason": str(exc), "provenance": provenance.describe(placement.device)})
+    if built is None:
+        return None
+    meta = {**job_meta(kind or item_kind, item, built.log, job.seconds, job.placement, built.batch_size), **built.meta}
+    return store.save_artifact(key, meta, weights=built.weights, points=built.points, examples=built.examples)
 
 
 def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, batch_size: int) -> dict:
@@ -84,50 +121,45 @@ def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, b
             "provenance": provenance.describe(placement.device)}
 
 
-def _supervised(store: Store, item, split: str, ratio: float, placement: Placement) -> dict | None:
+def _supervised(job: Job, split: str, ratio: float) -> Built | None:
+    """Train a model of the item's options on ``split``, or load the published retain-only model its
+    options name; a retrained model is evaluated too."""
+    item, placement = job.item, job.placement
     task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
     template = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
     reference = reference_checkpoint(template, ratio) if template else ""
     if reference:  # a published retain-only model: used as it is
         model = task.new_model({**options, "model": reference}, seed=opts.model_seed, placement=placement)
-        started, log = time.time(), {"steps": 0, "loaded": reference}
+        log = {"steps": 0, "loaded": reference}
     else:
         model = placement.shard_model(task.new_model(options, seed=opts.model_seed,
                                                      placement=placement.on(placement.build_device)))
-        started = time.time()
-        try:
+        with job.timed():
             log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
                                    batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed,
                                    placement=placement)
-        except DivergedError as exc:
-            return _diverged(store, item.key, item, exc, placement)
-        model = placement.gather(model, lambda: task.new_model(options, seed=opts.model_seed, placement=placement))
-    seconds = time.time() - started
+            model = placement.gather(model, lambda: task.new_model(options, seed=opts.model_seed, placement=placement))
     if not placement.writes:
         return None
-    meta = job_meta(type(item).__name__.lower(), item, log, seconds, placement, opts.batch_size)
     # a loaded reference keeps its whole state: with LoRA its frozen base is not the original's, which
     # is what every model of these options is rebuilt over before the stored weights are loaded
-    weights = model.state_dict() if reference else savable_state(model)
-    examples = None
+    built = Built(log, opts.batch_size, weights=model.state_dict() if reference else savable_state(model))
     if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
-        context = task.eval_context(options, data, weights, placement)
+        context = task.eval_context(options, data, built.weights, placement)
         evaluation = task.evaluate(model, options, data, context, placement)
-        meta["metrics"], examples = dict(evaluation), example_table(evaluation.examples)
-    return store.save_artifact(item.key, meta, weights=weights, examples=examples)
+        built.meta["metrics"], built.examples = dict(evaluation), example_table(evaluation.examples)
+    return built
 
 
 def build_original(store: Store, item: Original, placement: Placement | None = None) -> dict | None:
     """The model everything unlearns from: trained on all of D (ratio is irrelevant here)."""
-    placement = start_job(store, item.key, "original", item, placement)
-    return _supervised(store, item, "train", ratio=1.0, placement=placement)  # D does not depend on the ratio
+    return run_job(store, item, placement, lambda job: _supervised(job, "train", ratio=1.0))  # D: ratio-free
 
 
 def build_retrained(store: Store, item: Retrained, placement: Placement | None = None) -> dict | None:
     """The gold standard for one forget ratio: trained from scratch on Dr."""
-    placement = start_job(store, item.key, "retrained", item, placement)
-    return _supervised(store, item, "retain", ratio=item.ratio, placement=placement)
+    return run_job(store, item, placement, lambda job: _supervised(job, "retain", ratio=item.ratio))
 
 
 def teachers(task, options: dict, method: str, original_state, placement: Placement,
@@ -148,35 +180,34 @@ def teachers(task, options: dict, method: str, original_state, placement: Placem
 
 
 def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = None) -> dict | None:
-    """Unlearn the original with one method/optimiser/curriculum/seed; evaluate the result."""
-    placement = start_job(store, item.key, "endpoint", item, placement)
-    if item.source:
-        return build_pathway(store, item, placement.replicated())
+    """Unlearn the original with one method/optimiser/curriculum/seed (or, with a source, along a
+    pathway: ``build_pathway``); evaluate the result."""
+    return run_job(store, item, placement, build_pathway if item.source else _unlearned, replicated=bool(item.source))
+
+
+def _unlearned(job: Job) -> Built | None:
+    """An endpoint's own training: the method's loop from the original, then its evaluation."""
+    item, placement = job.item, job.placement
     task, options, data = task_data(item.task, item.options, item.ratio)
     model = task.new_model(options, seed=0, placement=placement.on(placement.build_device))
-    original = store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
+    original = job.store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
     model = placement.shard_model(load_state(model, original))
     params = METHODS[item.method].Params(**item.hparams)
     frozen = teachers(task, options, item.method, lambda: original, placement, item.curriculum_params)
-    started = time.time()  # train_seconds: the loop alone, not model building or evaluation
-    try:
+    with job.timed():
         log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
                       optimizer_params=item.optimizer_params, curriculum=item.curriculum,
                       curriculum_params=item.curriculum_params, seed=item.seed, placement=placement, teachers=frozen)
-    except DivergedError as exc:
-        return _diverged(store, item.key, item, exc, placement)
-    model = placement.gather(model, lambda: task.new_model(options, seed=0, placement=placement))
-    seconds = time.time() - started
+        model = placement.gather(model, lambda: task.new_model(options, seed=0, placement=placement))
     if not placement.writes:
         return None
-    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
+    context = eval_context(item.task, options, item.ratio, (job.store.uri, item.reference), placement)
     evaluation = evaluate_model(model, item.task, options, item.ratio, context, placement)
-    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": dict(evaluation)}
-    return store.save_artifact(item.key, meta, weights=savable_state(model),
-                               examples=example_table(evaluation.examples))
+    return Built(log, params.batch_size, {"metrics": dict(evaluation)}, weights=savable_state(model),
+                 examples=example_table(evaluation.examples))
 
 
-def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | None:
+def build_pathway(job: Job) -> Built | None:
     """Pathway unlearning: the point t* of a trained curve original -> source endpoint.
 
     t* is chosen as the reference chooses it, without the retrained model: the curve is evaluated
@@ -189,21 +220,19 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     overshot), that point is exported instead: a check the reference, which exports the
     interpolated t as it is, does not make. The retrained model only scores the result, in
     ``pathway_rows``: out of sample, since neither it nor the test split was read to choose t*.
+    A failed source endpoint, or no usable point on the curve, makes it diverged.
     """
-    problem = failure(store, item.source)
+    store, item, placement = job.store, job.item, job.placement
+    problem = store.first_failed(item.source)
     if problem:
-        return _diverged(store, item.key, item, DivergedError(f"source endpoint {problem}"), placement)
+        raise DivergedError(f"source endpoint {problem}")
     task, options, data = task_data(item.task, item.options, item.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     original, source = store.load_weights(item.original), store.load_weights(item.source)
     load_state(model, original)
     params = METHODS[item.method].Params(**item.hparams)
-    started = time.time()
-    try:
+    with job.timed():  # the curve's fit; its evaluation and the choice of t* follow
         bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed, placement=placement)
-    except DivergedError as exc:
-        return _diverged(store, item.key, item, exc, placement)
-    seconds = time.time() - started  # the curve's fit; its evaluation and the choice of t* follow
     if not placement.writes:
         return None
     curve = curve_parameters(model)
@@ -229,7 +258,7 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
             ts, {name: [a[name] for a in accuracies] for name in pathway.SELECTION_SPLITS}, targets,
             params.search_from)
     except ValueError as exc:  # no usable point: nothing to export
-        return _diverged(store, item.key, item, DivergedError(str(exc)), placement)
+        raise DivergedError(str(exc)) from exc
     t_star = t_interpolated
     metrics, acc = evaluate_at(t_star)
     grid_gaps = [pathway.selection_gap(a, targets) if t >= params.search_from - 1e-12 else float("nan")
@@ -238,15 +267,13 @@ def build_pathway(store: Store, item: Endpoint, placement: Placement) -> dict | 
     if not pathway.selection_gap(acc, targets) <= grid_gaps[best]:  # the spline misled: the evaluated best
         t_star = ts[best]
         metrics, acc = evaluate_at(t_star)  # again: the saved BatchNorm is its own
-    meta = {**job_meta("endpoint", item, log, seconds, placement, params.batch_size), "metrics": dict(metrics),
-            "pathway": {"t_star": t_star, "t_interpolated": t_interpolated, "predicted_gap": predicted_gap,
-                        "selection_gap": pathway.selection_gap(acc, targets), "targets": targets,
-                        "search_from": params.search_from,
-                        "selection": {"t": ts, **{name: [a[name] for a in accuracies]
-                                                  for name in pathway.SELECTION_SPLITS}},
-                        "gap_metrics": list(task.gap_metrics)}}
-    return store.save_artifact(item.key, meta, weights=savable_state(model), points=pa.Table.from_pylist(rows),
-                               examples=example_table(metrics.examples))
+    chosen = {"t_star": t_star, "t_interpolated": t_interpolated, "predicted_gap": predicted_gap,
+              "selection_gap": pathway.selection_gap(acc, targets), "targets": targets,
+              "search_from": params.search_from,
+              "selection": {"t": ts, **{name: [a[name] for a in accuracies] for name in pathway.SELECTION_SPLITS}},
+              "gap_metrics": list(task.gap_metrics)}
+    return Built(log, params.batch_size, {"metrics": dict(metrics), "pathway": chosen}, weights=savable_state(model),
+                 points=pa.Table.from_pylist(rows), examples=example_table(metrics.examples))
 
 
 def bend_key(curve: Curve) -> str:
@@ -267,7 +294,12 @@ def unpack_bends(weights: dict, count: int) -> list[dict]:
 
 def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -> dict | None:
     """Fit a curve's bends with the first endpoint's recipe (method, optimiser, curriculum, budget)."""
-    placement = start_job(store, bend_key(curve), "curve", curve, placement).replicated()
+    return run_job(store, curve, placement, _bends, key=bend_key(curve), kind="bend", replicated=True)
+
+
+def _bends(job: Job) -> Built | None:
+    """A curve's bends fitted between its stored endpoints, with the teachers its objective consults."""
+    store, curve, placement = job.store, job.item, job.placement
     task, options, data = task_data(curve.task, curve.options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
@@ -276,20 +308,14 @@ def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
     frozen = teachers(task, options, curve.objective, lambda: store.load_weights(original_key), placement,
                       curve.curriculum_params)
-    started = time.time()
-    try:
+    with job.timed():
         bends, log = fit_bends(model, theta_1, theta_2, task, data, curve.objective, params, fit, kind=curve.kind,
                                bends=curve.bends, optimizer=curve.optimizer, optimizer_params=curve.optimizer_params,
                                curriculum=curve.curriculum, curriculum_params=curve.curriculum_params,
                                seed=curve.seed, placement=placement, teachers=frozen)
-    except DivergedError as exc:
-        return _diverged(store, bend_key(curve), curve, exc, placement)
-    seconds = time.time() - started
     if not placement.writes:
         return None
-    return store.save_artifact(bend_key(curve), job_meta("bend", curve, log, seconds, placement,
-                                                         bend_budget(params, fit).batch_size),
-                               weights=pack_bends(bends))
+    return Built(log, bend_budget(params, fit).batch_size, weights=pack_bends(bends))
 
 
 @lru_cache(maxsize=16)

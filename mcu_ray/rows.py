@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from mcu_ray import pathway, provenance
 from mcu_ray.barriers import curve_verdict, verdict_word
-from mcu_ray.jobs import bend_key, examples_key, failure, t_grid
+from mcu_ray.jobs import bend_key, examples_key, t_grid
 from mcu_ray.plan import Cell, Curve, Endpoint, Plan
 from mcu_ray.spec import SweepSpec
 from mcu_ray.store import Store
@@ -126,14 +126,14 @@ def cell_rows(plan: Plan, spec: SweepSpec, spec_hash: str, store: Store, cell: C
     rows, barrier_rows, summary = [], [], {}
     for kind, key in cell.curves:
         curve = plan.curves[key]
-        problem = failure(store, e1.original, cell.retrained, curve.endpoint_1, curve.endpoint_2,
-                               *([bend_key(curve)] if curve.trained else []))
+        problem = store.first_failed(e1.original, cell.retrained, curve.endpoint_1, curve.endpoint_2,
+                                     *([bend_key(curve)] if curve.trained else []))
         if problem:  # recorded, not dropped: the report shows the cell as failed
             nan = {m: float("nan") for m in task.metric_directions}
             rows += [{**ident, "curve": kind, "curve_key": key, "t": round(float(t), 6), **nan, "status": "diverged",
-                      "reason": problem} for t in t_grid(spec.points)]
+                      "reason": str(problem)} for t in t_grid(spec.points)]
             barrier_rows += [{**ident, "curve": kind, "curve_key": key, "metric": m, "status": "diverged",
-                              "reason": problem} for m in nan]
+                              "reason": str(problem)} for m in nan]
             summary |= {f"mcu_{kind}": None, f"status_{kind}": "diverged"}
             continue
         points = curve_rows(store, curve, cell.endpoint_1)

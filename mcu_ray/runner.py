@@ -30,7 +30,7 @@ from mcu_ray.curves import curve_length
 from mcu_ray.placement import ray_placement
 from mcu_ray.plan import Cell, Plan
 from mcu_ray.spec import SweepSpec, spec_to_dict
-from mcu_ray.store import LEASE_SECONDS, Store
+from mcu_ray.store import LEASE_SECONDS, State, Store
 from mcu_ray.tables import example_table, write_examples, write_table
 from mcu_ray.tracking import cell_metrics, tracking_callbacks, trial_name
 
@@ -168,24 +168,29 @@ def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
     return trainer.fit().return_value
 
 
-_VERIFIED: set[str] = set()  # artifacts whose checksums this process has checked
+_WHOLE: set[tuple[str, str]] = set()  # (store, key) this process found whole: an artifact never changes under its key
 
 
-def complete(store: Store, key: str) -> bool:
-    """Whether ``key`` is stored whole; a corrupt or truncated artifact is reported and removed.
+def stored_whole(store: Store, key: str) -> bool:
+    """Whether ``key`` is stored whole (``ArtifactStatus.whole``), its checksums read once per process."""
+    if (store.uri, key) not in _WHOLE and store.status(key).whole:
+        _WHOLE.add((store.uri, key))
+    return (store.uri, key) in _WHOLE
+
+
+def whole_or_discarded(store: Store, key: str) -> bool:
+    """Whether ``key`` is stored whole; a corrupt or truncated artifact is reported and discarded
+    (False: it is to be built again).
 
     Called by the holder of the key's claim, so no other trial is building it meanwhile.
     """
-    if key in _VERIFIED:
+    if stored_whole(store, key):
         return True
-    if not store.has_artifact(key):
-        return False
-    if store.verify(key):
-        _VERIFIED.add(key)
-        return True
-    log.warning("artifact %s is corrupt (checksum mismatch); rebuilding it", key)
-    print(f"[corrupt] artifact {key} failed its checksum; recomputing it", flush=True)
-    store.discard(key)
+    status = store.status(key)
+    if status.state is State.CORRUPT:
+        log.warning("artifact %s is corrupt (%s); rebuilding it", key, status.reason)
+        print(f"[corrupt] artifact {key} failed its checksum; recomputing it", flush=True)
+        store.discard(key)
     return False
 
 
@@ -201,8 +206,7 @@ def ensure(grid: Grid, owner: str, builders: dict) -> None:
     while pending:
         progressed = elsewhere = False
         for key in list(pending):
-            if key in _VERIFIED or (store.has_artifact(key) and store.verify(key)):
-                _VERIFIED.add(key)
+            if stored_whole(store, key):
                 pending.pop(key)
                 continue
             if not ray.get(coordinator.claim.remote(key, owner)):
@@ -213,7 +217,7 @@ def ensure(grid: Grid, owner: str, builders: dict) -> None:
                     continue
                 try:
                     with renewing_lease(store, key):
-                        if not complete(store, key):
+                        if not whole_or_discarded(store, key):
                             pending[key]()
                 finally:
                     store.release_lease(key, lease_owner)
@@ -319,7 +323,7 @@ def run_cell(config: dict, grid: Grid) -> dict:
 
     ensure(grid, cell.key, {original.key: train("original", original),
                             cell.retrained: train("retrained", plan.retrained[cell.retrained])})
-    inputs_ok = not jobs.failure(store, original.key, cell.retrained)  # stored before anything below runs
+    inputs_ok = not store.first_failed(original.key, cell.retrained)  # stored before anything below runs
     if inputs_ok:
         sources = [plan.endpoints[e.source] for e in (e1, e2) if e.source]  # pathway endpoints start from these
         ensure(grid, cell.key, {e.key: train("endpoint", e) for e in sources})
@@ -327,9 +331,9 @@ def run_cell(config: dict, grid: Grid) -> dict:
     curves = [plan.curves[key] for _, key in cell.curves]
     # endpoints exist only when the original and the retrained model do (a failed retrained model
     # used to send its cells' bends to train from endpoints that were never built)
-    healthy = [c for c in curves if inputs_ok and not jobs.failure(store, c.endpoint_1, c.endpoint_2)]
+    healthy = [c for c in curves if inputs_ok and not store.first_failed(c.endpoint_1, c.endpoint_2)]
     ensure(grid, cell.key, {jobs.bend_key(c): train("bend", c, jobs.bend_key(c)) for c in healthy if c.trained})
-    evaluated = [c for c in healthy if not (c.trained and jobs.failure(store, jobs.bend_key(c)))]
+    evaluated = [c for c in healthy if not (c.trained and store.first_failed(jobs.bend_key(c)))]
     ensure(grid, cell.key, {c.key: (lambda c=c: evaluate_curve(grid, c, examples=grid.per_example))
                             for c in evaluated})
     if grid.per_example:  # curves evaluated without the switch before: their points again, for these alone
@@ -341,7 +345,7 @@ def run_cell(config: dict, grid: Grid) -> dict:
     if inputs_ok:
         write_reference_tables(grid, original, reference)
     for endpoint in (e1, e2):  # pathway endpoints are built only on healthy inputs
-        if endpoint.source and inputs_ok and not jobs.failure(store, endpoint.key):
+        if endpoint.source and inputs_ok and not store.first_failed(endpoint.key):
             write_pathway_table(grid, endpoint)
     write_example_tables(grid, (e1, e2), curves, evaluated)
     seconds = {"cell_seconds": time.time() - started}

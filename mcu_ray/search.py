@@ -237,7 +237,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         runner.ensure(grid, owner, {original.key: train("original", original),
                                     retrained.key: train("retrained", retrained)})
         runner.ensure(grid, owner, {endpoint.key: train("endpoint", endpoint)})
-        problem = jobs.failure(store, original.key, retrained.key, endpoint.key)
+        problem = store.first_failed(original.key, retrained.key, endpoint.key)
         if problem:
             raise RuntimeError(f"{task.name}/{study.method} at {ratio:g} %: {problem}")
         scored = {key: validation_metrics(store, task.name, task.options, ratio, key, retrained.key, res)

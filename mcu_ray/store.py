@@ -14,6 +14,7 @@ Every write goes to a temporary name first and is then moved into place.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 import json
@@ -42,6 +43,39 @@ class CorruptArtifactError(RuntimeError):
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class State(enum.Enum):
+    """What the store holds under an artifact key."""
+
+    MISSING = "missing"  # no meta.json: never built, or its job stopped before committing it
+    HEALTHY = "healthy"  # built, and every file its meta.json lists matches its checksum
+    DIVERGED = "diverged"  # built as a failure: no weights, the reason its job recorded (a NaN loss, a failed input)
+    CORRUPT = "corrupt"  # meta.json unreadable, or a file it lists missing or not matching its checksum
+
+
+@dataclass(frozen=True)
+class ArtifactStatus:
+    """One artifact's state (``Store.status``); ``reason``: why it diverged, as its job recorded it, or
+    what is corrupt."""
+
+    key: str
+    state: State
+    reason: str = ""
+
+    @property
+    def whole(self) -> bool:
+        """Stored as its job left it (healthy, or a failure it recorded): nothing to build."""
+        return self.state in (State.HEALTHY, State.DIVERGED)
+
+    @property
+    def failed(self) -> bool:
+        """Stored as a failure: what depends on it is recorded as failed too, with this reason."""
+        return self.state is State.DIVERGED
+
+    def __str__(self) -> str:
+        """'key state: reason', the reason rows, the report and errors give for a failed artifact."""
+        return f"{self.key} {self.state.value}: {self.reason}"
 
 
 @dataclass
@@ -97,14 +131,35 @@ class Store:
     def read_meta(self, key: str) -> dict:
         return json.loads(self.read_bytes("artifacts", key, "meta.json"))
 
-    def verify(self, key: str) -> bool:
-        """Whether the artifact's metadata parses and every file it lists matches its checksum."""
+    def status(self, key: str, checksums: bool = True) -> ArtifactStatus:
+        """Whether ``key`` is missing, healthy, diverged or corrupt: the one place that says.
+
+        ``checksums=False``: from meta.json alone (what its job recorded), without reading the files it
+        lists; for asking whether an input failed, where its files are not read or are checked as they
+        load (``load_weights``...). A failure recorded in meta.json is ``DIVERGED`` whatever its word.
+        """
+        if not self.has_artifact(key):
+            return ArtifactStatus(key, State.MISSING)
         try:
             meta = self.read_meta(key)
-            return all(_sha256(self.read_bytes("artifacts", key, name)) == digest
-                       for name, digest in meta["files"].items())
-        except (OSError, ValueError, KeyError):
-            return False
+            digests = meta["files"].items()
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            return ArtifactStatus(key, State.CORRUPT, f"meta.json unreadable ({type(exc).__name__})")
+        for name, digest in digests if checksums else ():
+            try:
+                whole = _sha256(self.read_bytes("artifacts", key, name)) == digest
+            except OSError:
+                return ArtifactStatus(key, State.CORRUPT, f"{name} missing")
+            if not whole:
+                return ArtifactStatus(key, State.CORRUPT, f"{name}: checksum mismatch")
+        if meta.get("status", "ok") != "ok":
+            return ArtifactStatus(key, State.DIVERGED, meta.get("reason", ""))
+        return ArtifactStatus(key, State.HEALTHY)
+
+    def first_failed(self, *keys: str) -> ArtifactStatus | None:
+        """The first of ``keys`` stored as a failure (from meta.json alone); None if none is."""
+        return next((status for status in (self.status(key, checksums=False) for key in keys) if status.failed),
+                    None)
 
     def discard(self, key: str) -> None:
         """Remove an artifact (a corrupt one, before it is rebuilt); meta.json goes first."""

@@ -1,5 +1,6 @@
 """Faults inside a running grid: a training process killed mid-job, a worker node lost.
-Either way the trial is retried and the grid completes with every expected row."""
+Either way the trial is retried and the grid completes with every expected row.
+And a corrupt artifact found by the holder of its claim: discarded, so that it is built again."""
 import collections
 import os
 import signal
@@ -8,11 +9,12 @@ import time
 
 import pytest
 import ray
+import torch
 
 from mcu_ray.plan import make_plan
-from mcu_ray.runner import run_grid
+from mcu_ray.runner import run_grid, whole_or_discarded
 from mcu_ray.spec import parse_spec
-from mcu_ray.store import Store
+from mcu_ray.store import State, Store
 from mcu_ray.tables import read_table
 from tests.conftest import tiny_digits_task
 
@@ -106,3 +108,25 @@ def test_worker_node_lost_mid_grid(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_corrupt_artifact_is_discarded_and_a_whole_one_kept(tmp_path, capsys):
+    """The claim holder's check before building: a healthy or a diverged artifact is whole (kept, not
+    rebuilt); a corrupt one (a byte flipped in its weights) is reported and every file of it deleted,
+    meta.json first, so that the key reads missing and is built again; a missing one is to be built."""
+    store = Store(str(tmp_path))
+    store.save_artifact("ep-ok", {"kind": "endpoint"}, weights={"w": torch.ones(8)})
+    store.save_artifact("ep-nan", {"kind": "endpoint", "status": "diverged", "reason": "loss is nan at step 2"})
+    store.save_artifact("ep-bad", {"kind": "endpoint"}, weights={"w": torch.arange(8.0)})
+    weights = tmp_path / "artifacts" / "ep-bad" / "weights.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    assert whole_or_discarded(store, "ep-ok") and whole_or_discarded(store, "ep-nan")
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "ep-ok").iterdir()) == ["meta.json", "weights.safetensors"]
+    assert capsys.readouterr().out == ""
+    assert not whole_or_discarded(store, "ep-bad")
+    assert "[corrupt] artifact ep-bad" in capsys.readouterr().out
+    assert list((tmp_path / "artifacts" / "ep-bad").iterdir()) == []
+    assert store.status("ep-bad").state is State.MISSING
+    assert not whole_or_discarded(store, "ep-missing") and store.status("ep-missing").state is State.MISSING

@@ -9,7 +9,7 @@ from mcu_ray import load
 from mcu_ray.plan import make_plan
 from mcu_ray.runner import BuildCoordinator, Grid, coordinator_name, ensure, run_grid, NAMESPACE
 from mcu_ray.spec import parse_spec
-from mcu_ray.store import Store
+from mcu_ray.store import State, Store
 from mcu_ray.tables import read_table
 from mcu_ray.tasks import TASKS
 from tests.conftest import tiny_digits_task
@@ -183,7 +183,7 @@ def test_corrupt_artifact_and_torn_result_are_recomputed(ray_cluster, tmp_path):
     before = collections.Counter(r["key"] for r in store.job_records())
     again = run_grid(spec, plan, storage)
     assert again["cells_run"] == 1 and again["cells_skipped"] == 1
-    assert store.verify(endpoint)  # rebuilt whole
+    assert store.status(endpoint).state is State.HEALTHY  # rebuilt whole
     after = collections.Counter(r["key"] for r in store.job_records())
     assert after[endpoint] == before[endpoint] + 1  # only the corrupt artifact was retrained
     assert all(after[k] == n for k, n in before.items() if k != endpoint and not k.startswith("curve-"))

@@ -19,7 +19,7 @@ from mcu_ray.pathway import (BetaRule, bend_optimizer, fit_pathway_bend, select_
                              tensor_scores)
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
-from mcu_ray.store import Store
+from mcu_ray.store import ArtifactStatus, State, Store
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.classification import forget_indices_from_file, validation_indices_from_file
 from mcu_ray.tasks.tofu import TASK as TOFU
@@ -276,7 +276,7 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
     again = evaluate_state(pathway_ep.task, pathway_ep.options, pathway_ep.ratio, store.load_weights(pathway_ep.key),
                            (store.uri, pathway_ep.reference), Placement("cpu"))
     assert again == pytest.approx(meta["metrics"], abs=1e-6)
-    assert store.verify(pathway_ep.key) and meta["kind"] == "endpoint"
+    assert store.status(pathway_ep.key).state is State.HEALTHY and meta["kind"] == "endpoint"
     rows = pathway_rows(store, pathway_ep, "ga")
     assert [r["model"] for r in rows[:4]] == ["original", "source", "pathway", "retrained"] and len(rows) == 4 + 5
     # the report's gap to the retrained model, out of sample, on acc_forget / acc_retain / acc_test
@@ -294,7 +294,10 @@ def test_a_failed_source_fails_its_pathway_endpoint(digits_models, tmp_path):
     pathway_ep = next(e for e in plan.endpoints.values() if e.source)
     store.save_artifact(pathway_ep.source, {"status": "diverged", "reason": "loss is nan at step 3"})
     meta = jobs.build_endpoint(store, pathway_ep)
-    assert meta["status"] == "diverged" and "loss is nan at step 3" in meta["reason"]
+    assert meta["status"] == "diverged"
+    assert meta["reason"] == f"source endpoint {pathway_ep.source} diverged: loss is nan at step 3"
+    assert store.status(pathway_ep.key) == ArtifactStatus(pathway_ep.key, State.DIVERGED, meta["reason"])
+    assert [r["key"] for r in store.job_records()] == [pathway_ep.key]  # recorded, though nothing trained
 
 
 # ----------------------------------------------------------------------------- the validation split

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mcu_ray.barriers import verdict_word
-from mcu_ray.jobs import failure  # Ray-free: reads an artifact's meta.json
 from mcu_ray.plan import SETTINGS_TABLE
 from mcu_ray.provenance import ROW_FIELDS as PROVENANCE_FIELDS
 from mcu_ray.spec import Tolerances
@@ -107,9 +106,9 @@ def problem_cells(tables: SweepTables, storage: str) -> pd.DataFrame:
     def why(keys) -> str:  # cells share artifacts: each meta.json is read once
         for key in keys:
             if key not in recorded:
-                recorded[key] = failure(store, key)
+                recorded[key] = store.first_failed(key)
             if recorded[key]:
-                return recorded[key]
+                return str(recorded[key])
         return "no rows: not run yet, or its trial stopped before writing them"
 
     for cell in tables.planned:
