@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from typing import Any
@@ -75,7 +77,10 @@ def did_you_mean(word: str, choices) -> str:
 
 
 def check_value(value: Any, tp, path: str) -> Any:
-    """Check one scalar against an annotation (int, float, bool, str); return it coerced."""
+    """Check one scalar against an annotation (int, float, bool, str); return it coerced.
+
+    Numbers are finite, and a size (MAX_SIZES, by the field's name) at most its bound.
+    """
     if tp is bool:
         if not isinstance(value, bool):
             raise SpecError(path, value, "expected true or false")
@@ -83,16 +88,53 @@ def check_value(value: Any, tp, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(path, value, "expected an integer")
+        check_size(value, path)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(path, value, "expected a number")
-        return float(value)
+        return check_finite(value, path)
     if tp is str:
         if not isinstance(value, str) or not value:
             raise SpecError(path, value, "expected a non-empty string")
         return value
     return value
+
+
+# field name -> (the largest value it may take, what it counts). A size beyond these is a typo (a zero or
+# three too many), not a plan: refused before hours of work or a process that runs out of memory.
+MAX_SIZES = {
+    "points": (1001, "evaluated points per curve (the paper: 16)"),
+    "bends": (100, "bends per curve (the paper: 1)"),
+    "epochs": (100_000, "epochs"),
+    "steps": (10_000_000, "steps"),
+    "batch_size": (1_000_000, "examples per batch"),
+    "retain_batch_size": (1_000_000, "examples per batch"),
+    "eval_batch_size": (1_000_000, "examples per batch"),
+    "eval_size": (1_000_000, "rows per evaluation set"),
+    "eval_points_per_task": (1001, "points per evaluation task (a curve has at most 1001)"),
+    "synthetic_authors": (100_000, "authors (TOFU has 200)"),
+    "num_workers": (10_000, "workers per training job"),
+}
+
+
+def check_size(value: int, path: str) -> None:
+    """A SpecError when the field at ``path`` is a size (MAX_SIZES) and ``value`` is beyond its bound."""
+    name = re.sub(r"\[\d+\]$", "", path.rpartition(".")[2])
+    if name in MAX_SIZES and value > MAX_SIZES[name][0]:
+        bound, what = MAX_SIZES[name]
+        raise SpecError(path, value, f"expected at most {bound:,} {what}")
+
+
+def check_finite(value: int | float, path: str) -> float:
+    """``value`` as a float; a SpecError for NaN, an infinity, or an integer too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise SpecError(path, value, "expected a finite number (not .nan, .inf or -.inf)")
+    return number
 
 
 def reject_unknown_keys(raw: dict, names, path: str) -> None:

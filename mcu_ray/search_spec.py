@@ -19,12 +19,11 @@ allowed. Nothing here is imported by the science; ``mcu_ray.search`` runs it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from mcu_ray.errors import (FAILED, Problems, SpecError, build_dataclass, check_value, did_you_mean, join_path,
-                            reject_unknown_keys)
+from mcu_ray.errors import (FAILED, Problems, SpecError, build_dataclass, check_size, check_value, did_you_mean,
+                            join_path, reject_unknown_keys)
 
 GAP = "gap_to_retrained"  # mean |validation metric - the retrained model's| over the task's gap_metrics
 DIRECTIONS = ("max", "min")
@@ -33,6 +32,7 @@ SAMPLERS = ("auto", "tpe", "nsga2")  # auto: TPE for one objective, NSGA-II for 
 DISTRIBUTIONS = {"loguniform": "float", "uniform": "float", "int": "int", "logint": "int", "choice": "any"}
 BLOCKS = ("so", "cl")  # nested knob families: so.<Sophia knob>, cl.<curriculum knob>
 MAX_TRIALS = 10_000
+MAX_HEARTBEAT = 3600.0  # seconds: a trial silent for twice this long is taken for dead
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,8 @@ def _count(value, path: str, most: int) -> int:
 
 def _positive(value, path: str) -> float:
     value = check_value(value, float, path)
-    if not (math.isfinite(value) and value > 0):
-        raise SpecError(path, value, "expected a positive number of seconds")
+    if not 0 < value <= MAX_HEARTBEAT:
+        raise SpecError(path, value, f"expected a positive number of seconds, at most {MAX_HEARTBEAT:g}")
     return value
 
 
@@ -327,10 +327,11 @@ def _distribution(raw, path: str, default) -> Distribution:
         raise SpecError(here, values, "expected [low, high]")
     tp = int if wanted == "int" else float
     low, high = (check_value(v, tp, join_path(here, i)) for i, v in enumerate(values))
-    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-        raise SpecError(here, values, "expected finite bounds with low < high")
+    if low >= high:  # check_value refused non-finite bounds
+        raise SpecError(here, values, "expected low < high")
     if kind in ("loguniform", "logint") and low <= 0:
         raise SpecError(here, values, "a log scale needs low > 0")
+    check_size(high, path)  # a searched size (steps, epochs, batch_size...) has the bound of the knob itself
     return Distribution(kind, (low, high))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -341,11 +342,18 @@ def _at_least(value, path: str, minimum: int, allowed: str) -> int:
     return value
 
 
+MAX_SEEDS = 1000  # seeds per sweep: each one is the whole grid again
+SEED_LIMIT = 2**31  # with what the plan adds (seed + 1: the second endpoint), within NumPy's 32-bit seeds
+
+
 def _seeds(raw) -> tuple:
     seeds = _list(raw, "seeds")
+    if len(seeds) > MAX_SEEDS:
+        raise SpecError("seeds", f"{len(seeds)} seeds", f"expected at most {MAX_SEEDS:,} seeds (each one is the "
+                                                        f"whole grid again)")
     for i, seed in enumerate(seeds):
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise SpecError(f"seeds[{i}]", seed, "expected a non-negative integer")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+            raise SpecError(f"seeds[{i}]", seed, "expected a non-negative integer below 2**31")
     _unique(seeds, "seeds")
     return tuple(seeds)
 
@@ -437,7 +445,7 @@ def _task(name, path: str, task_registry):
     """The registered task called ``name``."""
     if name is None:
         raise SpecError(path, None, f"this field is required; known tasks: {', '.join(task_registry.TASKS)}")
-    if name not in task_registry.TASKS:
+    if not isinstance(name, str) or name not in task_registry.TASKS:
         raise SpecError(path, name, f"unknown task{did_you_mean(name, task_registry.TASKS)}; known tasks: "
                                     f"{', '.join(task_registry.TASKS)}")
     return task_registry.TASKS[name]
@@ -510,7 +518,7 @@ def _parse_resources(raw, path) -> ResourcesSpec:
                                              "strategy fsdp shards the model over the job's workers: expected 2 or "
                                              "more (or strategy: ddp)"))
         if not isinstance(train.resources_per_worker, dict) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
                 for k, v in train.resources_per_worker.items()):
             problems.errors.append(SpecError(join_path(train_path, "resources_per_worker"), train.resources_per_worker,
                                              "expected a mapping resource name -> non-negative number, e.g. "
@@ -532,17 +540,78 @@ def _parse_resources(raw, path) -> ResourcesSpec:
 # ----------------------------------------------------------------------------- files and overrides
 
 
+MAX_FILE_BYTES = 10 * 2**20  # a sweep file is a few kB of YAML
+MAX_YAML_DEPTH = 100  # nested lists and mappings (a sweep file needs 8; PyYAML's own recursion ends near 500)
+MAX_YAML_NODES = 100_000  # values, lists and mappings with every alias expanded (a sweep file has hundreds)
+
+
 def read_sweep_file(path: str | os.PathLike) -> Any:
-    """The YAML document of a sweep file, not yet validated."""
+    """The YAML document of a sweep file, not yet validated: a SpecError for anything but a file of
+    UTF-8 YAML text of sane size."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError("<file>", str(path), "a directory: expected a sweep YAML file (see sweeps/)")
     if not path.is_file():
         raise SpecError("<file>", str(path), "no such sweep file")
     try:
-        return yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError("<file>", str(path), f"{size:,} bytes: a sweep file is at most {MAX_FILE_BYTES:,} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError("<file>", str(path), f"cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError("<file>", str(path), f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                                             f"expected a sweep file in YAML") from None
+    return load_yaml(text, "<yaml>", str(path))
+
+
+def load_yaml(text: str, path: str, value: Any, context: str = "") -> Any:
+    """The YAML document ``text``; a SpecError (``path``, ``value``, ``context`` before the problem) when it
+    is not valid YAML, nests deeper than MAX_YAML_DEPTH, or its aliases expand it beyond MAX_YAML_NODES
+    (a "billion laughs": a few lines of anchors standing for 10**9 values)."""
+    try:
+        _check_yaml_size(text, path, value, context)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise SpecError("<yaml>", str(path), f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
+        raise SpecError(path, value, f"{context}not valid YAML at {where}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _check_yaml_size(text: str, path: str, value: Any, context: str) -> None:
+    """Refuse a document's depth and alias-expanded size from its parse events, before PyYAML builds it
+    (its recursive composer would fail on depth; the built objects share aliased parts, so their size
+    shows only to whatever walks them later)."""
+    expanded: dict = {}  # anchor -> nodes it stands for, its aliases expanded
+    open_nodes: list = []  # [anchor, nodes so far] of each list or mapping being read, outermost first
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+            if len(open_nodes) > MAX_YAML_DEPTH:
+                raise SpecError(path, value, f"{context}lists and mappings nested more than {MAX_YAML_DEPTH} deep")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, nodes = open_nodes.pop()
+        elif isinstance(event, yaml.AliasEvent):
+            if any(event.anchor == open_anchor for open_anchor, _ in open_nodes):
+                raise SpecError(path, value, f"{context}alias *{event.anchor} inside its own anchor: a document "
+                                             f"that contains itself")
+            anchor, nodes = None, expanded.get(event.anchor, 1)  # an undefined alias: PyYAML's error follows
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, nodes = event.anchor, 1
+        else:
+            continue
+        if anchor is not None:
+            expanded[anchor] = nodes
+        if open_nodes:
+            open_nodes[-1][1] += nodes
+            nodes = open_nodes[-1][1]
+        if nodes > MAX_YAML_NODES:
+            raise SpecError(path, value, f"{context}more than {MAX_YAML_NODES:,} values, lists and mappings once "
+                                         f"its aliases are expanded (a YAML bomb?)")
 
 
 def load_spec(path: str | os.PathLike, overrides=()) -> SweepSpec:
@@ -588,11 +657,8 @@ def apply_overrides(raw: Any, overrides, keep_going: Problems | None = None) -> 
                                                             "tasks.0.ratios=[2]"))
         if keys is FAILED:
             continue
-        try:
-            value = yaml.safe_load(value_text)
-        except yaml.YAMLError as exc:
-            problems.errors.append(SpecError(_field_path(keys), value_text, f"--set {text}: the value is not valid "
-                                                                            f"YAML ({getattr(exc, 'problem', exc)})"))
+        value = problems.attempt(load_yaml, value_text, _field_path(keys), value_text, f"--set {text}: ")
+        if value is FAILED:
             continue
         if isinstance(value, str) and _YAML_11_FLOAT.fullmatch(value):
             value = float(value)
@@ -645,8 +711,8 @@ def _assign(raw: Any, keys: list, value: Any, text: str) -> None:
 
 
 def _blame(error: SpecError, set_paths: dict) -> SpecError:
-    """``error``, saying which ``--set`` put the value there when one did."""
-    for path, text in set_paths.items():
+    """``error``, saying which ``--set`` put the value there when one did (the one nearest the field)."""
+    for path, text in sorted(set_paths.items(), key=lambda item: -len(item[0])):
         if (error.path == path or error.path.startswith((path + ".", path + "["))) and "--set" not in error.allowed:
             return SpecError(error.path, error.value, f"{error.allowed} (set by --set {text})")
     return error

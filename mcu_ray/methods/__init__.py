@@ -25,9 +25,9 @@ def resolve_hparams(method: str, task, values: dict | None, path: str) -> dict:
     Method defaults < the task's tuned defaults < the sweep file's values; ``so`` applies
     when an endpoint is trained with the second-order optimiser, ``cl`` with a curriculum.
     """
-    values = dict(values or {})
-    if not isinstance(values, dict):
+    if not isinstance(values, (dict, type(None))):
         raise SpecError(path, values, "expected a mapping {param: value, so: {...}, cl: {...}}")
+    values = dict(values or {})
     defaults = dict(task.default_hparams.get(method, {}))
     resolved = {}
     for block, cls in (("so", SophiaParams), ("cl", CurriculumParams)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -109,6 +110,25 @@ def validation_indices(n_train: int, n_validation: int, split_seed: int) -> torc
 
 def _listed(path: str) -> list[int]:
     return [int(line) for line in open(path) if line.strip()]
+
+
+def check_index_file(path: str, field: str) -> None:
+    """A SpecError naming ``field`` unless ``path`` is a forget list as MU-Bench writes it: UTF-8 text, one
+    training row index (a non-negative integer) per line, at least one."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SpecError(field, path, "no such file")
+    try:
+        lines = file.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SpecError(field, path, "not UTF-8 text: expected one training row index per line") from None
+    entries = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+    if not entries:
+        raise SpecError(field, path, "empty: expected one training row index per line (MU-Bench's forget list)")
+    for number, entry in entries:
+        if not (entry.isascii() and entry.isdigit()):
+            raise SpecError(field, path, f"line {number} is {entry[:40]!r}: expected one training row index "
+                                         f"(a non-negative integer) per line")
 
 
 def validation_indices_from_file(path: str, n_train: int, n_validation: int, split_seed: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from mcu_ray.errors import SpecError
 from mcu_ray.tasks.base import absolute, check_reference_model
-from mcu_ray.tasks.classification import ClassificationTask, check_val_fraction, hf_logits
+from mcu_ray.tasks.classification import ClassificationTask, check_index_file, check_val_fraction, hf_logits
 from mcu_ray.tasks.tokenizers import train_bpe
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -63,11 +63,10 @@ class Options:
                                    reference_model=absolute(self.reference_model) if self.reference_model else "")
 
     def check(self, path: str) -> None:
-        looks_local = self.dataset.startswith(("/", "./", "../", "~"))
-        if looks_local and not Path(self.dataset).expanduser().exists():
-            raise SpecError(f"{path}.dataset", self.dataset, "no such folder (a hub id has the form org/name)")
-        if self.forget_index_file and not Path(self.forget_index_file).expanduser().is_file():
-            raise SpecError(f"{path}.forget_index_file", self.forget_index_file, "no such file")
+        if self.dataset.startswith(("/", "./", "../", "~")):
+            check_dataset_folder(self.dataset, f"{path}.dataset")
+        if self.forget_index_file:
+            check_index_file(self.forget_index_file, f"{path}.forget_index_file")
         if self.epochs < 0 or (self.epochs == 0 and self.model == "tiny"):
             raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
         check_reference_model(self.reference_model, self.epochs, path)  # never silently the original itself
@@ -75,6 +74,21 @@ class Options:
         for key in ("image_size", "max_length", "vocab_size", "hidden_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise SpecError(f"{path}.{key}", getattr(self, key), "expected an integer >= 1")
+
+
+def check_dataset_folder(folder: str, field: str) -> None:
+    """A SpecError naming ``field`` unless ``folder`` holds data files ``datasets.load_dataset`` reads
+    (the hub layout, e.g. data/train-00000-of-00001.parquet)."""
+    local = Path(folder).expanduser()
+    if not local.is_dir():
+        raise SpecError(field, folder, "no such folder (a hub id has the form org/name)")
+    from datasets.data_files import EmptyDatasetError, get_data_patterns
+
+    try:
+        get_data_patterns(str(local))
+    except EmptyDatasetError:
+        raise SpecError(field, folder, "no data files there (Parquet, Arrow, CSV, JSON...): expected a dataset "
+                                       "folder in the hub layout, e.g. data/train-00000-of-00001.parquet") from None
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,12 @@ from mcu_ray.tasks import tofu_metrics as tm
 from mcu_ray.tasks.base import Evaluation, absolute, check_reference_model, evaluate_one_by_one
 from mcu_ray.tasks.privacy import mia_auc, min_k_score, privleak
 from mcu_ray.tasks.tokenizers import train_bpe
-from mcu_ray.tasks.tofu_data import ENV_TOFU_DIR, forget_config, holdout_config, load_config, local_dir, tofu_rows
+from mcu_ray.tasks.tofu_data import (ENV_TOFU_DIR, EVERY_RUN, forget_config, holdout_config, load_config, local_dir,
+                                     missing_files, tofu_rows)
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-phi")  # built from a config at n_layer x n_embd (random init)
 SOURCES = ("synthetic", "local", "hub")
+TOKENIZER_TEXT = (*EVERY_RUN, forget_config(10), holdout_config(10))  # what a tiny model's tokenizer is trained on
 
 # Metrics of one evaluated model, declared in the registry (mcu_ray.metrics).
 METRICS = ("forget_quality", "model_utility",
@@ -86,8 +88,12 @@ class Options:
             if not folder:
                 raise SpecError(f"{path}.path", self.path,
                                 f"source 'local' needs the TOFU folder: set this field or ${ENV_TOFU_DIR}")
-            if not (Path(folder) / "full.jsonl").is_file():
-                raise SpecError(f"{path}.path", folder, "no full.jsonl there: expected a folder of TOFU's JSONL files")
+            if not Path(folder).is_dir():
+                raise SpecError(f"{path}.path", folder, "no such folder: expected a folder of TOFU's JSONL files")
+            missing = missing_files(folder, TOKENIZER_TEXT if self.model in TINY_MODELS else EVERY_RUN)
+            if missing:
+                raise SpecError(f"{path}.path", folder, f"no {', '.join(missing)} there: expected a folder of "
+                                                        f"TOFU's JSONL files")
         if self.epochs < 0 or (self.epochs == 0 and self.model in TINY_MODELS):
             raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
         check_reference_model(self.reference_model, self.epochs, path)  # never silently the original itself
@@ -184,8 +190,7 @@ def _all_text(opts: Options):
     (holdout10, which holds holdout01 and 05) are in it as Df is: otherwise their names alone (single
     tokens for Df's authors, a few letters each for theirs) let any model, the retrained one included,
     tell Df from them, and the membership attacks (AUC ~1) and PrivLeak would measure the tokenizer."""
-    for name in ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed", forget_config(10),
-                 holdout_config(10)):
+    for name in TOKENIZER_TEXT:
         for row in load_split(opts, name):
             yield opts.question_template.format(question=row["question"])
             yield opts.answer_template.format(answer=row["answer"])
@@ -571,10 +576,17 @@ class TofuTask:
                         "keep more authors (e.g. retain_authors 30, or synthetic_authors 30)")
 
     def check_ratios(self, ratios, options: dict, path: str) -> None:
-        """Hub and local data have forget01/05/10 only; a subset caps ratios at max_ratio."""
+        """Hub and local data have forget01/05/10 only, a local folder each one's files; a subset caps
+        ratios at max_ratio."""
         for i, ratio in enumerate(ratios):
             if options["source"] != "synthetic" and ratio not in (1, 5, 10):
                 raise SpecError(f"{path}[{i}]", ratio, "TOFU's forget sets are 1, 5 and 10 %")
+            local = options["source"] == "local"
+            missing = local and missing_files(local_dir(options["path"]), (forget_config(ratio), holdout_config(ratio)))
+            if missing:
+                raise SpecError(f"{path}[{i}]", ratio, f"the local TOFU folder (options.path) has no "
+                                                       f"{', '.join(missing)}: this ratio's forget set and held-out "
+                                                       f"authors")
             if options["retain_authors"] and ratio > options["max_ratio"]:
                 raise SpecError(f"{path}[{i}]", ratio, f"with a subset (retain_authors) ratios go up to "
                                                        f"options.max_ratio = {options['max_ratio']}")

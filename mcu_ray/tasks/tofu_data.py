@@ -22,6 +22,7 @@ QUESTIONS_PER_AUTHOR = 20  # TOFU: 200 authors x 20 questions
 VALIDATION_SEED = 0  # which Dr rows ``validate`` reads: fixed, so every spec on the same data reads the same
 VALIDATION_SIZE = 100  # validation rows when eval_size is 0 (all rows of every evaluation set)
 ENV_TOFU_DIR = "MCU_TOFU_DIR"
+EVERY_RUN = ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")  # read at any ratio
 
 
 def forget_config(ratio: float) -> str:
@@ -51,6 +52,11 @@ def load_config(source: str, name: str, *, path: str = "", repo: str = "locuslab
 def local_dir(path: str) -> str:
     """The local folder: the spec's ``path``, else $MCU_TOFU_DIR."""
     return path or os.environ.get(ENV_TOFU_DIR, "")
+
+
+def missing_files(folder: str, configs) -> list[str]:
+    """The JSON Lines files of ``configs`` that the local ``folder`` lacks."""
+    return [f"{name}.jsonl" for name in configs if not (Path(folder) / f"{name}.jsonl").is_file()]
 
 
 @dataclass
