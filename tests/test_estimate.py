@@ -16,9 +16,7 @@ from mcu_ray.plan import make_plan
 from mcu_ray.spec import SpecError, parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
-from tests.conftest import tiny_digits_task
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, tiny_digits_task
 
 # scikit-learn's digits: 1797 images, test_fraction 0.2 -> 360 test, 1437 training rows; val_fraction 0.1 ->
 # 144 held out as the validation split, |D| = 1293; 5 % forget -> round(64.65) = 65

@@ -14,7 +14,7 @@ from mcu_ray.runner import run_grid
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 pytestmark = pytest.mark.ray
 

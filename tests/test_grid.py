@@ -12,7 +12,7 @@ from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
 from mcu_ray.tasks import TASKS
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 pytestmark = pytest.mark.ray
 

@@ -23,7 +23,7 @@ from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.classification import forget_indices_from_file, validation_indices_from_file
 from mcu_ray.tasks.tofu import TASK as TOFU
 from mcu_ray.train import train_supervised, unlearn
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 # a hand-made model: four tensors, 100 parameters in all
 SIZES = {"embed": 40, "attn": 30, "mlp": 20, "head": 10}

@@ -15,7 +15,7 @@ from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])]

@@ -31,9 +31,8 @@ from mcu_ray.report.reproduce import (check_excerpt, code_warnings, excerpt, onl
 from mcu_ray.spec import load_spec, spec_to_dict
 from mcu_ray.store import Store
 from mcu_ray.tables import load
-from tests.conftest import tiny_digits_task
+from tests.helpers import REPO, tiny_digits_task
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEP = "prov"
 
 

@@ -1,8 +1,6 @@
 """TOFU data sources, tiny-model training and the metric invariants (no Ray)."""
 import dataclasses
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,16 +21,8 @@ from mcu_ray.tasks.tofu import TASK, encode_pairs, eval_rows, generate_answers, 
 from mcu_ray.tasks.tofu_data import load_config, synthetic_configs, tofu_rows
 from mcu_ray.train import train_supervised, unlearn
 
-SHARED_TOFU = Path(os.environ.get("MCU_TOFU_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/tofu"))
 NEEDED = ("full", "forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
           "holdout01")
-
-
-@pytest.fixture(scope="module")
-def tofu_dir() -> Path:
-    if not (SHARED_TOFU / "full.jsonl").is_file():
-        pytest.fail(f"TOFU test data not found at {SHARED_TOFU}: check out shared/ beside the repo or set MCU_TOFU_DIR")
-    return SHARED_TOFU
 
 
 def test_local_source_follows_tofus_rule(tofu_dir):

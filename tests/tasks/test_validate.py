@@ -20,8 +20,7 @@ from mcu_ray.spec import SpecError
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.tofu_data import load_config, tofu_rows
 from mcu_ray.train import train_supervised
-from tests.tasks.test_mubench import write_hub_folder
-from tests.tasks.test_tofu import tofu_dir  # noqa: F401 (a fixture)
+from tests.helpers import write_hub_folder
 
 CPU = Placement("cpu")
 DIGITS, TOFU = TASKS["digits"], TASKS["tofu"]
