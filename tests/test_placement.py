@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mcu_ray import jobs
-from mcu_ray.batches import padding_ratio, iterate_batches, shard
+from mcu_ray.batches import shard
 from mcu_ray.placement import Placement
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
@@ -144,18 +144,6 @@ def test_shards_of_a_batch_cover_it_in_order_and_accumulation_matches_workers():
     two_workers = [m for rank in (0, 1) for m in Placement("cpu", rank=rank, world_size=2, grad_accum=2)
                    .micro_batches(batch)]
     assert [m["x"].tolist() for m in one_worker] == [m["x"].tolist() for m in two_workers] == parts
-
-
-def test_length_grouped_text_batches_waste_little_on_padding():
-    """Rows of 5..60 tokens: batches of random rows pad to ~2x; grouped by length, under 1.25x."""
-    lengths = torch.randint(5, 61, (400,), generator=torch.Generator().manual_seed(0))
-    mask = (torch.arange(60)[None, :] < lengths[:, None]).long()
-    batch = {"input_ids": mask * 7, "attention_mask": mask, "labels": mask * 7}
-    generator = torch.Generator().manual_seed(0)
-    plain = padding_ratio(iterate_batches(batch, 32, generator))
-    grouped = list(iterate_batches(batch, 32, generator, group_by_length=True))
-    assert plain > 1.5 and padding_ratio(grouped) <= 1.25
-    assert sorted(i for b in grouped for i in b["attention_mask"].sum(-1).tolist()) == sorted(lengths.tolist())
 
 
 def test_a_cuda_placement_keeps_attention_off_cudnn():
