@@ -1,4 +1,4 @@
-"""Shared fixtures: a local Ray cluster as CI allows it, and TOFU's test data. Helpers that tests
+"""Shared fixtures: a local Ray cluster as CI allows it, TOFU's test data, a synthetic sweep to report on. Helpers that tests
 import are in ``tests/helpers.py``."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.helpers import SHARED_TOFU
+from tests.helpers import SHARED_TOFU, write_report_sweep
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -38,3 +38,12 @@ def tofu_dir():
     if not (SHARED_TOFU / "full.jsonl").is_file():
         pytest.fail(f"TOFU test data not found at {SHARED_TOFU}: check out shared/ beside the repo or set MCU_TOFU_DIR")
     return SHARED_TOFU
+
+
+@pytest.fixture(scope="session")
+def report_storage(tmp_path_factory) -> str:
+    """A store root holding the synthetic sweep of ``helpers.write_report_sweep`` (read only: a test that
+    changes it works on a copy)."""
+    root = str(tmp_path_factory.mktemp("report_store"))
+    write_report_sweep(root)
+    return root

@@ -1,13 +1,14 @@
 """The sweep command's own rules, without running a grid: flags that cannot go together, ``--only``
 filters (checked against the plan's cells, matched as documented), the plan record the report reads,
 the dry run's lines and GPU requests a local Ray cannot meet. (The command end to end: tests/test_cli.py.)"""
+import json
+
 import pytest
 
 from mcu_ray import sweep
-from mcu_ray.jobs import bend_key
 from mcu_ray.plan import make_plan
-from mcu_ray.spec import SpecError, parse_spec
-from tests.helpers import tiny_digits_task
+from mcu_ray.spec import SpecError, load_spec, parse_spec
+from tests.helpers import REPO, tiny_digits_task
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +52,20 @@ def test_filters_that_match_nothing_together_are_refused(plan):
         sweep.parse_only(["setting=Rand,method=ga/rl"], plan)
 
 
-def test_the_plan_record_lists_each_cells_artifacts(plan):
-    record = sweep.plan_record(plan)
-    assert record["cells"] == [c.key for c in plan.cells] and record["pathway"] == []
+def test_the_plan_record_names_each_cells_fields_and_artifacts():
+    """What spec.json keeps and the report's list of missing cells reads: every planned cell, its methods,
+    and the artifacts whose recorded failure explains why it has no rows (the quickstart sweep)."""
+    plan = make_plan(load_spec(REPO / "sweeps" / "quickstart.yaml"))
+    record = json.loads(json.dumps(sweep.plan_record(plan)))  # as spec.json holds it
+    assert [c["key"] for c in record["cell_list"]] == record["cells"] == [c.key for c in plan.cells]
     assert record["models"] == [*plan.originals, *plan.retrained]
-    cell = plan.cells[0]
-    listed = next(c for c in record["cell_list"] if c["key"] == cell.key)
-    curves = {kind: plan.curves[key] for kind, key in cell.curves}
-    assert listed["artifacts"] == [plan.endpoints[cell.endpoint_1].original, cell.retrained, cell.endpoint_1,
-                                   cell.endpoint_2, bend_key(curves["bezier"]), curves["linear"].key,
-                                   curves["bezier"].key]
+    for cell, listed in zip(plan.cells, record["cell_list"]):
+        e1, e2 = plan.endpoints[cell.endpoint_1], plan.endpoints[cell.endpoint_2]
+        assert (listed["method_1"], listed["method_2"], listed["setting"], listed["ratio"], listed["seed"]) == (
+            e1.method, e2.method, cell.setting, cell.ratio, cell.seed)
+        curves = dict(cell.curves)
+        assert listed["artifacts"] == [e1.original, cell.retrained, e1.key, e2.key,
+                                       curves["bezier"].replace("curve-", "bend-"), curves["linear"], curves["bezier"]]
 
 
 def test_the_dry_run_lines_group_cells_by_task_and_setting():
