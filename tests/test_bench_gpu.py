@@ -40,7 +40,6 @@ def test_training_table_has_every_loop_with_real_throughput(tiny_report):
         assert positive(row["seconds"]) and positive(row["seconds_per_step"]), loop
         assert positive(row["real_tokens_per_second"]) and positive(row["trainable_params"]), loop
         # the row's token counts are the loop's own, consistent with the ratio it logged
-        assert row["padding_ratio"] >= 1.0
         assert row["padded_tokens"] / row["real_tokens"] == pytest.approx(row["padding_ratio"], rel=1e-5), loop
         assert row["mfu"] is None  # no bf16 peak for a CPU: MFU is n/a, not a made-up number
         assert loop in stdout

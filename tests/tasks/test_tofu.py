@@ -48,11 +48,13 @@ def tofu_store(tmp_path_factory):
 
 def test_reference_compared_with_itself_has_forget_quality_one(tofu_store):
     plan, store = tofu_store
-    metrics = store.read_meta(next(iter(plan.retrained)))["metrics"]
+    key = next(iter(plan.retrained))
+    metrics = store.read_meta(key)["metrics"]
     assert metrics["forget_quality"] == pytest.approx(1.0)
     assert metrics["privleak"] == 0.0  # PrivLeak is relative to the retrained model's own attack AUC
     assert set(metrics) == set(TASK.metric_directions)
-    assert 0 < metrics["model_utility"] <= 1
+    examples = store.load_examples(key).to_pandas()  # Model Utility and the rest, from its own stored rows
+    assert_gives_tofu_metrics(metrics, examples, examples)
 
 
 def test_unlearning_lowers_forget_rouge(tofu_store):
@@ -158,7 +160,10 @@ def test_lora_endpoints_are_adapters_over_a_frozen_base(tmp_path):
     bend, = jobs.unpack_bends(store.load_weights(jobs.bend_key(curve)), 1)
     assert set(bend) == set(weights)  # the bend lives in adapter space
     rows = jobs.evaluate_curve_serially(store, curve)
-    assert len(rows) == 1 and 0 <= rows[0]["forget_quality"] <= 1
+    assert len(rows) == 1
+    retrained = store.load_examples(curve.reference).to_pandas()
+    assert rows[0]["forget_quality"] == pytest.approx(
+        forget_quality(example_table(rows[0].examples).to_pandas(), retrained), rel=1e-9)
 
 
 def test_so_and_cl_endpoints_on_tofu(tmp_path):
@@ -173,10 +178,12 @@ def test_so_and_cl_endpoints_on_tofu(tmp_path):
     store = Store(str(tmp_path))
     jobs.build_original(store, next(iter(plan.originals.values())))
     jobs.build_retrained(store, next(iter(plan.retrained.values())))
-    variants = set()
+    variants, retrained = set(), store.load_examples(next(iter(plan.retrained))).to_pandas()
     for endpoint in plan.endpoints.values():
         meta = jobs.build_endpoint(store, endpoint)
-        assert meta["train_log"]["steps"] > 0 and 0 <= meta["metrics"]["forget_quality"] <= 1
+        assert meta["train_log"]["steps"] > 0
+        assert meta["metrics"]["forget_quality"] == pytest.approx(
+            forget_quality(store.load_examples(endpoint.key).to_pandas(), retrained), rel=1e-9)
         variants.add((endpoint.method, endpoint.optimizer, endpoint.curriculum))
     assert variants == {(m, o, c) for m in ("npo", "rl") for o, c in (("fo", "none"), ("so", "none"), ("fo", "cl"))}
 
@@ -212,6 +219,13 @@ def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
     assert data.eval_padding_ratio() <= 1.25
 
 
+def forget_quality(frame: pd.DataFrame, reference: pd.DataFrame) -> float:
+    """TOFU's Forget Quality from two models' example rows: the KS test's p-value between their truth
+    ratios on the forget set (evaluate_util.py / aggregate_eval_stat.py)."""
+    ratios = [rows.loc[rows["split"] == "forget", "truth_ratio"].dropna() for rows in (frame, reference)]
+    return ks_2samp(*ratios).pvalue
+
+
 def assert_gives_tofu_metrics(metrics: dict, frame: pd.DataFrame, reference: pd.DataFrame) -> None:
     """Every TOFU metric of one model recomputed from its examples rows with TOFU's and open-unlearning's
     formulas; ``reference``: the retrained model's rows (Forget Quality's and PrivLeak's reference)."""
@@ -232,9 +246,7 @@ def assert_gives_tofu_metrics(metrics: dict, frame: pd.DataFrame, reference: pd.
         if name in ("forget", "retain"):  # TOFU's probability there: exp(-token-mean loss)
             assert np.allclose(rows["prob"], np.exp(-rows["loss"]))
             assert metrics[f"loss_{name}"] == pytest.approx(rows["loss"].mean(), rel=1e-6)
-    truth_ratios = {name: rows.loc[rows["split"] == "forget", "truth_ratio"].dropna()
-                    for name, rows in (("model", frame), ("reference", reference))}
-    assert metrics["forget_quality"] == pytest.approx(ks_2samp(*truth_ratios.values()).pvalue, rel=1e-9)
+    assert metrics["forget_quality"] == pytest.approx(forget_quality(frame, reference), rel=1e-9)
     utility = [stats[name][stat] for name in EVAL_SETS[1:] for stat in ("prob", "rouge", "truth_ratio")]
     assert metrics["model_utility"] == pytest.approx(hmean(utility) if min(utility) > 0 else 0.0, rel=1e-9)
     auc = {}
