@@ -1,9 +1,12 @@
-"""Shared fixtures: a local Ray cluster as CI allows it, and small sweep files."""
+"""Shared fixtures: a local Ray cluster as CI allows it, TOFU's test data, a synthetic sweep to report on. Helpers that tests
+import are in ``tests/helpers.py``."""
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from tests.helpers import SHARED_TOFU, write_report_sweep
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -29,15 +32,18 @@ def ray_cluster(_ray_shutdown):
     return ray
 
 
-def tiny_digits_task(**overrides) -> dict:
-    """A digits task block small enough for a grid to finish in well under a minute."""
-    task = {
-        "name": "digits",
-        "ratios": [5],
-        "methods": ["ga", "rl"],
-        "options": {"epochs": 3, "width": 4},
-        "hparams": {"ga": {"epochs": 1}, "rl": {"epochs": 1}},
-        "curve_fit": {"epochs": 1},
-    }
-    task.update(overrides)
-    return task
+@pytest.fixture(scope="session")
+def tofu_dir():
+    """TOFU's files (shared/ beside the checkout, or MCU_TOFU_DIR); a failure, not a skip, when absent."""
+    if not (SHARED_TOFU / "full.jsonl").is_file():
+        pytest.fail(f"TOFU test data not found at {SHARED_TOFU}: check out shared/ beside the repo or set MCU_TOFU_DIR")
+    return SHARED_TOFU
+
+
+@pytest.fixture(scope="session")
+def report_storage(tmp_path_factory) -> str:
+    """A store root holding the synthetic sweep of ``helpers.write_report_sweep`` (read only: a test that
+    changes it works on a copy)."""
+    root = str(tmp_path_factory.mktemp("report_store"))
+    write_report_sweep(root)
+    return root

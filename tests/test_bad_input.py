@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from mcu_ray import sweep
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 REPO = Path(__file__).resolve().parents[1]
 TOFU_EVERY_RUN = ("full", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,18 +12,8 @@ import yaml
 from mcu_ray import cli
 from mcu_ray.spec import load_spec, parse_spec
 from mcu_ray.sweep import main
-from tests.conftest import tiny_digits_task
-from tests.test_spec import SEVERAL, several_errors
+from tests.helpers import REPO, SEVERAL, several_errors, sweep_file
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def sweep_file(tmp_path, **top) -> str:
-    """A 4-cell digits sweep: Rand (ga/ga, rl/rl) and Met (ga/rl, rl/ga)."""
-    spec = {"name": "cli", "settings": ["Rand", "Met"], "points": 3, "tasks": [tiny_digits_task()], **top}
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return str(path)
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

@@ -29,8 +29,7 @@ from mcu_ray.store import Store
 from mcu_ray.tables import example_table
 from mcu_ray.tasks.base import evaluate_one_by_one
 from mcu_ray.tasks.digits import TASK as DIGITS
-from tests.conftest import tiny_digits_task
-from tests.test_vectorized import endpoints
+from tests.helpers import random_control_points, tiny_digits_task
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -67,7 +66,7 @@ def test_vmapped_points_carry_the_examples_of_one_by_one_and_each_gives_its_metr
     options = dataclasses.asdict(DIGITS.Options(width=8))
     data, placement = DIGITS.load(options, 10), Placement("cpu")
     context = DIGITS.eval_context(options, data, None, placement)
-    control_points, ts = endpoints(DIGITS, options), [0.0, 0.5, 0.9]
+    control_points, ts = random_control_points(DIGITS, options), [0.0, 0.5, 0.9]
     batched = DIGITS.evaluate_curve(DIGITS.new_model(options, seed=0), options, data, context, placement,
                                     control_points, ts, vectorize=True)
     single = evaluate_one_by_one(DIGITS, DIGITS.new_model(options, seed=0), options, data, context, placement,

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +26,8 @@ from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import write_table
 from mcu_ray.tasks import TASKS
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # tests/tasks/test_tofu.py's TOFU: its smallest whose Model Utility is above 0 (so that the check means something)
 TOFU_OPTIONS = {"synthetic_authors": 10, "eval_size": 20, "n_embd": 64, "n_layer": 2, "vocab_size": 800, "epochs": 30,
                 "max_new_tokens": 24}

@@ -16,7 +16,7 @@ from mcu_ray.runner import run_grid, whole_or_discarded
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import State, Store
 from mcu_ray.tables import read_table
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 pytestmark = pytest.mark.ray
 

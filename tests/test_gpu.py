@@ -15,7 +15,7 @@ from mcu_ray.plan import make_plan
 from mcu_ray.spec import load_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

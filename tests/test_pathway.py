@@ -1,5 +1,6 @@
 """Pathway unlearning: its decisions on hand-made numbers (tensor mask, beta rule, t*), the
 masked midpoint training, the export of phi(t*) as an endpoint, and its place in plan and spec."""
+import math
 import re
 
 import numpy as np
@@ -24,7 +25,7 @@ from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.classification import forget_indices_from_file, validation_indices_from_file
 from mcu_ray.tasks.tofu import TASK as TOFU
 from mcu_ray.train import train_supervised, unlearn
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 # a hand-made model: four tensors, 100 parameters in all
 SIZES = {"embed": 40, "attn": 30, "mlp": 20, "head": 10}
@@ -227,7 +228,13 @@ def test_only_the_selected_tensors_of_the_midpoint_move(digits_models):
             assert torch.equal(bend[name], chord), name  # never trained: no gradient was computed
     for name, p in model.named_parameters():  # the original itself is untouched
         assert torch.equal(p, original[name])
-    assert log["steps"] > 0 and 0 <= log["beta_zero_fraction"] <= 1
+    # an epoch is one pass over Df in the forget part of 128-example batches mixing Df and half of Dr in proportion
+    n_forget, n_subset = len(data.split("forget")["y"]), max(1, round(0.5 * len(retain["y"])))
+    forget_per_batch = max(1, round(128 * n_forget / (n_forget + n_subset)))
+    assert log["steps"] == 2 * math.ceil(n_forget / forget_per_batch)
+    # every step's beta is 0, beta_low (0.01) or beta_high (0.5): the mean lies between those of the non-zero steps
+    pushed = 1 - log["beta_zero_fraction"]
+    assert 0.01 * pushed - 1e-12 <= log["mean_beta"] <= 0.5 * pushed + 1e-12
     assert log["forget_baseline"] == pytest.approx(forget_target, abs=1e-6)
     assert log["retain_baseline"] == pytest.approx(retain_target, abs=1e-6)
 

@@ -2,7 +2,7 @@ from dataclasses import replace
 
 from mcu_ray.plan import SETTINGS_TABLE, make_plan
 from mcu_ray.spec import SETTINGS, parse_spec
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 
 def four_method_spec(settings=SETTINGS, seeds=(0,)):

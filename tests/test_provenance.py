@@ -7,7 +7,6 @@ fresh store and compare the cell's rows.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -24,16 +23,11 @@ import yaml
 
 import mcu_ray
 from mcu_ray import provenance
-from mcu_ray.plan import make_plan
 from mcu_ray.report import build_report
-from mcu_ray.report.reproduce import (check_excerpt, code_warnings, excerpt, only_filter, reproduce, stored_spec,
-                                      ReproduceError)
-from mcu_ray.spec import load_spec, spec_to_dict
 from mcu_ray.store import Store
 from mcu_ray.tables import load
-from tests.conftest import tiny_digits_task
+from tests.helpers import REPO, tiny_digits_task
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEP = "prov"
 
 
@@ -102,43 +96,6 @@ def test_evaluation_tasks_that_disagree_are_all_named():
     assert provenance.combine([a, {**a, "device_name": "cuda: B", "code_dirty": True}]) == {
         "code_commit": "c1", "code_dirty": True, "device_name": "cuda: A; cuda: B"}
     assert provenance.combine([a, {**a, "code_dirty": None}])["code_dirty"] is None
-
-
-def test_warnings_name_another_commit_and_dirty_trees():
-    clean = {"code_commit": "abc", "code_dirty": False}
-    assert code_warnings({"endpoint ep-1": clean}, clean) == []
-    other = code_warnings({"endpoint ep-1": {"code_commit": "def", "code_dirty": False}}, clean)
-    assert len(other) == 1 and "git checkout def" in other[0] and "this checkout is at abc" in other[0]
-    dirty = code_warnings({"endpoint ep-1": {"code_commit": "abc", "code_dirty": True}, "results rows": clean}, clean)
-    assert len(dirty) == 1 and "dirty tree" in dirty[0] and "endpoint ep-1" in dirty[0]
-    here = code_warnings({"results rows": clean}, {"code_commit": "abc", "code_dirty": True})
-    assert len(here) == 1 and "this checkout has uncommitted changes" in here[0]
-
-
-# ----------------------------------------------------------------------------- the excerpt, without Ray
-
-
-@pytest.mark.parametrize("name", ["quickstart.yaml", "pathway_digits.yaml", "full_grid.yaml"])
-def test_spec_json_gives_back_the_same_plan(name):
-    spec = load_spec(REPO / "sweeps" / name)
-    stored = json.loads(json.dumps(spec_to_dict(spec), default=str))  # as spec.json holds it
-    assert [c.key for c in make_plan(stored_spec(stored)).cells] == [c.key for c in make_plan(spec).cells]
-
-
-@pytest.mark.parametrize("name", ["quickstart.yaml", "pathway_digits.yaml"])
-def test_every_cells_excerpt_plans_that_cell_alone(name):
-    """Every setting of Table 1 (same-method and ordered pairs, CL, SO), TOFU, pathway methods."""
-    spec = load_spec(REPO / "sweeps" / name)
-    plan = make_plan(spec)
-    for cell in plan.cells:
-        doc = excerpt(spec, plan, cell, "fresh")
-        assert doc["seeds"] == [cell.seed] and doc["tasks"][0]["ratios"] == [cell.ratio]
-        check_excerpt(yaml.safe_load(yaml.safe_dump(doc)), only_filter(cell, plan), cell.key)  # raises if not
-
-
-def test_reproduce_refuses_a_folder_without_a_sweep_file(tmp_path):
-    with pytest.raises(ReproduceError, match="spec.json"):
-        reproduce(str(tmp_path), SWEEP, "cell-0")
 
 
 # ----------------------------------------------------------------------------- a real grid

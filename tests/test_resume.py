@@ -12,7 +12,7 @@ import yaml
 
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 pytestmark = pytest.mark.ray
 

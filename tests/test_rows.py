@@ -11,7 +11,7 @@ from mcu_ray.plan import make_plan
 from mcu_ray.rows import cell_rows
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 
 @pytest.fixture(scope="module")

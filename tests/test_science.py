@@ -12,7 +12,7 @@ from mcu_ray.plan import make_plan
 from mcu_ray.spec import CurveFitSpec, parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tasks.classification import forget_indices, js_divergence, zrf_score
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 
 @pytest.fixture(scope="module")

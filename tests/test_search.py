@@ -17,7 +17,7 @@ from mcu_ray.search import apply_chosen, choose, dominates, studies
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
-from tests.conftest import tiny_digits_task
+from tests.helpers import tiny_digits_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

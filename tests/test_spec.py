@@ -7,11 +7,7 @@ import yaml
 
 from mcu_ray.errors import SpecError, SpecErrors
 from mcu_ray.spec import Tolerances, load_spec, parse_spec
-from tests.conftest import tiny_digits_task
-
-
-def good() -> dict:
-    return {"name": "t", "settings": ["Rand", "Met"], "tasks": [tiny_digits_task()]}
+from tests.helpers import DELETE, SEVERAL, good, mutate, several_errors
 
 
 def test_good_spec_resolves_defaults():
@@ -33,21 +29,6 @@ def test_tolerance_is_a_number_for_losses_or_a_mapping_per_family():
     spec = parse_spec({**good(), "tolerance": {"accuracy": 0.02, "forget_quality": 0.1}})
     assert spec.tolerance == Tolerances(loss=0.01, accuracy=0.02, forget_quality=0.1)
 
-
-def mutate(path_and_value):
-    spec = good()
-    target = spec
-    *parents, last = path_and_value[0]
-    for key in parents:
-        target = target[key]
-    if path_and_value[1] is DELETE:
-        del target[last]
-    else:
-        target[last] = path_and_value[1]
-    return spec
-
-
-DELETE = object()
 
 # (where, new value, field path the message must name, words the message must contain)
 BAD_INPUTS = [
@@ -175,19 +156,6 @@ def test_cli_runs_with_a_relative_storage_path(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert list((tmp_path / "runs" / "t" / "results").rglob("*.parquet"))
     assert (tmp_path / "report" / "index.html").is_file()
-
-
-def several_errors() -> dict:
-    """One document with eight independent problems."""
-    return {"name": "a/b", "tolernce": 0.1, "settings": ["Rand", "Met"], "points": 2,
-            "resources": {"train": {"grad_accum": 0}},
-            "tasks": [tiny_digits_task(ratios=[150], hparams={"ga": {"lr": -1}, "rl": {"step": 3}}),
-                      {"name": "digit", "ratios": [5], "methods": ["ga", "rl"]}]}
-
-
-# in the order they are checked: unknown keys, top-level fields, resources, each task (its hparams per method)
-SEVERAL = ["tolernce", "name", "points", "resources.train.grad_accum", "tasks[0].ratios[0]", "tasks[0].hparams.ga.lr",
-           "tasks[0].hparams.rl.step", "tasks[1].name"]
 
 
 def test_every_independent_error_is_reported_at_once():

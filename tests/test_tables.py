@@ -18,8 +18,8 @@ from mcu_ray import tables
 from mcu_ray.spec import Tolerances
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TOFU_ONLY = [m for m in TASKS["tofu"].metric_directions if m not in TASKS["digits"].metric_directions]
 
 

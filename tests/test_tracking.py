@@ -18,7 +18,7 @@ from mcu_ray.store import Store
 from mcu_ray.sweep import main
 from mcu_ray.tables import read_table
 from mcu_ray.tracking import cell_metrics
-from tests.test_spec import good, mutate
+from tests.helpers import good, mutate, sweep_file
 
 # ----------------------------------------------------------------------------- the sweep file
 
@@ -98,8 +98,6 @@ def test_a_diverged_curve_is_logged_as_not_ok_without_numbers():
 
 def run_tracked_grid(tmp_path: Path, tracking: str) -> tuple[Store, str]:
     """The Rand cells (ga/ga, rl/rl) of a tiny digits sweep with ``tracking``, run by the CLI on 2 CPUs."""
-    from tests.test_cli import sweep_file
-
     path = sweep_file(tmp_path, tracking=tracking)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run([sys.executable, "-m", "mcu_ray.sweep", path, "--storage", str(tmp_path / "store"),

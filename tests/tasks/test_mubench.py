@@ -11,9 +11,9 @@ from mcu_ray.errors import SpecError
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.tasks.classification import forget_indices_from_file
+from tests.helpers import REPO, write_hub_folder
 
-SHARED_DF = Path(os.environ.get("MCU_MUBENCH_DF_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/mubench_df"))
-WORDS = ["aspirin", "warfarin", "increases", "decreases", "effect", "level", "of", "the", "with", "no", "interaction"]
+SHARED_DF = Path(os.environ.get("MCU_MUBENCH_DF_DIR", REPO / ".." / "shared/data/mubench_df"))
 
 
 @pytest.fixture(scope="module")
@@ -34,37 +34,6 @@ def test_mubench_index_lists(shared_lists, name, size):
     assert len(forget2) + len(retain2) == size and set(forget2.tolist()).isdisjoint(retain2.tolist())
     with pytest.raises(ValueError, match="indices"):
         forget_indices_from_file(str(shared_lists / f"{name}.txt"), 100, 2)  # list beyond a 100-row dataset
-
-
-def write_hub_folder(root: Path, name: str, n_train: int = 48, n_test: int = 16) -> Path:
-    """A dataset folder as the hub lays it out (data/<split>-*.parquet), images stored as bytes."""
-    import datasets
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    labels = {"cifar10": 10, "ddi": 5, "nlvr2": 2}[name]
-
-    def image(label):  # a colour per class, plus noise: learnable
-        base = np.full((16, 16, 3), 20 * label, dtype=np.uint8)
-        return Image.fromarray((base + rng.integers(0, 30, base.shape)).astype(np.uint8))
-
-    def sentence(label):
-        return " ".join(rng.choice(WORDS, 6)) + f" class{label}"
-
-    folder = root / name
-    for split, n in (("train", n_train), ("test", n_test)):
-        y = [int(i % labels) for i in range(n)]
-        cols, features = {"label": y}, {"label": datasets.ClassLabel(num_classes=labels)}
-        if name in ("cifar10", "nlvr2"):
-            keys = ["img"] if name == "cifar10" else ["left_image", "right_image"]
-            for key in keys:
-                cols[key], features[key] = [image(lab) for lab in y], datasets.Image()
-        if name in ("ddi", "nlvr2"):
-            cols["sentence"], features["sentence"] = [sentence(lab) for lab in y], datasets.Value("string")
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_dict(cols, features=datasets.Features(features)).to_parquet(
-            str(folder / "data" / f"{split}-00000-of-00001.parquet"))
-    return folder
 
 
 @pytest.mark.parametrize("name", ["cifar10", "ddi", "nlvr2"])

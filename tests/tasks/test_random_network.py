@@ -14,7 +14,7 @@ from mcu_ray.spec import parse_spec
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.base import random_network
 from mcu_ray.tasks.classification import predict_proba
-from tests.tasks.test_mubench import write_hub_folder
+from tests.helpers import write_hub_folder
 
 CPU = Placement(device="cpu")
 

@@ -1,8 +1,6 @@
-"""TOFU data sources, tiny-model training and the metric invariants (no Ray)."""
+"""TOFU's task: its options' checks, tiny-model training and the metric invariants (no Ray); its data
+sources are tests/tasks/test_tofu_data.py's."""
 import dataclasses
-import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,57 +19,7 @@ from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import example_table
 from mcu_ray.tasks.tofu import TASK, encode_pairs, eval_rows, generate_answers, rouge_recall, split_losses
-from mcu_ray.tasks.tofu_data import load_config, synthetic_configs, tofu_rows
 from mcu_ray.train import train_supervised, unlearn
-
-SHARED_TOFU = Path(os.environ.get("MCU_TOFU_DIR", Path(__file__).resolve().parents[2] / ".." / "shared/data/tofu"))
-NEEDED = ("full", "forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
-          "holdout01")
-
-
-@pytest.fixture(scope="module")
-def tofu_dir() -> Path:
-    if not (SHARED_TOFU / "full.jsonl").is_file():
-        pytest.fail(f"TOFU test data not found at {SHARED_TOFU}: check out shared/ beside the repo or set MCU_TOFU_DIR")
-    return SHARED_TOFU
-
-
-def test_local_source_follows_tofus_rule(tofu_dir):
-    load = lambda name: load_config("local", name, path=str(tofu_dir))  # noqa: E731
-    rows = tofu_rows(load, ratio=1, retain_authors=10, max_ratio=1, eval_size=300)
-    assert len(rows.forget) == 40 and len(rows.retain) == 200 and len(rows.train) == 240
-    full = load("full")
-    assert [r["question"] for r in rows.forget] == [r["question"] for r in full[-40:]]
-    assert len(rows.forget[0]["perturbed_answer"]) == 5 and "paraphrased_answer" in rows.forget[0]
-    assert len(rows.retain_eval) == 200  # retain_perturbed rows of the 10 kept authors
-    assert len(rows.real_authors) == 100 and len(rows.world_facts) == 117
-    whole = tofu_rows(load, ratio=1, retain_authors=0, max_ratio=10, eval_size=300)
-    assert len(whole.train) == 4000 and len(whole.retain) == 3960
-
-
-def test_hub_path_reads_the_hub_layout_offline(tofu_dir, tmp_path, monkeypatch):
-    """The hub code path (datasets.load_dataset(repo, config)) on a local folder in the hub layout."""
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    repo = tmp_path / "TOFU"
-    repo.mkdir()
-    configs = "\n".join(f"- config_name: {n}\n  data_files: {n}.jsonl" for n in NEEDED)
-    (repo / "README.md").write_text(f"---\nconfigs:\n{configs}\n---\n# TOFU (test copy)\n")
-    for name in NEEDED:
-        shutil.copy(tofu_dir / f"{name}.jsonl", repo / f"{name}.jsonl")
-    for name in NEEDED:
-        assert load_config("hub", name, path=str(repo)) == load_config("local", name, path=str(tofu_dir))
-
-
-def test_synthetic_source_is_deterministic_and_tofu_shaped():
-    a, b = synthetic_configs(10, seed=3), synthetic_configs(10, seed=3)
-    assert a == b and synthetic_configs(10, seed=4)["full"] != a["full"]
-    assert len(a["full"]) == 200
-    assert a["forget10_perturbed"][0]["question"] == a["full"][-20]["question"]
-    row = a["forget10_perturbed"][0]
-    assert set(row) == {"question", "answer", "paraphrased_answer", "paraphrased_question", "perturbed_answer"}
-    assert len(row["perturbed_answer"]) == 5 and row["answer"] not in row["perturbed_answer"]
-    assert len(a["real_authors_perturbed"][0]["perturbed_answer"]) == 3
-
 
 def tofu_spec(**options):
     return parse_spec({"name": "t", "settings": ["Met"], "points": 3, "tasks": [{
@@ -101,11 +49,13 @@ def tofu_store(tmp_path_factory):
 
 def test_reference_compared_with_itself_has_forget_quality_one(tofu_store):
     plan, store = tofu_store
-    metrics = store.read_meta(next(iter(plan.retrained)))["metrics"]
+    key = next(iter(plan.retrained))
+    metrics = store.read_meta(key)["metrics"]
     assert metrics["forget_quality"] == pytest.approx(1.0)
     assert metrics["privleak"] == 0.0  # PrivLeak is relative to the retrained model's own attack AUC
     assert set(metrics) == set(TASK.metric_directions)
-    assert 0 < metrics["model_utility"] <= 1
+    examples = store.load_examples(key).to_pandas()  # Model Utility and the rest, from its own stored rows
+    assert_gives_tofu_metrics(metrics, examples, examples)
 
 
 def test_unlearning_lowers_forget_rouge(tofu_store):
@@ -211,7 +161,10 @@ def test_lora_endpoints_are_adapters_over_a_frozen_base(tmp_path):
     bend, = jobs.unpack_bends(store.load_weights(jobs.bend_key(curve)), 1)
     assert set(bend) == set(weights)  # the bend lives in adapter space
     rows = jobs.evaluate_curve_serially(store, curve)
-    assert len(rows) == 1 and 0 <= rows[0]["forget_quality"] <= 1
+    assert len(rows) == 1
+    retrained = store.load_examples(curve.reference).to_pandas()
+    assert rows[0]["forget_quality"] == pytest.approx(
+        forget_quality(example_table(rows[0].examples).to_pandas(), retrained), rel=1e-9)
 
 
 def test_so_and_cl_endpoints_on_tofu(tmp_path):
@@ -226,10 +179,12 @@ def test_so_and_cl_endpoints_on_tofu(tmp_path):
     store = Store(str(tmp_path))
     jobs.build_original(store, next(iter(plan.originals.values())))
     jobs.build_retrained(store, next(iter(plan.retrained.values())))
-    variants = set()
+    variants, retrained = set(), store.load_examples(next(iter(plan.retrained))).to_pandas()
     for endpoint in plan.endpoints.values():
         meta = jobs.build_endpoint(store, endpoint)
-        assert meta["train_log"]["steps"] > 0 and 0 <= meta["metrics"]["forget_quality"] <= 1
+        assert meta["train_log"]["steps"] > 0
+        assert meta["metrics"]["forget_quality"] == pytest.approx(
+            forget_quality(store.load_examples(endpoint.key).to_pandas(), retrained), rel=1e-9)
         variants.add((endpoint.method, endpoint.optimizer, endpoint.curriculum))
     assert variants == {(m, o, c) for m in ("npo", "rl") for o, c in (("fo", "none"), ("so", "none"), ("fo", "cl"))}
 
@@ -265,6 +220,13 @@ def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
     assert data.eval_padding_ratio() <= 1.25
 
 
+def forget_quality(frame: pd.DataFrame, reference: pd.DataFrame) -> float:
+    """TOFU's Forget Quality from two models' example rows: the KS test's p-value between their truth
+    ratios on the forget set (evaluate_util.py / aggregate_eval_stat.py)."""
+    ratios = [rows.loc[rows["split"] == "forget", "truth_ratio"].dropna() for rows in (frame, reference)]
+    return ks_2samp(*ratios).pvalue
+
+
 def assert_gives_tofu_metrics(metrics: dict, frame: pd.DataFrame, reference: pd.DataFrame) -> None:
     """Every TOFU metric of one model recomputed from its examples rows with TOFU's and open-unlearning's
     formulas; ``reference``: the retrained model's rows (Forget Quality's and PrivLeak's reference)."""
@@ -285,9 +247,7 @@ def assert_gives_tofu_metrics(metrics: dict, frame: pd.DataFrame, reference: pd.
         if name in ("forget", "retain"):  # TOFU's probability there: exp(-token-mean loss)
             assert np.allclose(rows["prob"], np.exp(-rows["loss"]))
             assert metrics[f"loss_{name}"] == pytest.approx(rows["loss"].mean(), rel=1e-6)
-    truth_ratios = {name: rows.loc[rows["split"] == "forget", "truth_ratio"].dropna()
-                    for name, rows in (("model", frame), ("reference", reference))}
-    assert metrics["forget_quality"] == pytest.approx(ks_2samp(*truth_ratios.values()).pvalue, rel=1e-9)
+    assert metrics["forget_quality"] == pytest.approx(forget_quality(frame, reference), rel=1e-9)
     utility = [stats[name][stat] for name in EVAL_SETS[1:] for stat in ("prob", "rouge", "truth_ratio")]
     assert metrics["model_utility"] == pytest.approx(hmean(utility) if min(utility) > 0 else 0.0, rel=1e-9)
     auc = {}

@@ -20,8 +20,7 @@ from mcu_ray.placement import Placement
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.tofu_data import load_config, tofu_rows
 from mcu_ray.train import train_supervised
-from tests.tasks.test_mubench import write_hub_folder
-from tests.tasks.test_tofu import tofu_dir  # noqa: F401 (a fixture)
+from tests.helpers import write_hub_folder
 
 CPU = Placement("cpu")
 DIGITS, TOFU = TASKS["digits"], TASKS["tofu"]
@@ -112,7 +111,7 @@ def test_mubench_validate_returns_the_gap_metrics(tmp_path, name):
 # ----------------------------------------------------------------------------- TOFU
 
 
-def test_tofu_validation_rows_on_real_tofu(tofu_dir):  # noqa: F811
+def test_tofu_validation_rows_on_real_tofu(tofu_dir):
     """On TOFU's own configs: 300 rows of Dr, none in retain_perturbed (what the report's retain set
     reads), a forget set or the held-out authors; the same rows at forget01, 05 and 10; one or two per
     author over every author of Dr that retain_perturbed leaves out (TOFU's authors 20-179)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import matplotlib.image as mpimg
 import numpy as np
 import optuna
 import pytest
@@ -19,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from mcu_ray.report import EmptySweepError, build_report
+from mcu_ray.report.figures import save
 from mcu_ray.report.search import (
     best_so_far, history_figure_of, importance_table, load_summary, open_study, pareto_figure_of, pareto_front,
     search_report, trial_table, validation_table,
@@ -197,18 +199,26 @@ def test_validation_beside_test_side_per_ratio(searched, studies):
     assert notes == [f"endpoint {ENDPOINTS['10.0']} (10 %) is not in the store"]
 
 
-def test_page_has_a_search_section_with_its_figures_and_tables(searched, tmp_path):
-    """A searched sweep without results yet: the page is the search alone; --csv writes its tables."""
+def test_page_has_a_search_section_with_its_figures_and_tables(searched, studies, tmp_path):
+    """A searched sweep without results yet: the page is the search alone; --csv writes its tables. Each
+    figure is its study's (its trials, the summary's default and chosen trials), drawn again here alone."""
     index = build_report(searched, SWEEP, str(tmp_path / "report"), workers=1, csv_dir=str(tmp_path / "csv"))
     html = open(index, encoding="utf-8").read()
     assert '<section id="search"><h2>Hyper-parameter search</h2>' in html and 'href="#search"' in html
     for name in ("search_digits_ga", "search_digits_npo"):
         assert f'<h3 id="{name}">' in html
-    figures = {"search_digits_ga_history", "search_digits_npo_history", "search_digits_npo_pareto"}
-    for figure in figures:
+    figures = {"search_digits_ga_history": history_figure_of, "search_digits_npo_history": history_figure_of,
+               "search_digits_npo_pareto": pareto_figure_of}
+    for figure, draw in figures.items():
         assert f'src="{figure}.png"' in html
-        assert (tmp_path / "report" / f"{figure}.png").stat().st_size > 0
-        assert (tmp_path / "report" / f"{figure}.pdf").stat().st_size > 0
+        entry, study = studies[figure.split("_")[2]]
+        objectives = [tuple(o) for o in entry["objectives"]]
+        marks = {"default": entry["default_trial"], "chosen": entry["chosen_trial"]}
+        save(draw("digits", entry["method"], trial_table(study, objectives, entry["space"]), objectives, marks),
+             str(tmp_path / f"{figure}.png"))
+        assert np.array_equal(mpimg.imread(tmp_path / "report" / f"{figure}.png"),
+                              mpimg.imread(tmp_path / f"{figure}.png")), figure
+        assert (tmp_path / "report" / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
     assert not (tmp_path / "report" / "search_digits_ga_pareto.png").exists()  # one objective: no front
     assert "Parameter importance (fANOVA)" in html and "closest to the ideal point" in html
     csv = {p.stem for p in (tmp_path / "csv").glob("search_*.csv")}

@@ -1,14 +1,37 @@
-"""Issue acceptance on digits: every method under FO, FO+CL and SO unlearns (forget accuracy
-below the original's) while retain accuracy stays within a margin; SO and CL change the result."""
+"""The method registry (``mcu_ray.methods``): a method's knobs resolve method defaults < the task's
+tuned defaults < the sweep file's values; and on digits every registered method under FO, FO+CL and
+SO unlearns (forget accuracy below the original's) while retain accuracy stays within a margin, SO and
+CL changing the result."""
 import pytest
 import torch
 
 from mcu_ray import jobs
+from mcu_ray.methods import METHODS as REGISTRY
+from mcu_ray.methods import resolve_hparams
+from mcu_ray.errors import SpecError
+from mcu_ray.tasks import TASKS
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 
 RETAIN_MARGIN = 0.2  # allowed drop of retain accuracy below the original's
 METHODS = ["ga", "rl", "gd", "npo", "bt", "su"]
+
+
+def test_the_sweep_file_wins_over_the_tasks_defaults_which_win_over_the_methods():
+    """digits tunes RL to epochs 10, lr 2e-3, batch 8, and Sophia's lr to 1e-2; RL's own defaults fill
+    the rest (steps 0, weight decay 0); the file sets lr and Sophia's rho."""
+    resolved = resolve_hparams("rl", TASKS["digits"], {"lr": 0.5, "so": {"rho": 0.1}}, "p")
+    assert resolved["params"] == {"epochs": 10, "steps": 0, "lr": 0.5, "batch_size": 8, "retain_batch_size": 32,
+                                  "weight_decay": 0.0}
+    assert (resolved["so"]["lr"], resolved["so"]["rho"], resolved["so"]["beta1"]) == (1e-2, 0.1, 0.9)
+    assert resolved["cl"] == {"kind": "superloss", "lam": 10.0}
+    assert set(REGISTRY) >= {*METHODS, *(f"pathway_{m}" for m in METHODS)}
+
+
+def test_a_bad_knob_names_its_path():
+    with pytest.raises(SpecError) as err:
+        resolve_hparams("ga", TASKS["digits"], {"cl": {"lam": -1.0}}, "tasks[0].hparams.ga")
+    assert err.value.path == "tasks[0].hparams.ga.cl.lam"
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from mcu_ray.report import build_report
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from synthetic_grid import write_synthetic_sweep  # noqa: E402  (bench/: the benchmark's store, quickstart-sized)
 

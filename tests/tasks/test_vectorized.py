@@ -11,26 +11,19 @@ import time
 import pytest
 import torch
 
-from mcu_ray.curves import curve_parameters
 from mcu_ray.placement import Placement
 from mcu_ray.tasks.base import evaluate_one_by_one
 from mcu_ray.tasks.classification import ClassificationTask, hf_logits
 from mcu_ray.tasks.digits import TASK as DIGITS
+from tests.helpers import random_control_points
 
 TS = [0.0, 0.2, 0.5, 0.9]
-
-
-def endpoints(task, options: dict) -> list[dict]:
-    """Two differently initialised networks and their midpoint as control points (a Bezier curve)."""
-    models = [task.new_model(options, seed=s) for s in (1, 2, 3)]
-    names = curve_parameters(models[0])
-    return [{n: dict(m.named_parameters())[n].detach() for n in names} for m in models]
 
 
 def compare(task, options: dict, data, tolerance: float):
     placement = Placement("cpu")
     context = task.eval_context(options, data, None, placement)
-    control_points = endpoints(task, options)
+    control_points = random_control_points(task, options)
     batched = task.evaluate_curve(task.new_model(options, seed=0), options, data, context, placement,
                                   control_points, TS, vectorize=True)
     single = evaluate_one_by_one(task, task.new_model(options, seed=0), options, data, context, placement,
