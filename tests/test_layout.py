@@ -60,3 +60,13 @@ def test_modules_import_helpers_not_each_other():
             offending += [f"{path.relative_to(REPO)} imports {name}" for name in names
                           if name.startswith("tests.") and name != "tests.helpers"]
     assert offending == []
+
+
+def test_the_readmes_layout_names_every_module():
+    """The README's Layout section lists every module of the package (by its name, under its folder's line)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    unnamed = [m for m in modules() if not m.endswith(("__init__.py", "__main__.py"))
+               and f"{m.rpartition('/')[2][:-3]}" not in layout]
+    assert unnamed == [], f"README's Layout section does not name {unnamed}"

@@ -200,15 +200,20 @@ def test_a_search_killed_mid_study_ends_with_exactly_its_trials_and_the_grid(tmp
     assert chosen["digits"]["hparams"]["ga"] == best.params
 
 
-@pytest.mark.ray
-def test_a_two_objective_search_stores_a_non_dominated_front(tmp_path):
-    raw = searched({"objective": [{"acc_forget": "min"}, {"acc_test": "max"}], "trials": 5, "concurrency": 2})
-    spec_file = tmp_path / "s.yaml"
+def search_alone(raw: dict, tmp_path) -> object:
+    """``python -m mcu_ray.search`` on the sweep ``raw``; its storage folder."""
+    spec_file, storage = tmp_path / "s.yaml", tmp_path / "runs"
     spec_file.write_text(yaml.safe_dump(raw))
-    storage = tmp_path / "runs"
     done = subprocess.run([sys.executable, "-m", "mcu_ray.search", str(spec_file), "--storage", str(storage)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return storage
+
+
+@pytest.mark.ray
+def test_a_two_objective_search_stores_a_non_dominated_front(tmp_path):
+    raw = searched({"objective": [{"acc_forget": "min"}, {"acc_test": "max"}], "trials": 5, "concurrency": 2})
+    storage = search_alone(raw, tmp_path)
     study = optuna.load_study(study_name=studies(parse_spec(raw))[0].name,
                               storage=f"sqlite:///{storage}/searched/search/studies.db")
     complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
@@ -229,12 +234,7 @@ def test_a_two_objective_search_stores_a_non_dominated_front(tmp_path):
 def test_asha_stops_trials_after_their_first_ratio_and_they_count_as_finished(tmp_path):
     raw = searched({"asha": {"grace_period": 1, "reduction_factor": 2}, "trials": 5})
     raw["tasks"][0]["ratios"] = [5, 10]
-    spec_file = tmp_path / "s.yaml"
-    spec_file.write_text(yaml.safe_dump(raw))
-    storage = tmp_path / "runs"
-    done = subprocess.run([sys.executable, "-m", "mcu_ray.search", str(spec_file), "--storage", str(storage)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    storage = search_alone(raw, tmp_path)
     trials = finished(f"sqlite:///{storage}/searched/search/studies.db", studies(parse_spec(raw))[0].name)
     assert len(trials) == 5
     for t in trials:  # a pruned trial scored the first ratio only; a complete one both
