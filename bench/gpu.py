@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: import this chec
 from cli import TRAINING_KINDS, run_sweep_cli  # noqa: E402  (bench/, the script's own folder)
 from mcu_ray.batches import grouped_order, row_lengths, select  # noqa: E402
 from mcu_ray.methods import METHODS  # noqa: E402
-from mcu_ray.pathway import ReplacedSplits  # noqa: E402
+from mcu_ray.pathway_curve import ReplacedSplits  # noqa: E402
 from mcu_ray.placement import Placement, default_device  # noqa: E402
 from mcu_ray.spec import CurveFitSpec  # noqa: E402
 from mcu_ray.store import Store  # noqa: E402

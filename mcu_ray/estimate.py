@@ -28,7 +28,7 @@ from mcu_ray.errors import SpecError
 from mcu_ray.jobs import bend_key
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.curriculum import needs_original_losses
-from mcu_ray.pathway import mixed_batch_sizes, subset_size
+from mcu_ray.pathway_curve import mixed_batch_sizes, subset_size
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Plan
 from mcu_ray.spec import CurveFitSpec, SweepSpec

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mcu_ray import pathway, provenance
+from mcu_ray import pathway_curve, provenance
 from mcu_ray.curves import curve_parameters, load_point, load_state, savable_state
 from mcu_ray.evaluate import eval_context, evaluate_curve_points, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
@@ -213,7 +213,7 @@ def build_pathway(job: Job) -> Built | None:
     t* is chosen as the reference chooses it, without the retrained model: the curve is evaluated
     at ``select_points`` values of t (BatchNorm re-estimated on Dr), and its accuracy on Df and on
     Dr there is aligned with the original's accuracy on the validation split and on Dr (the bend's
-    beta targets, ``pathway.baselines``) by ``pathway.select_t`` (the reference's
+    beta targets, ``pathway_curve.baselines``) by ``pathway_curve.select_t`` (the reference's
     ``find_optimal_t``: cubic, over [search_from, 1], the smallest t on ties). phi(t*) is then
     evaluated itself and stored as an ordinary endpoint, its curve's points beside it. Should
     phi(t*) be further from the targets than an evaluated point in [search_from, 1] (the spline
@@ -232,7 +232,8 @@ def build_pathway(job: Job) -> Built | None:
     load_state(model, original)
     params = METHODS[item.method].Params(**item.hparams)
     with job.timed():  # the curve's fit; its evaluation and the choice of t* follow
-        bend, log = pathway.fit_pathway_bend(model, source, task, data, params, seed=item.seed, placement=placement)
+        bend, log = pathway_curve.fit_pathway_bend(model, source, task, data, params, seed=item.seed,
+                                                   placement=placement)
     if not placement.writes:
         return None
     curve = curve_parameters(model)
@@ -245,7 +246,7 @@ def build_pathway(job: Job) -> Built | None:
         metrics, and its accuracies on Df and Dr that t* is chosen on."""
         load_point(model, cps, t)
         metrics = evaluate_model(model, item.task, options, item.ratio, context, placement)
-        return metrics, pathway.selection_accuracies(model, task, data, placement)
+        return metrics, pathway_curve.selection_accuracies(model, task, data, placement)
 
     rows, accuracies = [], []
     for t in t_grid(params.select_points):
@@ -254,23 +255,23 @@ def build_pathway(job: Job) -> Built | None:
         accuracies.append(acc)
     ts = [r["t"] for r in rows]
     try:
-        t_interpolated, predicted_gap = pathway.select_t(
-            ts, {name: [a[name] for a in accuracies] for name in pathway.SELECTION_SPLITS}, targets,
+        t_interpolated, predicted_gap = pathway_curve.select_t(
+            ts, {name: [a[name] for a in accuracies] for name in pathway_curve.SELECTION_SPLITS}, targets,
             params.search_from)
     except ValueError as exc:  # no usable point: nothing to export
         raise DivergedError(str(exc)) from exc
     t_star = t_interpolated
     metrics, acc = evaluate_at(t_star)
-    grid_gaps = [pathway.selection_gap(a, targets) if t >= params.search_from - 1e-12 else float("nan")
+    grid_gaps = [pathway_curve.selection_gap(a, targets) if t >= params.search_from - 1e-12 else float("nan")
                  for t, a in zip(ts, accuracies)]
     best = int(np.nanargmin(grid_gaps))  # the first minimum, as select_t's
-    if not pathway.selection_gap(acc, targets) <= grid_gaps[best]:  # the spline misled: the evaluated best
+    if not pathway_curve.selection_gap(acc, targets) <= grid_gaps[best]:  # the spline misled: the evaluated best
         t_star = ts[best]
         metrics, acc = evaluate_at(t_star)  # again: the saved BatchNorm is its own
     chosen = {"t_star": t_star, "t_interpolated": t_interpolated, "predicted_gap": predicted_gap,
-              "selection_gap": pathway.selection_gap(acc, targets), "targets": targets,
+              "selection_gap": pathway_curve.selection_gap(acc, targets), "targets": targets,
               "search_from": params.search_from,
-              "selection": {"t": ts, **{name: [a[name] for a in accuracies] for name in pathway.SELECTION_SPLITS}},
+              "selection": {"t": ts, **{name: [a[name] for a in accuracies] for name in pathway_curve.SELECTION_SPLITS}},
               "gap_metrics": list(task.gap_metrics)}
     return Built(log, params.batch_size, {"metrics": dict(metrics), "pathway": chosen}, weights=savable_state(model),
                  points=pa.Table.from_pylist(rows), examples=example_table(metrics.examples))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from mcu_ray import pathway, provenance
+from mcu_ray import pathway_curve, provenance
 from mcu_ray.barriers import curve_verdict, verdict_word
 from mcu_ray.jobs import bend_key, examples_key, t_grid
 from mcu_ray.plan import Cell, Curve, Endpoint, Plan
@@ -43,7 +43,7 @@ def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]
              "endpoint": item.key, "t_star": chosen["t_star"]}
     curve = store.load_points(item.key).to_pylist()  # the points t* was chosen from; t=0 is the original
     selection = chosen["selection"]
-    along = [pathway.selection_gap({n: selection[n][i] for n in pathway.SELECTION_SPLITS}, chosen["targets"])
+    along = [pathway_curve.selection_gap({n: selection[n][i] for n in pathway_curve.SELECTION_SPLITS}, chosen["targets"])
              for i in range(len(curve))]
     models = (("original", {k: v for k, v in curve[0].items() if k != "t"}, along[0], meta),
               ("source", source["metrics"], along[-1], source),

@@ -6,7 +6,7 @@ endpoint of method ``m`` (t=1), only its midpoint and only a masked subset of it
 tensors, and exports the point t* whose forget and retain accuracy are closest to the
 original's accuracy on data it never saw and on Dr (the reference's alignment principle;
 the retrained model only scores the result). The loop and its decisions live in
-``mcu_ray.pathway``; this file holds the knobs and the registration.
+``mcu_ray.pathway_curve``; this file holds the knobs and the registration.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from mcu_ray.rows import pathway_rows
 from mcu_ray.curves import load_state
 from mcu_ray.evaluate import evaluate_state, task_data
 from mcu_ray.methods import METHODS
-from mcu_ray.pathway import (BetaRule, bend_optimizer, fit_pathway_bend, select_t, select_tensors,
-                             tensor_scores)
+from mcu_ray.pathway_curve import (BetaRule, bend_optimizer, fit_pathway_bend, select_t, select_tensors,
+                                   tensor_scores)
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import ArtifactStatus, State, Store
