@@ -129,7 +129,7 @@ def unlearning_work(method: str, params: dict, sizes: Sizes, curriculum: str = "
     work = Work(train_steps=steps, train_examples=forget + retain)
     if spec.uses_random_teacher:
         work += Work(forward_batches=2 * steps, forward_examples=forget + retain)
-    elif spec.uses_reference and spec.grad_mask is None:
+    elif spec.uses_original and spec.grad_mask is None:
         work += Work(forward_batches=steps, forward_examples=forget)
     if spec.grad_mask is not None:
         work += split_pass(sizes.forget, backward=True)

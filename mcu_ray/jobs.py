@@ -170,7 +170,7 @@ def teachers(task, options: dict, method: str, original_state, placement: Placem
     """
     spec = METHODS[method]
     original = random = None
-    if spec.uses_reference or needs_original_losses("cl" if curriculum_params else "none", curriculum_params):
+    if spec.uses_original or needs_original_losses("cl" if curriculum_params else "none", curriculum_params):
         original = task.new_model(options, seed=0, placement=placement)
         load_state(original, original_state())
         original = frozen_copy(original)

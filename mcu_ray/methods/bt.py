@@ -29,7 +29,7 @@ def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 def loss(ctx, forget, retain, params: Params):
     with torch.no_grad():
         bad = ctx.logits(ctx.random_forward, forget)
-        good = ctx.logits(ctx.reference_forward, retain)
+        good = ctx.logits(ctx.original_forward, retain)
     forget_kl = kl_to_teacher(ctx.logits(ctx.forward, forget), bad, params.temperature)  # (b_f,)
     retain_kl = kl_to_teacher(ctx.logits(ctx.forward, retain), good, params.temperature)  # (b_r,)
     n_f, n_r = len(forget_kl), len(retain_kl)
@@ -37,4 +37,4 @@ def loss(ctx, forget, retain, params: Params):
     return total, {"forget_kl": forget_kl.mean().detach(), "retain_kl": retain_kl.mean().detach()}
 
 
-METHOD = Method(name="bt", Params=Params, loss=loss, uses_retain=True, uses_reference=True, uses_random_teacher=True)
+METHOD = Method(name="bt", Params=Params, loss=loss, uses_retain=True, uses_original=True, uses_random_teacher=True)

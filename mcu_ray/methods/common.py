@@ -46,7 +46,7 @@ class LossContext:
     data: Any  # the task's splits (RL draws replacement targets from them)
     forward: Callable  # the model being trained (an endpoint, or the curve at this step's t)
     generator: torch.Generator  # the loop's seeded randomness
-    reference_forward: Callable | None = None  # the frozen original model (NPO; BT's competent teacher)
+    original_forward: Callable | None = None  # the frozen original model (NPO; BT's competent teacher)
     random_forward: Callable | None = None  # a frozen randomly initialised model (BT's incompetent teacher)
     reduce_forget: Callable = torch.mean  # per-example positive forget losses -> scalar (CL weighs them)
 
@@ -54,12 +54,12 @@ class LossContext:
         """Per-example loss of the model being trained, shape (batch,) (token-mean for LMs)."""
         return self.task.example_losses(self.forward, batch)
 
-    def sequence_nll(self, batch: dict, reference: bool = False) -> torch.Tensor:
+    def sequence_nll(self, batch: dict, original: bool = False) -> torch.Tensor:
         """Per-example negative log-likelihood summed over target tokens, shape (batch,)."""
-        if not reference:
+        if not original:
             return self.task.example_losses(self.forward, batch, reduction="sum")
         with torch.no_grad():
-            return self.task.example_losses(self.reference_forward, batch, reduction="sum")
+            return self.task.example_losses(self.original_forward, batch, reduction="sum")
 
     def logits(self, forward: Callable, batch: dict) -> torch.Tensor:
         """Class logits of ``forward`` on a batch, shape (batch, classes)."""
@@ -77,7 +77,7 @@ class Method:
     loss: Callable | None  # (ctx, forget_batch, retain_batch, params) -> (loss, {name: scalar tensor})
     families: tuple = ("classification",)  # task families it applies to
     uses_retain: bool | Callable = False  # whether the loop draws a retain batch each step (or: params -> bool)
-    uses_reference: bool = False  # whether the loss needs the frozen original model
+    uses_original: bool = False  # whether the loss needs the frozen original model
     uses_random_teacher: bool = False  # whether the loss needs a frozen random model
     grad_mask: Callable | None = None  # (original model, task, data, params, placement) -> {name: 0/1 tensor}
     source: str = ""  # pathway unlearning: the method whose endpoint its curve runs to (no loss of its own)

@@ -30,13 +30,14 @@ class Params(UnlearnParams):
             raise SpecError(f"{path}.alpha", self.alpha, "expected 0 (the paper's NPO) or a positive retain weight")
 
 
-def npo_forget_losses(nll, nll_reference, beta: float):
-    """Per-example -(2/beta) log sigmoid(beta (nll - nll_ref)); shapes (batch,)."""
-    return -(2.0 / beta) * F.logsigmoid(beta * (nll - nll_reference))
+def npo_forget_losses(nll, nll_original, beta: float):
+    """Per-example -(2/beta) log sigmoid(beta (nll - nll_ref)), the frozen original as NPO's reference
+    model pi_ref; shapes (batch,)."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (nll - nll_original))
 
 
 def loss(ctx, forget, retain, params: Params):
-    forget_losses = npo_forget_losses(ctx.sequence_nll(forget), ctx.sequence_nll(forget, reference=True), params.beta)
+    forget_losses = npo_forget_losses(ctx.sequence_nll(forget), ctx.sequence_nll(forget, original=True), params.beta)
     total = params.gamma * ctx.reduce_forget(forget_losses)
     logs = {"npo_loss": forget_losses.mean().detach()}
     if params.alpha:
@@ -47,4 +48,4 @@ def loss(ctx, forget, retain, params: Params):
 
 
 METHOD = Method(name="npo", Params=Params, loss=loss, families=("classification", "tofu"),
-                uses_retain=lambda params: params.alpha > 0, uses_reference=True)
+                uses_retain=lambda params: params.alpha > 0, uses_original=True)

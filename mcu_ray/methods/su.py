@@ -39,4 +39,4 @@ def saliency_mask(model: torch.nn.Module, task, data, params: Params, placement)
     return {name: (g >= threshold).to(g.dtype) for name, g in grads.items()}
 
 
-METHOD = Method(name="su", Params=Params, loss=rl.loss, uses_retain=True, uses_reference=True, grad_mask=saliency_mask)
+METHOD = Method(name="su", Params=Params, loss=rl.loss, uses_retain=True, uses_original=True, grad_mask=saliency_mask)

@@ -11,7 +11,7 @@ from mcu_ray.methods.common import LossContext
 
 class Stored:
     """A task whose 'model' returns stored per-example values: summed NLL for the trained model
-    and the reference, token-mean loss on retain batches."""
+    and the frozen original, token-mean loss on retain batches."""
 
     @staticmethod
     def example_losses(forward, batch, reduction="mean"):
@@ -22,7 +22,7 @@ def trained(batch, reduction):
     return batch["nll"] if reduction == "sum" else batch["mean_nll"]
 
 
-def reference(batch, reduction):
+def original(batch, reduction):
     return batch["nll_ref"]
 
 
@@ -37,7 +37,7 @@ def by_hand(beta, gamma, alpha):
 
 
 def context():
-    return LossContext(Stored(), None, trained, torch.Generator(), reference_forward=reference)
+    return LossContext(Stored(), None, trained, torch.Generator(), original_forward=original)
 
 
 def test_equal_likelihoods_give_two_over_beta_log_two():
