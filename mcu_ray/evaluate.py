@@ -1,7 +1,8 @@
 """Evaluation of one model point (an endpoint, or phi(t) on a curve) -> one row of metrics.
 
-Metrics may be relative to a reference model (TOFU's Forget Quality compares with the
-retrained model); the reference's statistics are computed once per process and split.
+Metrics may be relative to the retrained model (TOFU's Forget Quality compares with it),
+named by ``retrained_at`` = (storage, retrained model key); its statistics are computed once
+per process and split.
 Everything runs on the ``Placement`` the caller decides (the GPU Ray gave an evaluation
 task, a training worker's device, or an explicit one in tests).
 """
@@ -27,17 +28,17 @@ def task_data(task_name: str, options: dict, ratio: float):
 
 
 @lru_cache(maxsize=8)
-def _eval_context(task_name: str, options_json: str, ratio: float, storage: str, reference_key: str,
+def _eval_context(task_name: str, options_json: str, ratio: float, storage: str, retrained_key: str,
                   placement: Placement):
     from mcu_ray.store import Store
 
     task, options, data = _task_data(task_name, options_json, ratio)
-    return task.eval_context(options, data, Store(storage).load_weights(reference_key), placement)
+    return task.eval_context(options, data, Store(storage).load_weights(retrained_key), placement)
 
 
-def eval_context(task_name: str, options: dict, ratio: float, reference: tuple[str, str], placement: Placement):
-    """The task's evaluation context for reference = (storage, retrained model key), cached per placement."""
-    return _eval_context(task_name, json.dumps(options, sort_keys=True), ratio, *reference, placement)
+def eval_context(task_name: str, options: dict, ratio: float, retrained_at: tuple[str, str], placement: Placement):
+    """The task's evaluation context for retrained_at = (storage, retrained model key), cached per placement."""
+    return _eval_context(task_name, json.dumps(options, sort_keys=True), ratio, *retrained_at, placement)
 
 
 def evaluate_model(model, task_name: str, options: dict, ratio: float, context, placement: Placement) -> dict:
@@ -45,23 +46,24 @@ def evaluate_model(model, task_name: str, options: dict, ratio: float, context, 
     return task.evaluate(model, options, data, context, placement)
 
 
-def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, reference: tuple[str, str],
+def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, retrained_at: tuple[str, str],
                    placement: Placement) -> dict:
     """Every metric of the model with weights ``state``."""
     model = TASKS[task_name].new_model(options, seed=0, placement=placement)
     load_state(model, state)
-    return evaluate_model(model, task_name, options, ratio, eval_context(task_name, options, ratio, reference, placement),
-                          placement)
+    context = eval_context(task_name, options, ratio, retrained_at, placement)
+    return evaluate_model(model, task_name, options, ratio, context, placement)
 
 
-def validate_state(task_name: str, options: dict, ratio: float, state: dict, reference: tuple[str, str],
+def validate_state(task_name: str, options: dict, ratio: float, state: dict, retrained_at: tuple[str, str],
                    placement: Placement) -> dict:
     """The validation-view metrics (``Task.validate``) of the model with weights ``state``: what a
     hyper-parameter search scores, on data the report never does."""
     task, options, data = task_data(task_name, options, ratio)
     model = task.new_model(options, seed=0, placement=placement)
     load_state(model, state)
-    return task.validate(model, options, data, eval_context(task_name, options, ratio, reference, placement), placement)
+    context = eval_context(task_name, options, ratio, retrained_at, placement)
+    return task.validate(model, options, data, context, placement)
 
 
 @lru_cache(maxsize=1)
@@ -74,7 +76,7 @@ def scratch_model(task_name: str, options_json: str, placement: Placement):
 
 
 def evaluate_curve_points(task_name: str, options: dict, ratio: float, control_points: list, ts: list[float],
-                          reference: tuple[str, str], placement: Placement, kind: str = "bezier") -> list[dict]:
+                          retrained_at: tuple[str, str], placement: Placement, kind: str = "bezier") -> list[dict]:
     """Metrics of phi(t) for each t, the curve of ``kind`` through ``control_points`` (parameter dicts).
 
     The process's scratch model is on the device, the control points moved there once; the task
@@ -83,5 +85,5 @@ def evaluate_curve_points(task_name: str, options: dict, ratio: float, control_p
     task, options, data = task_data(task_name, options, ratio)
     model = scratch_model(task_name, json.dumps(options, sort_keys=True), placement)
     control_points = [placement.tensors(cp) for cp in control_points]
-    context = eval_context(task_name, options, ratio, reference, placement)
+    context = eval_context(task_name, options, ratio, retrained_at, placement)
     return task.evaluate_curve(model, options, data, context, placement, control_points, list(ts), kind)

@@ -257,7 +257,7 @@ def summary(store: Store, target: Target, name: str) -> dict:
              "kind": "curve_point" if target.t is not None else meta["kind"], "t": target.t,
              "named_by": target.named_by, "item": item, "metrics": target.metrics,
              "meta": {k: v for k, v in meta.items() if k not in ("item", "metrics")}}
-    if meta["kind"] == "original":  # evaluated once per forget ratio, beside its retrained reference
+    if meta["kind"] == "original":  # evaluated once per forget ratio, beside its retrained model
         facts["metrics_by_ratio"] = original_metrics(store, target.key)
     if target.t is not None:
         curve = Curve(**item)

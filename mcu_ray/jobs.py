@@ -38,7 +38,7 @@ from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
 from mcu_ray.tables import example_table
 from mcu_ray.tasks import TASKS
-from mcu_ray.tasks.base import random_network, reference_checkpoint
+from mcu_ray.tasks.base import random_network, retain_checkpoint
 from mcu_ray.methods.curriculum import needs_original_losses
 from mcu_ray.train import DivergedError, Teachers, bend_budget, fit_bends, frozen_copy, train_supervised, unlearn
 
@@ -128,10 +128,10 @@ def _supervised(job: Job, split: str, ratio: float) -> Built | None:
     task, options, data = task_data(item.task, item.options, ratio)
     opts = task.Options(**options)
     template = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
-    reference = reference_checkpoint(template, ratio) if template else ""
-    if reference:  # a published retain-only model: used as it is
-        model = task.new_model({**options, "model": reference}, seed=opts.model_seed, placement=placement)
-        log = {"steps": 0, "loaded": reference}
+    published = retain_checkpoint(template, ratio) if template else ""
+    if published:  # a published retain-only model: used as it is
+        model = task.new_model({**options, "model": published}, seed=opts.model_seed, placement=placement)
+        log = {"steps": 0, "loaded": published}
     else:
         model = placement.shard_model(task.new_model(options, seed=opts.model_seed,
                                                      placement=placement.on(placement.build_device)))
@@ -142,10 +142,10 @@ def _supervised(job: Job, split: str, ratio: float) -> Built | None:
             model = placement.gather(model, lambda: task.new_model(options, seed=opts.model_seed, placement=placement))
     if not placement.writes:
         return None
-    # a loaded reference keeps its whole state: with LoRA its frozen base is not the original's, which
+    # a loaded retain-only checkpoint keeps its whole state: with LoRA its frozen base is not the original's, which
     # is what every model of these options is rebuilt over before the stored weights are loaded
-    built = Built(log, opts.batch_size, weights=model.state_dict() if reference else savable_state(model))
-    if isinstance(item, Retrained):  # its own reference: TOFU's Forget Quality is 1 by definition
+    built = Built(log, opts.batch_size, weights=model.state_dict() if published else savable_state(model))
+    if isinstance(item, Retrained):  # compared with itself: TOFU's Forget Quality is 1 by definition
         context = task.eval_context(options, data, built.weights, placement)
         evaluation = task.evaluate(model, options, data, context, placement)
         built.meta["metrics"], built.examples = dict(evaluation), example_table(evaluation.examples)
@@ -387,12 +387,12 @@ def save_point_examples(store: Store, curve: Curve, parts: list[pa.Table], compu
     return store.save_artifact(examples_key(curve), meta, examples=pa.concat_tables(parts))
 
 
-def original_metrics(store: Store, original: Original, reference: Retrained,
+def original_metrics(store: Store, original: Original, retrained: Retrained,
                      placement: Placement | None = None) -> dict:
     """The original model evaluated on one ratio's splits (a reference line in figures), with its
     per-example values (``Evaluation``)."""
-    return evaluate_state(original.task, original.options, reference.ratio, store.load_weights(original.key),
-                          (store.uri, reference.key), placed(placement, original))
+    return evaluate_state(original.task, original.options, retrained.ratio, store.load_weights(original.key),
+                          (store.uri, retrained.key), placed(placement, original))
 
 
 def use_threads(num_cpus: float) -> None:

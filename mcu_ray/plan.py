@@ -152,7 +152,7 @@ class Plan:
         trained_curves = sum(c.trained for c in self.curves.values())
         interior = max(self.points - 2, 0)  # t=0 and t=1 are the endpoints, evaluated once each
         models = len(self.originals) + len(self.retrained) + len(self.endpoints)
-        # the original is evaluated once per (task, ratio) beside its retrained reference;
+        # the original is evaluated once per (task, ratio) beside its retrained model;
         # a pathway endpoint evaluates its curve at select_points t values, then at t*
         evaluated_models = 2 * len(self.retrained) + len(self.endpoints) + sum(
             e.hparams["select_points"] for e in self.endpoints.values() if e.source)

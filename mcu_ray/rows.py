@@ -154,17 +154,17 @@ def cell_rows(plan: Plan, spec: SweepSpec, spec_hash: str, store: Store, cell: C
     return rows, barrier_rows, summary
 
 
-def reference_rows(sweep: str, spec_hash: str, store: Store, original, reference, original_row: dict,
+def reference_rows(sweep: str, spec_hash: str, store: Store, original, retrained, original_row: dict,
                    original_examples: pa.Table | None) -> tuple[list[dict], list]:
     """The original and the retrained model at one ratio: their references rows and their examples
     parts. ``original_row``/``original_examples``: the original evaluated on this ratio's splits (with
     its evaluating job's provenance columns); the retrained model's come from its artifact."""
-    ident = {"sweep": sweep, "spec_hash": spec_hash, "task": reference.task, "ratio": reference.ratio,
-             "precision": reference.precision}
-    retrained = store.read_meta(reference.key)
+    ident = {"sweep": sweep, "spec_hash": spec_hash, "task": retrained.task, "ratio": retrained.ratio,
+             "precision": retrained.precision}
+    meta = store.read_meta(retrained.key)
     rows = [{**ident, "model": "original", "key": original.key, **original_row},
-            {**ident, "model": "retrained", "key": reference.key, **retrained["metrics"], **traced(retrained)}]
+            {**ident, "model": "retrained", "key": retrained.key, **meta["metrics"], **traced(meta)}]
     traced_original = {name: original_row[name] for name in provenance.ROW_FIELDS}
     parts = [({**ident, "model": "original", "key": original.key, **traced_original}, original_examples),
-             *model_examples(store, reference.key, {**ident, "model": "retrained", "key": reference.key})]
+             *model_examples(store, retrained.key, {**ident, "model": "retrained", "key": retrained.key})]
     return rows, parts

@@ -268,12 +268,12 @@ def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: s
 
 
 @ray.remote
-def evaluate_original_task(storage: str, original, reference, threads: float) -> tuple[dict, object]:
+def evaluate_original_task(storage: str, original, retrained, threads: float) -> tuple[dict, object]:
     """The original model on one ratio's splits (the figures' reference line), on this task's device;
     with this process's provenance columns, and its per-example values (``tables.EXAMPLE_SCHEMA``)."""
     jobs.use_threads(threads)
     placement = ray_placement("task")
-    evaluation = jobs.original_metrics(Store(storage), original, reference, placement)
+    evaluation = jobs.original_metrics(Store(storage), original, retrained, placement)
     return ({**evaluation, **provenance.columns(provenance.describe(placement.device))},
             example_table(evaluation.examples))
 
@@ -341,9 +341,9 @@ def run_cell(config: dict, grid: Grid) -> dict:
                                 for c in evaluated})
 
     rows, barrier_rows, summary = table_rows.cell_rows(grid.plan, grid.spec, grid.spec_hash, grid.store, cell)
-    sweep, reference = grid.spec.name, plan.retrained[cell.retrained]
+    sweep, retrained = grid.spec.name, plan.retrained[cell.retrained]
     if inputs_ok:
-        write_reference_tables(grid, original, reference)
+        write_reference_tables(grid, original, retrained)
     for endpoint in (e1, e2):  # pathway endpoints are built only on healthy inputs
         if endpoint.source and inputs_ok and not store.first_failed(endpoint.key):
             write_pathway_table(grid, endpoint)
@@ -380,30 +380,30 @@ def write_pathway_table(grid: Grid, endpoint) -> None:
     write_table(store, sweep, "pathway", [{**ident, **row} for row in rows], endpoint.key)
 
 
-def write_reference_tables(grid: Grid, original, reference) -> None:
+def write_reference_tables(grid: Grid, original, retrained) -> None:
     """The original and the retrained model at one ratio, the figures' reference lines: their rows
     (references table) and per-example values (examples table, the same key); each file once, both
     from one evaluation of the original."""
     store, sweep = grid.store, grid.spec.name
-    missing = [name for name in ("references", "examples") if not store.has_table(sweep, name, reference.key)]
+    missing = [name for name in ("references", "examples") if not store.has_table(sweep, name, retrained.key)]
     if not missing:
         return
-    rows, parts = reference_rows(grid, original, reference)
+    rows, parts = reference_rows(grid, original, retrained)
     if "examples" in missing:
-        write_examples(store, sweep, parts, reference.key)
+        write_examples(store, sweep, parts, retrained.key)
     if "references" in missing:
-        write_table(store, sweep, "references", rows, reference.key)
+        write_table(store, sweep, "references", rows, retrained.key)
 
 
-def reference_rows(grid: Grid, original, reference) -> tuple[list[dict], list]:
+def reference_rows(grid: Grid, original, retrained) -> tuple[list[dict], list]:
     """The original and the retrained model at one ratio: their references rows and their examples
     parts; the original evaluated on an evaluation worker (its GPU, when eval_gpus asks for one),
     outside the trial's placement group."""
     res = grid.spec.resources
     evaluated = evaluate_original_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus,
-                                               num_gpus=res.eval_gpus).remote(grid.store.uri, original, reference,
+                                               num_gpus=res.eval_gpus).remote(grid.store.uri, original, retrained,
                                                                               res.eval_cpus)
-    return table_rows.reference_rows(grid.spec.name, grid.spec_hash, grid.store, original, reference, *ray.get(evaluated))
+    return table_rows.reference_rows(grid.spec.name, grid.spec_hash, grid.store, original, retrained, *ray.get(evaluated))
 
 
 # ----------------------------------------------------------------------------- the grid

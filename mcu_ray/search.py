@@ -181,19 +181,19 @@ def objective_values(objectives, endpoint: dict, retrained: dict, gap_metrics) -
     return out
 
 
-def validation_metrics(store, task: str, options: dict, ratio: float, key: str, reference: str, res) -> dict:
-    """The validation view of artifact ``key`` (retrained model ``reference``), computed once per store
+def validation_metrics(store, task: str, options: dict, ratio: float, key: str, retrained: str, res) -> dict:
+    """The validation view of artifact ``key`` (retrained model ``retrained``), computed once per store
     (``validation/<key>.json``) on an evaluation worker, outside the trial's placement group."""
     name = ("validation", f"{key}.json")
     if store.exists(*name):
         return json.loads(store.read_bytes(*name))
     task_ = validate_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
-    metrics = ray.get(task_.remote(store.uri, task, options, ratio, key, reference, res.eval_cpus))
+    metrics = ray.get(task_.remote(store.uri, task, options, ratio, key, retrained, res.eval_cpus))
     store.write_bytes(json.dumps(metrics, sort_keys=True).encode(), *name)
     return metrics
 
 
-def _validate(storage: str, task: str, options: dict, ratio: float, key: str, reference: str, threads: float) -> dict:
+def _validate(storage: str, task: str, options: dict, ratio: float, key: str, retrained: str, threads: float) -> dict:
     from mcu_ray import jobs
     from mcu_ray.evaluate import validate_state
     from mcu_ray.placement import ray_placement
@@ -201,7 +201,7 @@ def _validate(storage: str, task: str, options: dict, ratio: float, key: str, re
 
     jobs.use_threads(threads)
     placement = ray_placement("task")
-    return validate_state(task, options, ratio, Store(storage).load_weights(key), (storage, reference), placement)
+    return validate_state(task, options, ratio, Store(storage).load_weights(key), (storage, retrained), placement)
 
 
 validate_task = ray.remote(_validate)

@@ -68,7 +68,7 @@ EVALUATE_EXPORTED = """
 import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from mcu_ray.placement import Placement
-from mcu_ray.tasks.tofu import TASK, TofuData, reference_context
+from mcu_ray.tasks.tofu import TASK, TofuData, retrained_context
 
 folder, reference, options, ratio = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
 tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -76,7 +76,7 @@ rows = TASK.load(options, ratio).rows  # the same questions and answers, encoded
 data, placement = TofuData(tokenizer, TASK.Options(**options), rows), Placement("cpu")
 model = AutoModelForCausalLM.from_pretrained(folder)
 retrained = AutoModelForCausalLM.from_pretrained(reference)  # Forget Quality's and PrivLeak's reference, exported too
-context = reference_context(retrained, data, placement)
+context = retrained_context(retrained, data, placement)
 print(json.dumps({"tokenizer": type(tokenizer).__name__, "model": type(model).__name__,
                   "metrics": TASK.evaluate(model, options, data, context, placement)}))
 """

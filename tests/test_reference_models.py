@@ -6,7 +6,7 @@ from mcu_ray import jobs
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
-from mcu_ray.tasks.base import reference_checkpoint
+from mcu_ray.tasks.base import retain_checkpoint
 from mcu_ray.tasks.tofu import TASK, Options, build_model, tokenizer_for
 
 TINY = {"synthetic_authors": 10, "eval_size": 8, "n_embd": 32, "n_layer": 1, "vocab_size": 400, "max_new_tokens": 8}
@@ -23,9 +23,9 @@ def save_checkpoint(folder, seed):
 
 
 def test_placeholders_name_one_reference_per_ratio():
-    assert reference_checkpoint("org/tofu_Llama-2-7b-chat-hf_retain{retain}", 10.0) == "org/tofu_Llama-2-7b-chat-hf_retain90"
-    assert reference_checkpoint("org/tofu_retain{retain}", 1.0) == "org/tofu_retain99"
-    assert reference_checkpoint("ref_forget{ratio}", 5.0) == "ref_forget5"
+    assert retain_checkpoint("org/tofu_Llama-2-7b-chat-hf_retain{retain}", 10.0) == "org/tofu_Llama-2-7b-chat-hf_retain90"
+    assert retain_checkpoint("org/tofu_retain{retain}", 1.0) == "org/tofu_retain99"
+    assert retain_checkpoint("ref_forget{ratio}", 5.0) == "ref_forget5"
 
 
 def test_published_original_and_lora_over_a_published_reference(tmp_path):

@@ -32,19 +32,20 @@ def absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve()) if path.startswith(("/", ".", "~")) else path
 
 
-def reference_checkpoint(template: str, ratio: float) -> str:
+def retain_checkpoint(template: str, ratio: float) -> str:
     """The retain-only checkpoint of one forget ratio: ``{retain}`` and ``{ratio}`` in ``template``
     become 100 - ratio and the ratio (TOFU's forget10 pairs with ``..._retain{retain}`` -> retain90)."""
     return template.format(ratio=f"{ratio:g}", retain=f"{100 - ratio:g}")
 
 
-def check_reference_model(template: str, epochs: int, path: str) -> None:
-    """A checkpoint kept as the original (``epochs: 0``) needs a retain-only reference: never the original itself."""
+def check_retain_checkpoint(template: str, epochs: int, path: str) -> None:
+    """A checkpoint kept as the original (``epochs: 0``) needs a retain-only checkpoint as the retrained model
+    (option ``reference_model``): never the original itself."""
     if epochs == 0 and not template:
         raise SpecError(f"{path}.epochs", epochs, "epochs 0 keeps the checkpoint as the original; the retrained "
-                                                  "reference then needs reference_model: a retain-only checkpoint")
+                                                  "model then needs reference_model: a retain-only checkpoint")
     try:
-        name = reference_checkpoint(template, 10.0)
+        name = retain_checkpoint(template, 10.0)
     except (KeyError, IndexError, ValueError):
         raise SpecError(f"{path}.reference_model", template, "the only placeholders allowed are {retain} and {ratio}")
     if name == template and template.startswith(("/", "./", "../", "~")) and not Path(template).expanduser().exists():
@@ -134,7 +135,7 @@ class Task(Protocol):
         position, from the distribution at the position before it. Draws come from ``generator`` (CPU)."""
 
     # ------------------------------------------------------------------ metrics
-    def eval_context(self, options: dict, data: Splits, reference_state: dict | None,
+    def eval_context(self, options: dict, data: Splits, retrained_state: dict | None,
                      placement: Placement) -> Any:
         """What metrics compare against, computed once per process: the retrained model's
         statistics (TOFU), a random network's predictions (ZRF)."""

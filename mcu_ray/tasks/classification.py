@@ -44,7 +44,7 @@ class ClassificationData:
       aligns the forget accuracy with the original's accuracy here (``Task.validation_split``);
       ``ClassificationTask.validate`` scores here in the test split's place, so hyper-parameter search
       chooses without touching the test set. A checkpoint
-      kept as the original (MU-Bench ``epochs: 0``) or a published retain-only reference was
+      kept as the original (MU-Bench ``epochs: 0``) or a published retain-only checkpoint was
       trained elsewhere, most likely on these rows too: held out of D here, not of that model.
     - ``forget`` (Df) and ``retain`` (Dr): D = Df + Dr, what ``split("train")`` returns and the
       original trains on.
@@ -390,12 +390,12 @@ class ClassificationTask:
         y = torch.searchsorted(cdf, u[:, None], right=True)[:, 0].clamp_max(cdf.size(-1) - 1)
         return {**batch, "y": y}
 
-    def eval_context(self, options: dict, data: ClassificationData, reference_state: dict | None,
+    def eval_context(self, options: dict, data: ClassificationData, retrained_state: dict | None,
                      placement: Placement):
         """Predictions on Df of the random network (``base.random_network``: Bad Teaching's
         incompetent teacher, BatchNorm at its initial statistics), ZRF's reference.
 
-        ``reference_state`` (the retrained model) is not needed by these metrics.
+        ``retrained_state`` (the retrained model) is not needed by these metrics.
         """
         return predict_proba(random_network(self, options, placement), data.split("forget"), placement, self.logits)
 

@@ -24,7 +24,7 @@ class Options:
     val_fraction: float = 0.1
     model_seed: int = 0  # initialisation of the original model
     width: int = 16  # channels of the first conv layer (second has 2x)
-    epochs: int = 30  # training of the original model (and of the retrained reference)
+    epochs: int = 30  # training of the original model (and of the retrained model)
     lr: float = 3e-3
     batch_size: int = 64
     weight_decay: float = 1e-4

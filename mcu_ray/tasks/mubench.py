@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mcu_ray.errors import SpecError
-from mcu_ray.tasks.base import absolute, check_reference_model
+from mcu_ray.tasks.base import absolute, check_retain_checkpoint
 from mcu_ray.tasks.classification import ClassificationTask, check_index_file, check_val_fraction, hf_logits
 from mcu_ray.tasks.tokenizers import train_bpe
 
@@ -49,7 +49,7 @@ class Options:
     # forget list, never trained on; pathway unlearning's forget target. 0 = MU-Bench's D, every training row
     val_fraction: float = 0.1
     model_seed: int = 0
-    epochs: int = 3  # training of the original model (and the retrained reference); 0 = `model` as is
+    epochs: int = 3  # training of the original model (and the retrained model); 0 = `model` as is
     # a retain-only checkpoint name or path ({retain} / {ratio}: one per forget ratio); "" = train one on Dr here
     reference_model: str = ""
     lr: float = 1e-3
@@ -69,7 +69,7 @@ class Options:
             check_index_file(self.forget_index_file, f"{path}.forget_index_file")
         if self.epochs < 0 or (self.epochs == 0 and self.model == "tiny"):
             raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
-        check_reference_model(self.reference_model, self.epochs, path)  # never silently the original itself
+        check_retain_checkpoint(self.reference_model, self.epochs, path)  # never silently the original itself
         check_val_fraction(self.val_fraction, path)
         for key in ("image_size", "max_length", "vocab_size", "hidden_size", "batch_size"):
             if getattr(self, key) < 1:

@@ -3,9 +3,9 @@
 The model is any Hugging Face causal LM by name or path, or a tiny GPT-2 / Llama built
 from a config with a tokenizer trained here on the task's own text (offline, CPU-sized).
 Loss is taken on answer tokens only. Metrics follow TOFU's code (``tofu_metrics``):
-Forget Quality against the retrained (retain-only) reference, Model Utility, ROUGE-L; and
+Forget Quality against the retrained (retain-only) model, Model Utility, ROUGE-L; and
 open-unlearning's membership attacks between Df and the held-out authors (``privacy``), with
-PrivLeak against the retrained reference.
+PrivLeak against the retrained model.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from mcu_ray.errors import SpecError
 from mcu_ray.metrics import directions
 from mcu_ray.placement import Placement
 from mcu_ray.tasks import tofu_metrics as tm
-from mcu_ray.tasks.base import Evaluation, absolute, check_reference_model, evaluate_one_by_one
+from mcu_ray.tasks.base import Evaluation, absolute, check_retain_checkpoint, evaluate_one_by_one
 from mcu_ray.tasks.privacy import mia_auc, min_k_score, privleak
 from mcu_ray.tasks.tokenizers import train_bpe
 from mcu_ray.tasks.tofu_data import (ENV_TOFU_DIR, EVERY_RUN, forget_config, holdout_config, load_config, local_dir,
@@ -75,7 +75,7 @@ class Options:
     lora_rank: int = 0  # > 0: every model is LoRA adapters of this rank over a frozen base; curves move the adapters
     lora_alpha: float = 16.0
     lora_targets: str = ""  # comma-separated module names ("" = peft's default for the architecture)
-    epochs: int = 40  # fine-tuning of the original (on D) and the retrained reference (on Dr); 0 = `model` as is
+    epochs: int = 40  # fine-tuning of the original (on D) and the retrained model (on Dr); 0 = `model` as is
     lr: float = 2e-3
     batch_size: int = 16
     weight_decay: float = 0.0
@@ -96,7 +96,7 @@ class Options:
                                                         f"TOFU's JSONL files")
         if self.epochs < 0 or (self.epochs == 0 and self.model in TINY_MODELS):
             raise SpecError(f"{path}.epochs", self.epochs, "expected >= 1 (0 only for a checkpoint already fine-tuned)")
-        check_reference_model(self.reference_model, self.epochs, path)  # never silently the original itself
+        check_retain_checkpoint(self.reference_model, self.epochs, path)  # never silently the original itself
         if self.eval_batch_size < 0:
             raise SpecError(f"{path}.eval_batch_size", self.eval_batch_size, "expected 0 (auto) or a batch size >= 1")
         for key in ("eval_size", "max_length", "max_new_tokens", "batch_size",
@@ -357,11 +357,11 @@ def answer_token_nlls(model: nn.Module, data: TofuData, batch: dict, placement: 
     return out
 
 
-def reference_context(reference: nn.Module, data: TofuData, placement: Placement) -> dict:
+def retrained_context(retrained: nn.Module, data: TofuData, placement: Placement) -> dict:
     """What the metrics take from the retrained model: its forget truth ratios (Forget Quality) and
     its Min-K% attack AUC (PrivLeak, open-unlearning's ``retain_model_logs``)."""
-    return {"forget_truth_ratios": forget_truth_ratios(reference, data, placement),
-            "mia_min_k": membership_aucs(reference, data, placement)["mia_min_k"]}
+    return {"forget_truth_ratios": forget_truth_ratios(retrained, data, placement),
+            "mia_min_k": membership_aucs(retrained, data, placement)["mia_min_k"]}
 
 
 MIA_SPLITS = ("forget", "holdout")  # the loss and Min-K% attacks: all of Df against the held-out authors
@@ -614,12 +614,12 @@ class TofuTask:
             model = with_lora(base, opts)
         return placement.model(model) if placement is not None else model
 
-    def eval_context(self, options: dict, data: TofuData, reference_state: dict, placement: Placement) -> dict:
-        """The reference (retrained) model's forget truth ratios, for Forget Quality, and its Min-K% attack
+    def eval_context(self, options: dict, data: TofuData, retrained_state: dict, placement: Placement) -> dict:
+        """The retrained model's forget truth ratios, for Forget Quality, and its Min-K% attack
         AUC, for PrivLeak (open-unlearning's ``retain_model_logs``)."""
-        reference = self.new_model(options, seed=0, placement=placement)
-        load_state(reference, reference_state)
-        return reference_context(reference, data, placement)
+        retrained = self.new_model(options, seed=0, placement=placement)
+        load_state(retrained, retrained_state)
+        return retrained_context(retrained, data, placement)
 
     def evaluate_curve(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement,
                        control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[Evaluation]:

@@ -1,5 +1,5 @@
 """The random network (Bad Teaching's incompetent teacher, ZRF's reference) is random, and the
-retrained reference of an already fine-tuned checkpoint is never the original itself.
+retrained model of an already fine-tuned checkpoint is never the original itself.
 
 Checkpoints are tiny ones saved into tmp_path with save_pretrained: no network access.
 """
@@ -98,7 +98,7 @@ def _spec(options: dict):
 def test_epochs_zero_needs_a_reference_model(tmp_path):
     checkpoint = pretrained_checkpoint(tmp_path / "ckpt", "cifar10")
     with pytest.raises(SpecError, match=r"tasks\[0\]\.options\.epochs: got 0; epochs 0 keeps the checkpoint "
-                                        r"as the original; the retrained reference then needs reference_model"):
+                                        r"as the original; the retrained model then needs reference_model"):
         _spec({"model": checkpoint, "epochs": 0})
     with pytest.raises(SpecError, match=r"options\.reference_model: got '/nope'; no such folder"):
         _spec({"model": checkpoint, "epochs": 0, "reference_model": "/nope"})
