@@ -9,7 +9,7 @@
               MFU = 6 x trainable parameters x real tokens/s / the device's bf16 dense peak.
   evaluation  TASK.evaluate of one model at forget10, eval_size 400 (forget 400, retain 400, real
               authors, world facts, every perturbed answer; greedy ROUGE at 64 new tokens), after the
-              evaluation context (the reference's forget truth ratios) is built once.
+              evaluation context (the retrained model's forget truth ratios) is built once.
   grid        (--grid) sweeps/gpu_smoke.yaml through the real CLI in a subprocess; wall time and the
               share of it spent outside any training or evaluation job, from the store's job ledger.
 
@@ -294,14 +294,14 @@ def progress(row: dict) -> None:
 # ----------------------------------------------------------------------------- one curve point
 
 
-def bench_evaluation(model, reference_state: dict, data, options: dict, args, placement) -> dict:
+def bench_evaluation(model, retrained_state: dict, data, options: dict, args, placement) -> dict:
     """TASK.evaluate of ``model`` at forget10, after the evaluation context is built once.
 
-    The context (the reference's forget truth ratios, for Forget Quality) is what an
+    The context (the retrained model's forget truth ratios, for Forget Quality) is what an
     evaluation process computes once and reuses for every point; it is timed apart.
     """
     context_seconds, context = timed(placement.device,
-                                     lambda: TASK.eval_context(options, data, reference_state, placement))
+                                     lambda: TASK.eval_context(options, data, retrained_state, placement))
     print(f"  evaluation context: {context_seconds:.2f} s", flush=True)
     data.eval_tokens[:] = [0, 0]  # the padding ratio of the timed points only
     seconds, metrics = [], {}
@@ -333,14 +333,14 @@ def bench_model(args, options: dict, placement, peak: float | None) -> dict:
     took, model = timed(placement.device, lambda: TASK.new_model(options, seed=0, placement=placement))
     print(f"  model tiny-phi {args.n_layer} x {args.n_embd}, {trainable(model.parameters()) / 1e6:.1f}M parameters:"
           f" {took:.1f} s", flush=True)
-    result, reference = {}, None  # reference: the evaluation context's model, the fine-tuned weights
+    result, retrained = {}, None  # the fine-tuned weights stand in for the retrained model
     if not args.skip_training:
         print(f"training: {args.warmup_steps} warm-up + {args.steps} timed steps per loop", flush=True)
-        result["training"], reference = bench_training(model, data, args, placement, peak)
+        result["training"], retrained = bench_training(model, data, args, placement, peak)
     if not args.skip_eval:
         print(f"evaluation: {args.eval_points} curve point(s)", flush=True)
-        reference = reference or {name: p.detach().clone() for name, p in model.named_parameters()}
-        result["evaluation"] = [bench_evaluation(model, reference, data, options, args, placement)]
+        retrained = retrained or {name: p.detach().clone() for name, p in model.named_parameters()}
+        result["evaluation"] = [bench_evaluation(model, retrained, data, options, args, placement)]
     return result
 
 

@@ -33,7 +33,7 @@ def test_bad_teaching_matches_the_random_teacher_on_df_and_the_original_on_dr():
     forget = {"student": torch.tensor([[0.0, 1.0], [2.0, 0.0]]), "random": torch.tensor([[0.0, 0.0], [0.0, 0.0]])}
     retain = {"student": torch.tensor([[1.0, 1.0]]), "original": torch.tensor([[3.0, 0.0]])}
     ctx = LossContext(Teachers(), None, lambda b: b["student"], torch.Generator(),
-                      reference_forward=lambda b: b["original"], random_forward=lambda b: b["random"])
+                      original_forward=lambda b: b["original"], random_forward=lambda b: b["random"])
     loss, logs = bt.loss(ctx, forget, retain, bt.Params(temperature=2.0))
 
     def kl(teacher, student):  # KL(softmax(teacher / T) || softmax(student / T)), T = 2

@@ -41,12 +41,12 @@ class CrossEntropy:
         return forward(batch["x"])
 
 
-def test_sequence_nll_of_the_reference_carries_no_gradient():
+def test_sequence_nll_of_the_original_carries_no_gradient():
     model = nn.Linear(2, 3)
     batch = {"x": torch.ones(2, 2), "y": torch.tensor([0, 2])}
-    ctx = LossContext(CrossEntropy(), None, model, torch.Generator(), reference_forward=model)
+    ctx = LossContext(CrossEntropy(), None, model, torch.Generator(), original_forward=model)
     assert ctx.sequence_nll(batch).requires_grad
-    assert not ctx.sequence_nll(batch, reference=True).requires_grad
+    assert not ctx.sequence_nll(batch, original=True).requires_grad
     torch.testing.assert_close(ctx.losses(batch), CrossEntropy.example_losses(model, batch))
 
 
