@@ -191,14 +191,15 @@ def standalone(model: nn.Module) -> nn.Module:
 
 def preprocessors(task: str, options: dict) -> list:
     """What turns raw inputs into the model's: its tokenizer and (images) an image processor."""
-    from mcu_ray.tasks import mubench, tofu
+    from mcu_ray.tasks import TASKS, mubench, tofu
 
     if task == "tofu":
         return [tofu.tokenizer_for(options)]
-    if task not in mubench.MODALITIES:
+    if not isinstance(TASKS[task], mubench.MUBenchTask):
         return []
-    found = [tok] if (tok := mubench.tokenizer_for(task, options)) is not None else []
-    if mubench.input_columns(task, options)[0]:
+    modality = TASKS[task].modality
+    found = [tok] if (tok := mubench.tokenizer_for(modality, options)) is not None else []
+    if mubench.input_columns(modality, options)[0]:
         found.append(image_processor(mubench.Options(**options).image_size))
     return found
 

@@ -1,5 +1,6 @@
-"""What several test modules build the same way: small sweep files, a hub-layout dataset folder,
-a curve's control points, and where the repository and the shared test data are.
+"""What several test modules build the same way: small sweep files, a hub-layout dataset folder (and a
+MU-Bench task run end to end on it), a curve's control points, and where the repository and the shared
+test data are.
 
 Fixtures live in ``conftest.py``; everything a test imports lives here (a test module never
 imports another test module or ``conftest``: ``tests/test_layout.py`` checks it).
@@ -107,6 +108,48 @@ def write_hub_folder(root: Path, name: str, n_train: int = 48, n_test: int = 16)
         datasets.Dataset.from_dict(cols, features=datasets.Features(features)).to_parquet(
             str(folder / "data" / f"{split}-00000-of-00001.parquet"))
     return folder
+
+
+MUBENCH_METRICS = {"acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget", "mia_efficacy",
+                   "mia_loss"}
+
+
+def mubench_end_to_end(tmp_path: Path, name: str):
+    """A MU-Bench task from a hub-layout folder through its whole grid on the CPU: the original trained, the
+    retrained model and an RL endpoint built on a 10 % MU-Bench-style forget list, then a curve between two
+    endpoints evaluated. Checks what every MU-Bench task shares (every metric finite, the forget set the
+    listed rows, one row per interior t) and returns the task's data for the task's own checks."""
+    import torch
+
+    from mcu_ray import jobs
+    from mcu_ray.plan import make_plan
+    from mcu_ray.spec import parse_spec
+
+    torch.set_num_threads(1)
+    folder = write_hub_folder(tmp_path, name)
+    index_file = tmp_path / "forget.txt"
+    index_file.write_text("\n".join(str(i) for i in (3, 7, 11, 19, 23)) + "\n")  # 10 % of 48 rows, MU-Bench style
+    spec = parse_spec({"name": "m", "settings": ["Rand"], "tasks": [{
+        "name": name, "ratios": [10], "methods": ["rl"],
+        "options": {"dataset": str(folder), "forget_index_file": str(index_file), "image_size": 16,
+                    "max_length": 12, "vocab_size": 300, "hidden_size": 16, "epochs": 2, "batch_size": 16},
+        "hparams": {"rl": {"epochs": 1, "lr": 1e-3}}}]})
+    plan = make_plan(spec)
+    store = jobs.Store(str(tmp_path / "store"))
+    jobs.build_original(store, next(iter(plan.originals.values())))
+    retrained = jobs.build_retrained(store, next(iter(plan.retrained.values())))
+    endpoint = jobs.build_endpoint(store, next(iter(plan.endpoints.values())))
+    for metrics in (retrained["metrics"], endpoint["metrics"]):
+        assert set(metrics) == MUBENCH_METRICS
+        assert all(np.isfinite(v) for v in metrics.values())
+    _, _, data = jobs.task_data(name, spec.tasks[0].options, 10)
+    assert data.forget_idx.tolist() == [3, 7, 11, 19, 23]
+    curve = next(c for c in plan.curves.values() if not c.trained)
+    for key in (curve.endpoint_1, curve.endpoint_2):
+        if not store.has_artifact(key):
+            jobs.build_endpoint(store, plan.endpoints[key])
+    assert len(jobs.evaluate_curve_serially(store, curve)) == spec.points - 2
+    return data
 
 
 def random_control_points(task, options: dict) -> list[dict]:

@@ -1,8 +1,7 @@
-"""MU-Bench's classification tasks (Cheng & Amiri 2024) through datasets and transformers.
+"""MU-Bench's classification tasks (Cheng & Amiri 2024) through datasets and transformers: what the three share.
 
-- ``cifar10``: image classification (10 classes), a ResNet;
-- ``ddi``: DDI-2013 biomedical relation classification (5 labels), a BERT-style encoder;
-- ``nlvr2``: NLVR2 visual reasoning over an image pair and a sentence (2 labels), ViLT.
+One module per task (``cifar10``, ``ddi``, ``nlvr2``) declares what it reads (a ``Modality``) and builds its
+tiny model; ``task`` makes the rest of a ``ClassificationTask`` from them, the same for all three.
 Data: ``datasets.load_dataset(dataset)``, where ``dataset`` is a hub id or a local folder
 in the hub layout; the forget set is MU-Bench's index list (``forget_index_file``: ratio r
 takes the first r/10 of a list covering 10 %) or, without one, a seeded random subset.
@@ -16,6 +15,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -95,17 +95,12 @@ def check_dataset_folder(folder: str, field: str) -> None:
 class Modality:
     """What one MU-Bench task reads and builds."""
 
+    name: str  # the registry key
     images: tuple  # default image columns
     text: str  # default text column ("" = none)
     num_labels: int
-    default_dataset: str
-
-
-MODALITIES = {
-    "cifar10": Modality(images=("img",), text="", num_labels=10, default_dataset="uoft-cs/cifar10"),
-    "ddi": Modality(images=(), text="sentence", num_labels=5, default_dataset=""),
-    "nlvr2": Modality(images=("left_image", "right_image"), text="sentence", num_labels=2, default_dataset=""),
-}
+    default_dataset: str  # "" = none: the sweep file names one
+    checkpoint_class: str  # the transformers class a checkpoint of this task loads into
 
 
 def _columns(opts: Options, modality: Modality) -> tuple[tuple, str]:
@@ -113,15 +108,15 @@ def _columns(opts: Options, modality: Modality) -> tuple[tuple, str]:
     return images, opts.text_column or modality.text
 
 
-def _dataset(task: str, opts: Options) -> str:
-    name = opts.dataset or MODALITIES[task].default_dataset
+def _dataset(modality: Modality, opts: Options) -> str:
+    name = opts.dataset or modality.default_dataset
     return str(Path(name).expanduser()) if name.startswith(("/", ".", "~")) else name
 
 
-def _rows(task: str, opts: Options, split: str, limit: int):
+def _rows(modality: Modality, opts: Options, split: str, limit: int):
     import datasets
 
-    ds = datasets.load_dataset(_dataset(task, opts), split=split)
+    ds = datasets.load_dataset(_dataset(modality, opts), split=split)
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
@@ -134,38 +129,38 @@ def _pixels(images, size: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(task: str, options_json: str):
+def _tokenizer(modality: Modality, options_json: str):
     opts = Options(**json.loads(options_json))
     if opts.model != "tiny":
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(opts.model)
-    _, text = _columns(opts, MODALITIES[task])
+    _, text = _columns(opts, modality)
     # the text column alone: iterating rows would decode every image too
-    return train_bpe(list(_rows(task, opts, opts.train_split, opts.max_train)[text]), opts.vocab_size)
+    return train_bpe(list(_rows(modality, opts, opts.train_split, opts.max_train)[text]), opts.vocab_size)
 
 
-def input_columns(task: str, options: dict) -> tuple[tuple, str]:
+def input_columns(modality: Modality, options: dict) -> tuple[tuple, str]:
     """(image columns, text column) a task's options read: what its model's inputs are made from."""
-    return _columns(Options(**options), MODALITIES[task])
+    return _columns(Options(**options), modality)
 
 
-def tokenizer_for(task: str, options: dict):
-    """The text tokenizer ``task``'s inputs are encoded with (a checkpoint's own, or the tiny models'
+def tokenizer_for(modality: Modality, options: dict):
+    """The text tokenizer a task's inputs are encoded with (a checkpoint's own, or the tiny models'
     BPE trained on the task text); None for an images-only task."""
-    if not input_columns(task, options)[1]:
+    if not input_columns(modality, options)[1]:
         return None
-    return _tokenizer(task, json.dumps(Options(**options).__dict__, sort_keys=True))
+    return _tokenizer(modality, json.dumps(Options(**options).__dict__, sort_keys=True))
 
 
-def _encode(task: str, opts: Options, rows) -> dict:
-    images, text = _columns(opts, MODALITIES[task])
+def _encode(modality: Modality, opts: Options, rows) -> dict:
+    images, text = _columns(opts, modality)
     batch = {}
     if images:
         pixels = [_pixels(rows[c], opts.image_size) for c in images]
         batch["pixel_values"] = pixels[0] if len(pixels) == 1 else torch.stack(pixels, dim=1)  # (n, [k,] 3, H, W)
     if text:
-        tok = _tokenizer(task, json.dumps(opts.__dict__, sort_keys=True))
+        tok = _tokenizer(modality, json.dumps(opts.__dict__, sort_keys=True))
         enc = tok(list(rows[text]), padding="max_length", truncation=True, max_length=opts.max_length,
                   return_tensors="pt")
         batch["input_ids"], batch["attention_mask"] = enc["input_ids"], enc["attention_mask"]
@@ -173,82 +168,73 @@ def _encode(task: str, opts: Options, rows) -> dict:
     return batch
 
 
-def loader(task: str):
+def loader(modality: Modality):
     def load_arrays(opts: Options):
-        train = _encode(task, opts, _rows(task, opts, opts.train_split, opts.max_train))
-        test = _encode(task, opts, _rows(task, opts, opts.test_split, opts.max_test))
-        return train, test, MODALITIES[task].num_labels
+        train = _encode(modality, opts, _rows(modality, opts, opts.train_split, opts.max_train))
+        test = _encode(modality, opts, _rows(modality, opts, opts.test_split, opts.max_test))
+        return train, test, modality.num_labels
     return load_arrays
 
 
-def _model_class(task: str):
-    """The transformers class a checkpoint of this task loads into."""
-    import transformers as tf
+def _checkpoint_class(modality: Modality):
+    import transformers
 
-    return {"cifar10": tf.AutoModelForImageClassification, "ddi": tf.AutoModelForSequenceClassification,
-            "nlvr2": tf.ViltForImagesAndTextClassification}[task]
+    return getattr(transformers, modality.checkpoint_class)
 
 
-def builder(task: str):
+def builder(modality: Modality, build_tiny: Callable):
+    """Options -> the task's model: the checkpoint ``model`` names, or ``build_tiny(options, tokenizer)``
+    (the tokenizer None for an images-only task)."""
     def build_model(opts: Options):
-        import transformers as tf
-
-        labels = MODALITIES[task].num_labels
         if opts.model != "tiny":
-            return _model_class(task).from_pretrained(opts.model, num_labels=labels, ignore_mismatched_sizes=True)
-        h = opts.hidden_size
-        if task == "cifar10":
-            return tf.ResNetForImageClassification(tf.ResNetConfig(
-                num_channels=3, embedding_size=h, hidden_sizes=[h, 2 * h], depths=[1, 1], layer_type="basic",
-                num_labels=labels))
-        vocab = len(_tokenizer(task, json.dumps(opts.__dict__, sort_keys=True)))
-        if task == "ddi":
-            return tf.BertForSequenceClassification(tf.BertConfig(
-                vocab_size=vocab, hidden_size=h, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * h,
-                max_position_embeddings=opts.max_length, num_labels=labels))
-        return tf.ViltForImagesAndTextClassification(tf.ViltConfig(
-            vocab_size=vocab, hidden_size=h, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * h,
-            image_size=opts.image_size, patch_size=max(4, opts.image_size // 4), num_images=2,
-            modality_type_vocab_size=3, max_position_embeddings=opts.max_length, num_labels=labels))
+            return _checkpoint_class(modality).from_pretrained(opts.model, num_labels=modality.num_labels,
+                                                               ignore_mismatched_sizes=True)
+        return build_tiny(opts, tokenizer_for(modality, opts.__dict__))
     return build_model
 
 
-def random_builder(task: str):
+def random_builder(modality: Modality, build_tiny: Callable):
     """The checkpoint's architecture from its config alone, randomly initialised (no pretrained weights):
     Bad Teaching's incompetent teacher and ZRF's reference. Tiny models are built from a config already."""
-    build_tiny = builder(task)
+    build_model = builder(modality, build_tiny)
 
     def build_random(opts: Options):
         from transformers import AutoConfig
 
         if opts.model == "tiny":
-            return build_tiny(opts)
-        config = AutoConfig.from_pretrained(opts.model, num_labels=MODALITIES[task].num_labels)
-        cls = _model_class(task)
-        return cls(config) if task == "nlvr2" else cls.from_config(config)  # ViLT's class is concrete, not Auto
+            return build_model(opts)
+        config = AutoConfig.from_pretrained(opts.model, num_labels=modality.num_labels)
+        cls = _checkpoint_class(modality)
+        # an Auto class picks the concrete class from the config; a concrete one (ViLT's) is called with it
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     return build_random
 
 
-def needs_dataset(name: str):
+def needs_dataset(modality: Modality):
     def check(options: Options, path: str) -> None:
-        if not (options.dataset or MODALITIES[name].default_dataset):
+        if not (options.dataset or modality.default_dataset):
             raise SpecError(f"{path}.dataset", options.dataset,
-                            f"{name} has no default: set a hub id or a local folder in the hub layout")
+                            f"{modality.name} has no default: set a hub id or a local folder in the hub layout")
     return check
 
 
-def _task(name: str) -> ClassificationTask:
-    return ClassificationTask(
-        name=name, Options=Options, load_arrays=loader(name), build_model=builder(name),
-        build_random=random_builder(name),
-        check_extra=needs_dataset(name),
-        vectorizable=name != "nlvr2",  # ViLT samples image patches with random ops in its forward: no vmap
+@dataclass(kw_only=True)
+class MUBenchTask(ClassificationTask):
+    """A ClassificationTask that also says what it reads (export saves the matching preprocessors)."""
+
+    modality: Modality
+
+
+def task(modality: Modality, build_tiny: Callable, vectorizable: bool = True) -> MUBenchTask:
+    """A MU-Bench task from what it reads and its tiny model, ``build_tiny(options, tokenizer)``."""
+    return MUBenchTask(
+        name=modality.name, Options=Options, load_arrays=loader(modality),
+        build_model=builder(modality, build_tiny), build_random=random_builder(modality, build_tiny),
+        check_extra=needs_dataset(modality),
+        vectorizable=vectorizable,
         default_ratios=(2, 4, 6, 8, 10),  # MU-Bench's ratios
         # MU-Bench's unlearning settings (lr 1e-5 .. 5e-5 for fine-tuned checkpoints) need
         # per-model tuning; these suit the tiny models and are the sweep file's to override.
         default_hparams={m: {"epochs": 3, "lr": 1e-4, "batch_size": 32, "retain_batch_size": 32}
                          for m in ("ga", "rl", "gd", "npo", "bt", "su")},
-        logits=hf_logits)
-
-
-CIFAR10, DDI, NLVR2 = _task("cifar10"), _task("ddi"), _task("nlvr2")
+        logits=hf_logits, modality=modality)

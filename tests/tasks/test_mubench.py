@@ -1,17 +1,15 @@
-"""MU-Bench tasks on small local data in the Hugging Face hub layout (no network)."""
+"""The base MU-Bench's tasks share: MU-Bench's forget-index lists, the dataset option's checks, and what a
+task's modality makes of its options (each task's own data and model: tests/tasks/test_<task>.py)."""
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from mcu_ray import jobs
 from mcu_ray.errors import SpecError
-from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
+from mcu_ray.tasks import mubench
 from mcu_ray.tasks.classification import forget_indices_from_file
-from tests.helpers import REPO, write_hub_folder
+from tests.helpers import REPO
 
 SHARED_DF = Path(os.environ.get("MCU_MUBENCH_DF_DIR", REPO / ".." / "shared/data/mubench_df"))
 
@@ -36,40 +34,18 @@ def test_mubench_index_lists(shared_lists, name, size):
         forget_indices_from_file(str(shared_lists / f"{name}.txt"), 100, 2)  # list beyond a 100-row dataset
 
 
-@pytest.mark.parametrize("name", ["cifar10", "ddi", "nlvr2"])
-def test_task_trains_unlearns_and_evaluates_from_hub_layout(tmp_path, name):
-    torch.set_num_threads(1)
-    folder = write_hub_folder(tmp_path, name)
-    index_file = tmp_path / "forget.txt"
-    index_file.write_text("\n".join(str(i) for i in (3, 7, 11, 19, 23)) + "\n")  # 10 % of 48 rows, MU-Bench style
-    spec = parse_spec({"name": "m", "settings": ["Rand"], "tasks": [{
-        "name": name, "ratios": [10], "methods": ["rl"],
-        "options": {"dataset": str(folder), "forget_index_file": str(index_file), "image_size": 16,
-                    "max_length": 12, "vocab_size": 300, "hidden_size": 16, "epochs": 2, "batch_size": 16},
-        "hparams": {"rl": {"epochs": 1, "lr": 1e-3}}}]})
-    plan = make_plan(spec)
-    store = jobs.Store(str(tmp_path / "store"))
-    jobs.build_original(store, next(iter(plan.originals.values())))
-    retrained = jobs.build_retrained(store, next(iter(plan.retrained.values())))
-    endpoint = jobs.build_endpoint(store, next(iter(plan.endpoints.values())))
-    for metrics in (retrained["metrics"], endpoint["metrics"]):
-        assert set(metrics) == {"acc_test", "acc_retain", "acc_forget", "zrf", "loss_retain", "loss_forget",
-                                "mia_efficacy", "mia_loss"}
-        assert all(np.isfinite(v) for v in metrics.values())
-    task, _, data = jobs.task_data(name, spec.tasks[0].options, 10)
-    assert data.forget_idx.tolist() == [3, 7, 11, 19, 23]
-    curve = next(c for c in plan.curves.values() if not c.trained)
-    for key in (curve.endpoint_1, curve.endpoint_2):
-        if not store.has_artifact(key):
-            jobs.build_endpoint(store, plan.endpoints[key])
-    assert len(jobs.evaluate_curve_serially(store, curve)) == spec.points - 2
-
-
-def test_mubench_spec_checks(tmp_path):
-    with pytest.raises(SpecError, match=r"tasks\[0\].options.dataset: got ''; ddi has no default"):
-        parse_spec({"name": "m", "settings": ["Rand"], "tasks": [{"name": "ddi", "ratios": [2], "methods": ["ga"]}]})
+def test_a_local_dataset_folder_must_exist():
     with pytest.raises(SpecError, match=r"options.dataset: got '/nope'; no such folder"):
         parse_spec({"name": "m", "settings": ["Rand"], "tasks": [
             {"name": "cifar10", "ratios": [2], "methods": ["ga"], "options": {"dataset": "/nope"}}]})
-    spec = parse_spec({"name": "m", "settings": ["Rand"], "tasks": [{"name": "cifar10", "ratios": [2], "methods": ["ga"]}]})
-    assert spec.tasks[0].options["dataset"] == ""  # the default hub id, uoft-cs/cifar10, is used at load time
+
+
+def test_options_override_the_modalitys_columns_and_an_images_only_task_has_no_tokenizer():
+    """``image_columns`` (comma-separated, blanks dropped) and ``text_column`` replace the modality's defaults;
+    with no text column at all there is nothing to tokenise (and no dataset is read to train a tokenizer)."""
+    modality = mubench.Modality(name="x", images=("img",), text="", num_labels=2, default_dataset="org/x",
+                                checkpoint_class="AutoModelForImageClassification")
+    assert mubench.input_columns(modality, {}) == (("img",), "")
+    assert mubench.input_columns(modality, {"image_columns": " a, ,b ", "text_column": "caption"}) == (("a", "b"),
+                                                                                                      "caption")
+    assert mubench.tokenizer_for(modality, {"dataset": "/nowhere"}) is None
