@@ -17,7 +17,7 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ from mcu_ray.batches import batch_length, row_lengths, select, trim_padding
 from mcu_ray.errors import SpecError
 from mcu_ray.jobs import bend_key
 from mcu_ray.methods import METHODS
-from mcu_ray.methods.curriculum import needs_original_losses
+from mcu_ray.methods.curriculum import CurriculumParams, needs_original_losses
 from mcu_ray.pathway_curve import mixed_batch_sizes, subset_size
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Plan
@@ -114,8 +114,8 @@ def forget_steps(n_forget: int, batch_size: int, epochs: int, steps: int) -> tup
     return epochs * per_pass, epochs * n_forget
 
 
-def unlearning_work(method: str, params: dict, sizes: Sizes, curriculum: str = "none",
-                    curriculum_params: dict | None = None) -> Work:
+def unlearning_work(method: str, params, sizes: Sizes, curriculum: str = "none",
+                    curriculum_params: CurriculumParams | None = None) -> Work:
     """One unlearning loop (an endpoint, or a Bezier bend with the fit's epochs and batch size).
 
     Per step: the forget batch, the retain batch if the method uses Dr, and the frozen
@@ -124,8 +124,8 @@ def unlearning_work(method: str, params: dict, sizes: Sizes, curriculum: str = "
     an ordering curriculum reads the original's loss of every forget example once.
     """
     spec = METHODS[method]
-    steps, forget = forget_steps(sizes.forget, params["batch_size"], params["epochs"], params["steps"])
-    retain = steps * params["retain_batch_size"] if spec.draws_retain(spec.Params(**params)) else 0
+    steps, forget = forget_steps(sizes.forget, params.batch_size, params.epochs, params.steps)
+    retain = steps * params.retain_batch_size if spec.draws_retain(params) else 0
     work = Work(train_steps=steps, train_examples=forget + retain)
     if spec.uses_random_teacher:
         work += Work(forward_batches=2 * steps, forward_examples=forget + retain)
@@ -138,19 +138,19 @@ def unlearning_work(method: str, params: dict, sizes: Sizes, curriculum: str = "
     return work
 
 
-def pathway_work(params: dict, sizes: Sizes) -> Work:
+def pathway_work(params, sizes: Sizes) -> Work:
     """jobs.build_pathway but its model evaluations: the original's accuracy on the validation split
     and Dr (the targets), tensor scores (a gradient over Dr and Df), ``epochs`` passes over Df in
     batches mixing Df and the retain subset, then the accuracy on Df and Dr at each of the
     ``select_points`` values of t and at t*, which t* is chosen on."""
     n_f, n_r = sizes.forget, sizes.retain
-    subset = subset_size(n_r, params["retain_ratio"])
-    forget_size, retain_size = mixed_batch_sizes(params["batch_size"], n_f, subset)
-    steps = params["epochs"] * math.ceil(n_f / forget_size)
+    subset = subset_size(n_r, params.retain_ratio)
+    forget_size, retain_size = mixed_batch_sizes(params.batch_size, n_f, subset)
+    steps = params.epochs * math.ceil(n_f / forget_size)
     baselines = split_pass(sizes.validation) + split_pass(n_r)
-    scores = split_pass(n_r, params["batch_size"], backward=True) + split_pass(n_f, params["batch_size"], backward=True)
-    selection = (split_pass(n_f) + split_pass(n_r)) * (params["select_points"] + 1)
-    return (baselines + scores + Work(train_steps=steps, train_examples=params["epochs"] * n_f + steps * retain_size)
+    scores = split_pass(n_r, params.batch_size, backward=True) + split_pass(n_f, params.batch_size, backward=True)
+    selection = (split_pass(n_f) + split_pass(n_r)) * (params.select_points + 1)
+    return (baselines + scores + Work(train_steps=steps, train_examples=params.epochs * n_f + steps * retain_size)
             + selection)
 
 
@@ -189,7 +189,7 @@ def plan_jobs(plan: Plan, sizes: dict) -> list[Job]:
     for item in plan.endpoints.values():
         size = sizes[item.task, item.ratio]
         if item.source:
-            work, points = pathway_work(item.hparams, size), 1 + item.hparams["select_points"]
+            work, points = pathway_work(item.hparams, size), 1 + item.hparams.select_points
         else:
             work, points = unlearning_work(item.method, item.hparams, size, item.curriculum, item.curriculum_params), 1
         jobs += [Job("endpoint", item.task, work, ("artifact", item.key)),
@@ -197,8 +197,8 @@ def plan_jobs(plan: Plan, sizes: dict) -> list[Job]:
     for curve in plan.curves.values():
         size = sizes[curve.task, curve.ratio]
         if curve.trained:
-            params = bend_budget(METHODS[curve.objective].Params(**curve.hparams), CurveFitSpec(**curve.fit))
-            jobs.append(Job("bend", curve.task, unlearning_work(curve.objective, asdict(params), size, curve.curriculum,
+            params = bend_budget(curve.hparams, CurveFitSpec(**curve.fit))
+            jobs.append(Job("bend", curve.task, unlearning_work(curve.objective, params, size, curve.curriculum,
                                                                 curve.curriculum_params), ("artifact", bend_key(curve))))
         interior = max(curve.points - 2, 0)
         jobs.append(Job("evaluation", curve.task, size.evaluation * interior, ("artifact", curve.key), interior))

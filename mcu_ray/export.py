@@ -46,7 +46,7 @@ from mcu_ray.evaluate import task_data
 from mcu_ray.jobs import bend_key, blend, control_points
 from mcu_ray.model_card import model_card
 from mcu_ray.placement import Placement
-from mcu_ray.plan import Curve
+from mcu_ray.plan import item_from_dict
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
@@ -116,7 +116,7 @@ def _artifact(store: Store, key: str, t: float | None, named_by: dict) -> Target
                                             f"retrained model, an endpoint, or a curve (curve-...) with --t")
     if t is None:
         raise SpecError("--t", None, f"{key} is a curve: give the point, a number in [0, 1]")
-    item = Curve(**meta["item"])
+    item = item_from_dict("curve", meta["item"])
     rows = store.load_points(key).to_pylist()  # the evaluated interior points
     t = next((s for s in (0.0, 1.0, *(r["t"] for r in rows)) if abs(s - t) <= SNAP), t)  # an evaluated point's
     named_by = {**named_by, "curve_key": key, "curve_t": t}
@@ -174,7 +174,7 @@ def model_at(store: Store, target: Target, placement: Placement) -> nn.Module:
     model = task.new_model(item["options"], seed=0, placement=placement)
     if target.t is None:
         return load_state(model, store.load_weights(target.key))
-    curve = Curve(**item)
+    curve = item_from_dict("curve", item)
     load_point(model, [placement.tensors(cp) for cp in control_points(store, curve)], target.t, blend(curve))
     if isinstance(task, ClassificationTask):  # what its evaluation does first at every point
         _, _, data = task_data(curve.task, curve.options, curve.ratio)
@@ -261,7 +261,7 @@ def summary(store: Store, target: Target, name: str) -> dict:
     if meta["kind"] == "original":  # evaluated once per forget ratio, beside its retrained model
         facts["metrics_by_ratio"] = original_metrics(store, target.key)
     if target.t is not None:
-        curve = Curve(**item)
+        curve = item_from_dict("curve", item)
         ends = {k: store.read_meta(k) for k in (curve.endpoint_1, curve.endpoint_2)}
         facts["endpoints"] = [{"key": k, "item": m["item"], "metrics": m.get("metrics")} for k, m in ends.items()]
         if curve.trained:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
@@ -33,13 +33,13 @@ from mcu_ray.curves import curve_parameters, load_point, load_state, savable_sta
 from mcu_ray.evaluate import eval_context, evaluate_curve_points, evaluate_model, evaluate_state, task_data
 from mcu_ray.methods import METHODS
 from mcu_ray.placement import Placement
-from mcu_ray.plan import Curve, Endpoint, Original, Retrained
+from mcu_ray.plan import Curve, Endpoint, Original, Retrained, item_as_dict
 from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
 from mcu_ray.tables import example_table
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.base import random_network, retain_checkpoint
-from mcu_ray.methods.curriculum import needs_original_losses
+from mcu_ray.methods.curriculum import CurriculumParams, needs_original_losses
 from mcu_ray.train import DivergedError, Teachers, bend_budget, fit_bends, frozen_copy, train_supervised, unlearn
 
 
@@ -104,7 +104,7 @@ def run_job(store: Store, item, placement: Placement | None, build: Callable[[Jo
     except DivergedError as exc:  # rank 0 records it: no weights, a status and the reason
         if not placement.writes:
             return None
-        return store.save_artifact(key, {"kind": item_kind, "item": asdict(item), "status": "diverged",
+        return store.save_artifact(key, {"kind": item_kind, "item": item_as_dict(item), "status": "diverged",
                                          "reason": str(exc), "provenance": provenance.describe(placement.device)})
     if built is None:
         return None
@@ -115,7 +115,7 @@ def run_job(store: Store, item, placement: Placement | None, build: Callable[[Jo
 def job_meta(kind: str, item, log: dict, seconds: float, placement: Placement, batch_size: int) -> dict:
     """What every trained artifact records about how it was computed, and by what (``provenance``:
     this process's code, libraries and device)."""
-    return {"kind": kind, "item": asdict(item), "train_log": log, "train_seconds": seconds,
+    return {"kind": kind, "item": item_as_dict(item), "train_log": log, "train_seconds": seconds,
             "device": placement.device.type, "precision": placement.precision, "workers": placement.world_size,
             "strategy": placement.strategy, "grad_accum": placement.grad_accum, "effective_batch": batch_size,
             "provenance": provenance.describe(placement.device)}
@@ -163,7 +163,7 @@ def build_retrained(store: Store, item: Retrained, placement: Placement | None =
 
 
 def teachers(task, options: dict, method: str, original_state, placement: Placement,
-             curriculum_params: dict | None = None) -> Teachers:
+             curriculum_params: CurriculumParams | None = None) -> Teachers:
     """The frozen models ``method`` (and an ordering curriculum) consult, on the device; only those it needs.
 
     ``original_state()`` gives the original's weights: read only when a teacher needs them.
@@ -192,7 +192,7 @@ def _unlearned(job: Job) -> Built | None:
     model = task.new_model(options, seed=0, placement=placement.on(placement.build_device))
     original = job.store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
     model = placement.shard_model(load_state(model, original))
-    params = METHODS[item.method].Params(**item.hparams)
+    params = item.hparams
     frozen = teachers(task, options, item.method, lambda: original, placement, item.curriculum_params)
     with job.timed():
         log = unlearn(model, task, data, item.method, params, optimizer=item.optimizer,
@@ -230,7 +230,7 @@ def build_pathway(job: Job) -> Built | None:
     model = task.new_model(options, seed=0, placement=placement)
     original, source = store.load_weights(item.original), store.load_weights(item.source)
     load_state(model, original)
-    params = METHODS[item.method].Params(**item.hparams)
+    params = item.hparams
     with job.timed():  # the curve's fit; its evaluation and the choice of t* follow
         bend, log = pathway_curve.fit_pathway_bend(model, source, task, data, params, seed=item.seed,
                                                    placement=placement)
@@ -304,7 +304,7 @@ def _bends(job: Job) -> Built | None:
     task, options, data = task_data(curve.task, curve.options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
-    params = METHODS[curve.objective].Params(**curve.hparams)
+    params = curve.hparams
     fit = CurveFitSpec(**curve.fit)
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
     frozen = teachers(task, options, curve.objective, lambda: store.load_weights(original_key), placement,
@@ -364,7 +364,7 @@ def save_points(store: Store, curve: Curve, rows: list[dict], length: float, com
     default this one's. ``seconds``: the evaluation's wall time, when known.
     """
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["t"]))
-    meta = {"kind": "curve_points", "item": asdict(curve), "length": length, "eval_seconds": seconds,
+    meta = {"kind": "curve_points", "item": item_as_dict(curve), "length": length, "eval_seconds": seconds,
             "provenance": computed_by or provenance.describe()}
     return store.save_artifact(curve.key, meta, points=table)
 
@@ -382,7 +382,7 @@ def point_examples(rows: list) -> pa.Table:
 def save_point_examples(store: Store, curve: Curve, parts: list[pa.Table], computed_by: dict | None = None,
                         seconds: float | None = None) -> dict:
     """The per-example values of a curve's interior points (``point_examples`` of each evaluation task)."""
-    meta = {"kind": "curve_examples", "item": asdict(curve), "eval_seconds": seconds,
+    meta = {"kind": "curve_examples", "item": item_as_dict(curve), "eval_seconds": seconds,
             "provenance": computed_by or provenance.describe()}
     return store.save_artifact(examples_key(curve), meta, examples=pa.concat_tables(parts))
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from itertools import permutations
 
 from mcu_ray.methods import METHODS
+from mcu_ray.methods.curriculum import CurriculumParams
+from mcu_ray.methods.optimizers import SophiaParams
 from mcu_ray.spec import SweepSpec
 
 # Bump when a change alters what an artifact of an unchanged spec would contain.
@@ -52,8 +54,20 @@ SETTINGS_TABLE = {
 LOCATION_OPTIONS = ("path",)
 
 
+# Knob blocks a plan item holds as frozen dataclasses (None where they do not apply). As plain
+# data (a key's payload, meta.json's "item", a Ray config) they are mappings, {} for None.
+KNOB_BLOCKS = ("hparams", "optimizer_params", "curriculum_params")
+
+
+def _plain(name: str, value):
+    if name in KNOB_BLOCKS and value is None:
+        return {}
+    return asdict(value) if is_dataclass(value) else value
+
+
 def content_key(kind: str, payload: dict) -> str:
-    """``kind-<16 hex>``: a stable hash of the canonical JSON of ``payload``."""
+    """``kind-<16 hex>``: a stable hash of the canonical JSON of ``payload`` (knob blocks as mappings)."""
+    payload = {name: _plain(name, value) for name, value in payload.items()}
     if "options" in payload:
         payload = {**payload, "options": {k: v for k, v in payload["options"].items() if k not in LOCATION_OPTIONS}}
     blob = json.dumps({"v": SCIENCE_VERSION, **payload}, sort_keys=True, default=str)
@@ -87,12 +101,12 @@ class Endpoint:
     precision: str
     ratio: float
     method: str
-    hparams: dict  # the method's knobs
+    hparams: object  # the method's knobs: a METHODS[method].Params
     optimizer: str
     curriculum: str
     seed: int
-    optimizer_params: dict  # Sophia's knobs when optimizer == "so", else {}
-    curriculum_params: dict  # the curriculum's knobs when curriculum == "cl", else {}
+    optimizer_params: SophiaParams | None  # Sophia's knobs when optimizer == "so"
+    curriculum_params: CurriculumParams | None  # the curriculum's knobs when curriculum == "cl"
     original: str  # key of the model it unlearns
     reference: str  # key of the retrained model its metrics are relative to
     source: str = ""  # pathway methods: key of the endpoint their curve runs to (built first)
@@ -110,11 +124,11 @@ class Curve:
     endpoint_2: str
     reference: str  # the retrained model (evaluation reference)
     objective: str = ""  # bezier: the first endpoint's method trains the bend ...
-    hparams: dict = field(default_factory=dict)
+    hparams: object = None  # a METHODS[objective].Params
     optimizer: str = "fo"  # ... with that endpoint's optimiser and curriculum (the authors' code)
-    optimizer_params: dict = field(default_factory=dict)
+    optimizer_params: SophiaParams | None = None
     curriculum: str = "none"
-    curriculum_params: dict = field(default_factory=dict)
+    curriculum_params: CurriculumParams | None = None
     fit: dict = field(default_factory=dict)
     seed: int = 0
     bends: int = 0  # trained control points (0: the line)
@@ -155,7 +169,7 @@ class Plan:
         # the original is evaluated once per (task, ratio) beside its retrained model;
         # a pathway endpoint evaluates its curve at select_points t values, then at t*
         evaluated_models = 2 * len(self.retrained) + len(self.endpoints) + sum(
-            e.hparams["select_points"] for e in self.endpoints.values() if e.source)
+            e.hparams.select_points for e in self.endpoints.values() if e.source)
         return {
             "cells": len(self.cells),
             "endpoints": len(self.endpoints),
@@ -247,11 +261,11 @@ def endpoint_of(task, ratio: float, method: str, hparams: dict, variant: Variant
 
 def _endpoint(base: dict, ratio: float, hparams: dict, variant: Variant, seed: int, original: str, ref: str,
               method: str, source: str = "") -> Endpoint:
-    knobs = hparams[method]
-    payload = {**base, "ratio": ratio, "method": method, "hparams": knobs["params"],
+    knobs = hparams[method]  # the spec's resolved mappings, made the frozen knob blocks here once
+    payload = {**base, "ratio": ratio, "method": method, "hparams": METHODS[method].Params(**knobs["params"]),
                "optimizer": variant.optimizer, "curriculum": variant.curriculum,
-               "optimizer_params": knobs["so"] if variant.optimizer == "so" else {},
-               "curriculum_params": knobs["cl"] if variant.curriculum == "cl" else {},
+               "optimizer_params": SophiaParams(**knobs["so"]) if variant.optimizer == "so" else None,
+               "curriculum_params": CurriculumParams(**knobs["cl"]) if variant.curriculum == "cl" else None,
                "seed": seed + variant.seed_offset, "original": original, "reference": ref,
                **({"source": source} if source else {})}  # absent for other methods: their keys are unchanged
     return Endpoint(content_key("ep", payload), **payload)
@@ -271,3 +285,22 @@ def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, objective: End
                "curriculum_params": objective.curriculum_params, "fit": fit, "seed": objective.seed, "bends": bends,
                "points": points}
     return Curve(content_key("curve", payload), **payload)
+
+
+ITEMS = {"original": Original, "retrained": Retrained, "endpoint": Endpoint, "bend": Curve, "curve": Curve}
+
+
+def item_as_dict(item) -> dict:
+    """A plan item as plain data: for meta.json's "item" and across the Ray boundary."""
+    return {f.name: _plain(f.name, getattr(item, f.name)) for f in fields(item)}
+
+
+def item_from_dict(kind: str, data: dict):
+    """The plan item of ``item_as_dict`` (``kind``: a job's, "curve" or "endpoint"), its knob blocks frozen again."""
+    cls = ITEMS[kind]
+    if cls not in (Endpoint, Curve):
+        return cls(**data)
+    method = data["method"] if cls is Endpoint else data["objective"]
+    blocks = {"hparams": METHODS[method].Params if method else None, "optimizer_params": SophiaParams,
+              "curriculum_params": CurriculumParams}
+    return cls(**{**data, **{name: make(**data[name]) if data[name] else None for name, make in blocks.items()}})

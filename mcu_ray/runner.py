@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import ray
 from ray import tune
@@ -28,7 +28,7 @@ from mcu_ray import jobs, provenance
 from mcu_ray import rows as table_rows
 from mcu_ray.curves import curve_length
 from mcu_ray.placement import ray_placement
-from mcu_ray.plan import Cell, Plan
+from mcu_ray.plan import Cell, Plan, item_as_dict, item_from_dict
 from mcu_ray.spec import SweepSpec, spec_to_dict
 from mcu_ray.store import LEASE_SECONDS, State, Store
 from mcu_ray.tables import example_table, write_examples, write_table
@@ -138,15 +138,13 @@ def _train_loop(config: dict):
     each takes its shard of every batch, gradients are summed over them (gloo on CPUs,
     NCCL on GPUs), and rank 0 alone evaluates and writes (its return value is the job's).
     """
-    from mcu_ray.plan import Curve, Endpoint, Original, Retrained
-
     jobs.use_threads(config["threads"])
     placement = ray_placement("local" if config["local"] else "train", config["grad_accum"], config["strategy"])
     store = Store(config["storage"])
     kind, item = config["kind"], config["item"]
-    build = {"original": (jobs.build_original, Original), "retrained": (jobs.build_retrained, Retrained),
-             "endpoint": (jobs.build_endpoint, Endpoint), "bend": (jobs.build_bend, Curve)}[kind]
-    return build[0](store, build[1](**item), placement)
+    build = {"original": jobs.build_original, "retrained": jobs.build_retrained, "endpoint": jobs.build_endpoint,
+             "bend": jobs.build_bend}[kind]
+    return build(store, item_from_dict(kind, item), placement)
 
 
 def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
@@ -157,8 +155,9 @@ def run_training_job(grid: Grid, kind: str, item, key: str) -> dict:
     scaling = grid.spec.resources.train
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"kind": kind, "item": asdict(item), "storage": grid.storage, "grad_accum": scaling.grad_accum,
-                           "strategy": scaling.strategy, "local": scaling.num_workers == 0,
+        train_loop_config={"kind": kind, "item": item_as_dict(item), "storage": grid.storage,
+                           "grad_accum": scaling.grad_accum, "strategy": scaling.strategy,
+                           "local": scaling.num_workers == 0,
                            "threads": max(1.0, grid.spec.resources.trial_cpus if scaling.num_workers == 0
                                           else scaling.resources_per_worker.get("CPU", 1))},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
@@ -259,10 +258,8 @@ def evaluate_points_task(curve: dict, control_points: list, ts: list, storage: s
     task if it asked for one (``eval_gpus``), else on the CPU: this process's provenance, the rows, and
     with ``per_example`` their per-example values (``jobs.point_examples``; else None)."""
     jobs.use_threads(threads)
-    from mcu_ray.plan import Curve
-
     placement = ray_placement("task")
-    rows = jobs.evaluate_curve_serially(Store(storage), Curve(**curve), ts, placement, control_points)
+    rows = jobs.evaluate_curve_serially(Store(storage), item_from_dict("curve", curve), ts, placement, control_points)
     examples = jobs.point_examples(rows) if per_example else None
     return provenance.describe(placement.device), [dict(row) for row in rows], examples
 
@@ -295,7 +292,7 @@ def evaluate_curve(grid: Grid, curve, points: bool = True, examples: bool = Fals
     # Outside the trial's placement group: the trial holds only what it runs itself.
     task = evaluate_points_task.options(scheduling_strategy="DEFAULT", num_cpus=res.eval_cpus, num_gpus=res.eval_gpus)
     ts, size = jobs.interior_ts(curve), res.eval_points_per_task
-    refs = [task.remote(asdict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus, examples)
+    refs = [task.remote(item_as_dict(curve), cps_ref, ts[i:i + size], store.uri, res.eval_cpus, examples)
             for i in range(0, len(ts), size)]
     done = ray.get(refs)
     computed_by, seconds = provenance.combine([described for described, _, _ in done]), time.time() - started

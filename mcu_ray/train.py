@@ -20,8 +20,8 @@ from mcu_ray.batches import batch_length, iterate_batches, select, trim_padding
 from mcu_ray.curves import arc_length_sampler, coefficients, curve_forward, curve_parameters, initial_bends
 from mcu_ray.methods import METHODS
 from mcu_ray.methods.common import LossContext
-from mcu_ray.methods.curriculum import forget_order, forget_reducer, needs_original_losses
-from mcu_ray.methods.optimizers import adamw, gnb_refresh, make_optimizer
+from mcu_ray.methods.curriculum import CurriculumParams, forget_order, forget_reducer, needs_original_losses
+from mcu_ray.methods.optimizers import SophiaParams, adamw, gnb_refresh, make_optimizer
 from mcu_ray.placement import Placement, untouched
 
 
@@ -187,8 +187,9 @@ class Recipe:
 
 
 def recipe(forward, parts: list[dict], model: nn.Module, task, data, method, params, optimizer: str,
-           optimizer_params: dict | None, curriculum: str, curriculum_params: dict | None, teachers: Teachers,
-           placement: Placement, method_generator: torch.Generator, chain: Callable | None = None) -> Recipe:
+           optimizer_params: SophiaParams | None, curriculum: str, curriculum_params: CurriculumParams | None,
+           teachers: Teachers, placement: Placement, method_generator: torch.Generator,
+           chain: Callable | None = None) -> Recipe:
     """The optimiser over ``parts`` (name -> tensor dicts: the model's parameters, or a curve's bends;
     decay groups by ``model``'s names: no decay on biases and LayerNorm weights, as SOUL, MU-Bench and
     Hugging Face's Trainer), Sophia's refresh on ``forward`` with its own per-rank draws (the method's,
@@ -205,8 +206,9 @@ def recipe(forward, parts: list[dict], model: nn.Module, task, data, method, par
 
 
 def unlearn(model: nn.Module, task, data, method_name: str, params, *, optimizer: str = "fo",
-            optimizer_params: dict | None = None, curriculum: str = "none", curriculum_params: dict | None = None,
-            seed: int, teachers: Teachers | None = None, placement: Placement | None = None) -> dict:
+            optimizer_params: SophiaParams | None = None, curriculum: str = "none",
+            curriculum_params: CurriculumParams | None = None, seed: int, teachers: Teachers | None = None,
+            placement: Placement | None = None) -> dict:
     """Turn the original model (loaded into ``model``, on ``placement.device``) into an unlearned endpoint, in place."""
     method, teachers, placement = METHODS[method_name], teachers or Teachers(), placement or Placement()
     if method.loss is None:
@@ -279,8 +281,8 @@ def bend_weight_step(opt: torch.optim.Optimizer, rates: list[float], weights: li
 
 
 def fit_bends(model: nn.Module, theta_1: dict, theta_2: dict, task, data, method_name: str, params, fit, *,
-              kind: str = "bezier", bends: int = 1, optimizer: str = "fo", optimizer_params: dict | None = None,
-              curriculum: str = "none", curriculum_params: dict | None = None, seed: int,
+              kind: str = "bezier", bends: int = 1, optimizer: str = "fo", optimizer_params: SophiaParams | None = None,
+              curriculum: str = "none", curriculum_params: CurriculumParams | None = None, seed: int,
               teachers: Teachers | None = None, placement: Placement | None = None) -> tuple[list[dict], dict]:
     """Train a curve's bends (one: the paper's quadratic Bezier midpoint theta_12) with the first
     endpoint's recipe.

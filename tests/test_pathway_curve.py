@@ -385,7 +385,7 @@ def test_plan_builds_each_pathway_endpoint_from_its_sources_variant():
     # a Bezier bend whose first endpoint is a pathway model trains with its source's objective
     cell = next(c for c in plan.cells if plan.endpoints[c.endpoint_1].method == "pathway_ga" and c.setting == "Met")
     bezier = plan.curves[dict(cell.curves)["bezier"]]
-    assert bezier.objective == "ga" and bezier.hparams == spec.tasks[0].hparams["ga"]["params"]
+    assert bezier.objective == "ga" and bezier.hparams == METHODS["ga"].Params(**spec.tasks[0].hparams["ga"]["params"])
     counts = plan.counts()  # each pathway endpoint evaluates select_points t values and then t*
     assert counts["evaluations"] == (2 * counts["retrained"] + counts["endpoints"] + counts["curves"] * 14
                                      + len(pathways) * spec.tasks[0].hparams["pathway_ga"]["params"]["select_points"])

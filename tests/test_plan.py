@@ -1,8 +1,14 @@
+import ast
+import hashlib
+import json
 from dataclasses import replace
 
-from mcu_ray.plan import SETTINGS_TABLE, make_plan
-from mcu_ray.spec import SETTINGS, parse_spec
-from tests.helpers import tiny_digits_task
+from mcu_ray.methods import METHODS
+from mcu_ray.methods.curriculum import CurriculumParams
+from mcu_ray.methods.optimizers import SophiaParams
+from mcu_ray.plan import SCIENCE_VERSION, SETTINGS_TABLE, item_as_dict, item_from_dict, make_plan
+from mcu_ray.spec import SETTINGS, load_spec, parse_spec
+from tests.helpers import REPO, tiny_digits_task
 
 
 def four_method_spec(settings=SETTINGS, seeds=(0,)):
@@ -93,3 +99,62 @@ def test_subset_keeps_exactly_the_artifacts_its_cells_need():
     for table in ("originals", "retrained", "endpoints", "curves"):
         assert list(getattr(subset, table)) == list(getattr(rand, table))
     assert subset.counts() == rand.counts()
+
+
+QUICKSTART = make_plan(load_spec(REPO / "sweeps" / "quickstart.yaml"))
+KNOB_READERS = [REPO / "mcu_ray" / name for name in ("jobs.py", "train.py", "runner.py", "export.py", "estimate.py")]
+KNOB_READERS += sorted((REPO / "mcu_ray" / "methods").glob("*.py"))
+
+
+def test_plan_items_hold_frozen_knob_blocks():
+    """Method, Sophia and curriculum knobs are the frozen dataclasses the loops read, built by the plan:
+    present exactly where the endpoint's optimiser / curriculum (a Bezier bend's objective) uses them."""
+    for e in QUICKSTART.endpoints.values():
+        assert type(e.hparams) is METHODS[e.method].Params
+        assert type(e.optimizer_params) is (SophiaParams if e.optimizer == "so" else type(None))
+        assert type(e.curriculum_params) is (CurriculumParams if e.curriculum == "cl" else type(None))
+    for c in QUICKSTART.curves.values():
+        assert type(c.hparams) is (METHODS[c.objective].Params if c.trained else type(None))
+    blocks = [b for e in QUICKSTART.endpoints.values() for b in (e.hparams, e.optimizer_params, e.curriculum_params)]
+    assert {"so", "cl"} <= {e.optimizer for e in QUICKSTART.endpoints.values()} | {
+        e.curriculum for e in QUICKSTART.endpoints.values()}  # every kind of block is exercised
+    assert all(b.__dataclass_params__.frozen for b in blocks if b is not None)
+
+
+def test_endpoint_key_hashes_its_knobs_as_mappings():
+    """An endpoint's key is the sha256 of the canonical JSON of what determines it (science version
+    included), its knob blocks written as mappings ({} where unused), the data's location left out:
+    computed here from meta.json's item."""
+    for e in QUICKSTART.endpoints.values():
+        payload = {k: v for k, v in json.loads(json.dumps(item_as_dict(e))).items() if k != "key"}
+        if not payload["source"]:
+            del payload["source"]  # absent from the keys of non-pathway endpoints
+        payload["options"].pop("path", None)  # where data lives, not what it is: not keyed
+        blob = json.dumps({"v": SCIENCE_VERSION, **payload}, sort_keys=True)
+        assert e.key == "ep-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def test_item_round_trips_through_meta_json():
+    """What a job reads back from meta.json or a Ray config is the planned item, knob blocks frozen again."""
+    groups = {"original": QUICKSTART.originals, "retrained": QUICKSTART.retrained,
+              "endpoint": QUICKSTART.endpoints, "curve": QUICKSTART.curves}
+    for kind, items in groups.items():
+        for item in items.values():
+            assert item_from_dict(kind, json.loads(json.dumps(item_as_dict(item)))) == item
+
+
+def test_loops_never_rebuild_knob_blocks():
+    """Jobs, loops, runner, export and methods use the plan's frozen blocks: no ``X(**mapping)`` rebuild
+    of a Params / SophiaParams / CurriculumParams / plan item; and jobs, loops, runner and export call no
+    ``asdict``: plan.py's key hashing and ``item_as_dict`` (meta.json, the Ray boundary) alone do."""
+    rebuilt = {"Params", "SophiaParams", "CurriculumParams", "Endpoint", "Curve", "Original", "Retrained"}
+    found = []
+    for path in KNOB_READERS:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if (name in rebuilt and any(k.arg is None for k in node.keywords)) or (
+                    name == "asdict" and path.name in ("jobs.py", "train.py", "runner.py", "export.py")):
+                found.append(f"{path.name}:{node.lineno} {name}")
+    assert found == []

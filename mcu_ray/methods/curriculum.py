@@ -72,21 +72,21 @@ def plain_mean(objective: torch.Tensor) -> torch.Tensor:
     return objective.mean()
 
 
-def forget_reducer(curriculum: str, params: dict | None):
+def forget_reducer(curriculum: str, params: CurriculumParams | None):
     """How a method reduces its per-example positive forget losses: a mean, or SuperLoss."""
     if curriculum == "none":
         return plain_mean
-    knobs = CurriculumParams(**(params or {}))
+    knobs = params or CurriculumParams()
     return SuperLoss(knobs.lam) if knobs.kind == "superloss" else plain_mean
 
 
-def forget_order(curriculum: str, params: dict | None, original_losses: torch.Tensor | None):
+def forget_order(curriculum: str, params: CurriculumParams | None, original_losses: torch.Tensor | None):
     """A fixed visiting order of the forget set, or None (shuffle every epoch)."""
-    if curriculum == "none" or CurriculumParams(**(params or {})).kind == "superloss":
+    if not needs_original_losses(curriculum, params):
         return None
     order = torch.argsort(original_losses)  # easy (low loss) first
-    return order if CurriculumParams(**params).kind == "easy_to_hard" else order.flip(0)
+    return order if params.kind == "easy_to_hard" else order.flip(0)
 
 
-def needs_original_losses(curriculum: str, params: dict | None) -> bool:
-    return curriculum != "none" and CurriculumParams(**(params or {})).kind != "superloss"
+def needs_original_losses(curriculum: str, params: CurriculumParams | None) -> bool:
+    return curriculum != "none" and (params or CurriculumParams()).kind != "superloss"

@@ -174,9 +174,9 @@ def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
-def make_optimizer(kind: str, params, lr: float, weight_decay: float, sophia: dict | None = None,
+def make_optimizer(kind: str, params, lr: float, weight_decay: float, sophia: SophiaParams | None = None,
                    model: nn.Module | None = None):
-    """AdamW for FO; Sophia for SO with ``sophia`` (a SophiaParams dict: lr 0 = ``lr``, weight_decay None =
+    """AdamW for FO; Sophia for SO with ``sophia`` (SophiaParams, default when None: lr 0 = ``lr``, weight_decay None =
     ``weight_decay``). ``params``: a module (its trainable parameters in ``decay_groups``), a name -> tensor
     dict (grouped by those names in ``model``), a list of such dicts (a curve's bends: each group records
     its dict's index as ``part``), or tensors (one group, every one decayed)."""
@@ -193,7 +193,7 @@ def make_optimizer(kind: str, params, lr: float, weight_decay: float, sophia: di
     if kind == "fo":
         return adamw(groups(weight_decay), lr, weight_decay)
     if kind == "so":
-        knobs = SophiaParams(**(sophia or {}))
+        knobs = sophia or SophiaParams()
         wd = weight_decay if knobs.weight_decay is None else knobs.weight_decay
         bs = knobs.bs or (SOURCE_BS if knobs.hessian == "gradient" else 0)
         return Sophia(groups(wd), lr=knobs.lr or lr, betas=(knobs.beta1, knobs.beta2), rho=knobs.rho,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcu_ray.methods.curriculum import SuperLoss, forget_order, forget_reducer, superloss_confidence
+from mcu_ray.methods.curriculum import CurriculumParams, SuperLoss, forget_order, forget_reducer, superloss_confidence
 
 
 def test_superloss_confidence_closed_form():
@@ -39,7 +39,7 @@ def test_gradient_ascent_with_superloss_weighs_the_examples_still_fitted_most():
         def example_losses(forward, batch, reduction="mean"):
             return losses
 
-    ctx = LossContext(Task(), None, None, torch.Generator(), reduce_forget=forget_reducer("cl", {}))
+    ctx = LossContext(Task(), None, None, torch.Generator(), reduce_forget=forget_reducer("cl", CurriculumParams()))
     loss, _ = ga.loss(ctx, {}, None, ga.Params())
     sigma = authors_sigma([0.05, 0.5, 2.0, 6.0], tau=np.mean([0.05, 0.5, 2.0, 6.0]))
     assert sigma == pytest.approx([1.13, 1.09, 1.01, 0.85], abs=0.01)
@@ -67,8 +67,8 @@ def test_superloss_tau_is_the_authors_cumulative_ratio():
 
 def test_orderings_and_defaults():
     losses = torch.tensor([0.5, 0.1, 0.9])
-    assert forget_order("cl", {"kind": "easy_to_hard"}, losses).tolist() == [1, 0, 2]
-    assert forget_order("cl", {"kind": "hard_to_easy"}, losses).tolist() == [2, 0, 1]
-    assert forget_order("cl", {}, losses) is None and forget_order("none", None, losses) is None
-    assert isinstance(forget_reducer("cl", {}), SuperLoss)  # SuperLoss is the default curriculum
+    assert forget_order("cl", CurriculumParams(kind="easy_to_hard"), losses).tolist() == [1, 0, 2]
+    assert forget_order("cl", CurriculumParams(kind="hard_to_easy"), losses).tolist() == [2, 0, 1]
+    assert forget_order("cl", CurriculumParams(), losses) is None and forget_order("none", None, losses) is None
+    assert isinstance(forget_reducer("cl", CurriculumParams()), SuperLoss)  # SuperLoss is the default curriculum
     assert forget_reducer("none", None)(torch.tensor([1.0, 3.0])).item() == 2.0

@@ -52,7 +52,7 @@ def test_default_sophia_is_mubench_sophiag(steps):
     """One step and two (the momentum and curvature order): the default SO optimiser, built as
     train.unlearn builds it, against soul.py's update written out above."""
     model = Vector(P0)
-    opt = make_optimizer("so", model, lr=0.1, weight_decay=0.3, sophia=dict(dataclasses.asdict(SophiaParams())))
+    opt = make_optimizer("so", model, lr=0.1, weight_decay=0.3, sophia=SophiaParams())
     for g in (G1, G2)[:steps]:
         model.weight.grad = torch.tensor(g)
         opt.step()
@@ -120,12 +120,12 @@ def test_biases_and_layernorm_weights_are_not_decayed(kind):
 def test_make_optimizer_knobs_and_source_defaults():
     model = Vector([0.0, 0.0])
     assert isinstance(make_optimizer("fo", model, 1e-3, 0.0), torch.optim.AdamW)
-    so = make_optimizer("so", model, 1e-3, 0.01, {"lr": 0.0, "rho": 0.05})
+    so = make_optimizer("so", model, 1e-3, 0.01, SophiaParams(lr=0.0, rho=0.05))
     group = so.param_groups[0]
     assert isinstance(so, Sophia) and (so.hessian, so.update_period) == ("gradient", 1)
     assert (group["lr"], group["rho"], group["betas"], group["weight_decay"], group["bs"]) == (
         1e-3, 0.05, (0.9, 0.95), 0.01, 5120)  # lr and weight decay: the run's
-    so = make_optimizer("so", model, 1e-3, 0.01, {"weight_decay": 0.0, "hessian": "gnb"})
+    so = make_optimizer("so", model, 1e-3, 0.01, SophiaParams(weight_decay=0.0, hessian="gnb"))
     assert (so.hessian, so.update_period, so.param_groups[0]["bs"], so.param_groups[0]["weight_decay"]) == (
         "gnb", 10, 0, 0.0)  # Sophia's k = 10; bs: the refresh's label count
     with pytest.raises(ValueError, match="optimizer"):
@@ -196,7 +196,7 @@ def test_gnb_refresh_is_the_squared_gradient_on_sampled_labels():
     sampled from the model over the step's forget and retain batches; bs = their label count; no
     gradient left behind. Then a step: m once (Sophia's step), h untouched, rho * bs * h."""
     model, forget, retain = linear_model(), digits_like(6, 1), digits_like(4, 2)
-    opt = make_optimizer("so", model, lr=0.01, weight_decay=0.0, sophia={"hessian": "gnb", "update_period": 2})
+    opt = make_optimizer("so", model, lr=0.01, weight_decay=0.0, sophia=SophiaParams(hessian="gnb", update_period=2))
     refresh = gnb_refresh(opt, DIGITS, model, Placement("cpu"), torch.Generator().manual_seed(5))
     for p in model.parameters():
         p.grad = torch.ones_like(p)  # the step's gradient, still there when after_step runs
@@ -229,7 +229,7 @@ def test_gnb_refresh_is_the_squared_gradient_on_sampled_labels():
 def _refresh_on_worker(rank: int, world_size: int, init_file: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     model, forget, retain = linear_model(), digits_like(6, 1), digits_like(4, 2)
-    opt = make_optimizer("so", model, lr=0.01, weight_decay=0.0, sophia={"hessian": "gnb", "update_period": 1})
+    opt = make_optimizer("so", model, lr=0.01, weight_decay=0.0, sophia=SophiaParams(hessian="gnb", update_period=1))
     placement = Placement("cpu", rank=rank, world_size=world_size)
     gnb_refresh(opt, DIGITS, model, placement, torch.Generator().manual_seed(100 + rank))(1, forget, retain)
     torch.save([opt.state[p]["hessian"] for p in model.parameters()], f"{out}.{rank}")
@@ -271,7 +271,7 @@ def test_unlearn_with_gnb_sophia_on_digits(monkeypatch):
         model.load_state_dict(original.state_dict())
         calls.clear()
         log = unlearn(model, DIGITS, data, method, METHODS[method].Params(steps=6, lr=1e-3, batch_size=16),
-                      optimizer="so", optimizer_params={"hessian": hessian, "update_period": 3}, seed=0)
+                      optimizer="so", optimizer_params=SophiaParams(hessian=hessian, update_period=3), seed=0)
         assert log["steps"] == 6 and np.isfinite(log["final_loss"])
         assert len(calls) == {"ga": 2, "gd": 4}[method] * (hessian == "gnb")  # steps 3 and 6; forget (+ retain)
         weights[method, hessian] = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -294,5 +294,5 @@ def test_unlearn_with_gnb_sophia_on_tiny_llama_tofu(monkeypatch):
     monkeypatch.setattr(TOFU, "sampled_targets", lambda forward, batch, generator: counts.append(
         target_count(batch)) or sample(forward, batch, generator), raising=False)
     log = unlearn(model, TOFU, data, "gd", METHODS["gd"].Params(steps=2, batch_size=4, retain_batch_size=4),
-                  optimizer="so", optimizer_params={"hessian": "gnb", "update_period": 2}, seed=0)
+                  optimizer="so", optimizer_params=SophiaParams(hessian="gnb", update_period=2), seed=0)
     assert log["steps"] == 2 and np.isfinite(log["final_loss"]) and len(counts) == 2 and min(counts) > 4
