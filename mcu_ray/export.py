@@ -147,8 +147,8 @@ def _cell(store: Store, sweep: str, rows, t: float | None, curve: str | None) ->
     if curve not in kinds:
         raise SpecError("--curve", curve, f"cell {cell_id} has the curves {', '.join(kinds) or '(none: it failed)'}")
     if t is None:
-        raise SpecError("--t", None, f"a cell is a curve between its endpoints: give the point, a number in [0, 1] "
-                                     f"(0: endpoint_1, as in the results table)")
+        raise SpecError("--t", None, "a cell is a curve between its endpoints: give the point, a number in [0, 1] "
+                                     "(0: endpoint_1, as in the results table)")
     of_curve = rows[rows["curve"] == curve]
     failed = of_curve[of_curve["status"] != "ok"]
     if len(failed):

@@ -118,7 +118,6 @@ def setting_figure_of(task: str, setting: str, results: pd.DataFrame, verdicts: 
     # Many method pairs (Met settings: 12 for 4 methods) wrap onto several blocks per ratio.
     cols = min(len(pairs), MAX_COLUMNS)
     blocks_per_ratio = -(-len(pairs) // cols)
-    n_rows = len(ratios) * blocks_per_ratio * len(families)
     handles = _legend_handles(ordered_curves(results["curve"].dropna()), metrics,
                               with_reference=any(reference.values()), with_fq="forget_quality" in families)
     legend_columns = min(len(handles), max(3, 2 * cols))
