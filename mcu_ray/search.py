@@ -153,12 +153,19 @@ def rdb(url: str, heartbeat: float):
     return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=2 * interval)
 
 
+def sampler(study: Study):
+    """TPE for one objective, NSGA-II for several (or the sweep file's choice), seeded."""
+    import optuna
+
+    if study.search.sampler_kind == "tpe":
+        return optuna.samplers.TPESampler(seed=study.search.seed)
+    return optuna.samplers.NSGAIISampler(seed=study.search.seed)
+
+
 def open_study(study: Study, storage):
     import optuna
 
-    sampler = (optuna.samplers.TPESampler(seed=study.search.seed) if study.search.sampler_kind == "tpe"
-               else optuna.samplers.NSGAIISampler(seed=study.search.seed))
-    return optuna.create_study(storage=storage, study_name=study.name, sampler=sampler, load_if_exists=True,
+    return optuna.create_study(storage=storage, study_name=study.name, sampler=sampler(study), load_if_exists=True,
                                directions=["maximize" if d == "max" else "minimize" for _, d in study.search.objectives])
 
 
@@ -218,6 +225,7 @@ class TrialContext:
 def run_trial(config: dict, context: TrialContext) -> None:
     """Tune trainable: one configuration at every forget ratio; the objective reported after each."""
     from mcu_ray import jobs, runner
+    from mcu_ray.tasks import TASKS
 
     study, grid = context.study, context.grid
     store, task, res = grid.store, study.task, grid.spec.resources
@@ -225,8 +233,6 @@ def run_trial(config: dict, context: TrialContext) -> None:
     values = {knob: config[knob] for knob in study.knobs}
     owner = f"search-{study.name}-{json.dumps(values, sort_keys=True)}"
     done, validation, endpoints = {}, {}, {}
-    from mcu_ray.tasks import TASKS
-
     gap_metrics = TASKS[task.name].gap_metrics
     for i, ratio in enumerate(task.ratios):
         original, retrained, endpoint = original_of(task), retrained_of(task, ratio), study.endpoint(values, ratio)
@@ -264,7 +270,7 @@ class StudySearch(OptunaSearch):
         modes = [direction for _, direction in study.search.objectives]
         super().__init__(space={k: d.optuna() for k, d in study.knobs.items()},
                          metric=names if len(names) > 1 else names[0], mode=modes if len(modes) > 1 else modes[0],
-                         points_to_evaluate=points or None, sampler=open_study(study, storage).sampler,
+                         points_to_evaluate=points or None, sampler=sampler(study),
                          study_name=study.name, storage=storage)  # the sampler holds the seed
         self.study, self.storage, self._checked = study, storage, 0.0
         threading.Thread(target=self._beat, daemon=True).start()

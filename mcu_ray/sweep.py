@@ -377,7 +377,7 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
         ray.shutdown()
         fail(f"{args.spec}: {exc}")
     if searched.search:
-        from mcu_ray.search import SearchFailed, apply_chosen, run_search
+        from mcu_ray.search import SearchFailed, run_search
 
         try:
             spec, summary = run_search(searched, storage, search_db)

@@ -260,3 +260,39 @@ def write_report_sweep(root: str) -> None:
                 _write_cell(store, setting, pair, ratio)
     _write_references(store)
     _write_pathway(store)
+
+
+def build_models(store, plan, curves=()) -> None:
+    """The plan's models and ``curves`` (bends fitted, points evaluated) through the real builders, without Ray."""
+    import torch
+
+    from mcu_ray import jobs
+    from mcu_ray.curves import curve_length
+
+    torch.set_num_threads(1)
+    for build, items in ((jobs.build_original, plan.originals), (jobs.build_retrained, plan.retrained),
+                         (jobs.build_endpoint, plan.endpoints)):
+        for item in items.values():
+            build(store, item)
+    for curve in curves:
+        if curve.trained:
+            jobs.build_bend(store, curve)
+        cps = jobs.control_points(store, curve)
+        jobs.save_points(store, curve, jobs.evaluate_curve_serially(store, curve, cps=cps),
+                         curve_length(cps, jobs.blend(curve)))
+
+
+def refused(change, path: str, words: str):
+    """The SpecError that ``good()`` with ``change`` (see ``mutate``) is refused with: it names ``path``
+    first, then the value, then what is allowed (containing ``words``)."""
+    import pytest
+
+    from mcu_ray.errors import SpecError
+    from mcu_ray.spec import parse_spec
+
+    with pytest.raises(SpecError) as err:
+        parse_spec(mutate(change))
+    assert err.value.path == path
+    message = str(err.value)
+    assert message.startswith(path) and words in message
+    return err.value

@@ -19,35 +19,18 @@ from safetensors.torch import load_file
 
 from mcu_ray import jobs
 from mcu_ray.cli import main as cli_main
-from mcu_ray.curves import curve_length, load_point
+from mcu_ray.curves import load_point
 from mcu_ray.export import Classifier, export, image_processor, main, standalone
 from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import write_table
 from mcu_ray.tasks import TASKS
-from tests.helpers import REPO
+from tests.helpers import REPO, build_models
 
 # tests/tasks/test_tofu.py's TOFU: its smallest whose Model Utility is above 0 (so that the check means something)
 TOFU_OPTIONS = {"synthetic_authors": 10, "eval_size": 20, "n_embd": 64, "n_layer": 2, "vocab_size": 800, "epochs": 30,
                 "max_new_tokens": 24}
-
-
-def build(store: Store, plan, curves=()) -> None:
-    """The plan's models (and ``curves``, bends fitted and points evaluated) through the real builders."""
-    torch.set_num_threads(1)
-    for item in plan.originals.values():
-        jobs.build_original(store, item)
-    for item in plan.retrained.values():
-        jobs.build_retrained(store, item)
-    for item in plan.endpoints.values():
-        jobs.build_endpoint(store, item)
-    for curve in curves:
-        if curve.trained:
-            jobs.build_bend(store, curve)
-        cps = jobs.control_points(store, curve)
-        jobs.save_points(store, curve, jobs.evaluate_curve_serially(store, curve, cps=cps),
-                         curve_length(cps, jobs.blend(curve)))
 
 
 # ----------------------------------------------------------------------------- TOFU
@@ -59,7 +42,7 @@ def tofu(tmp_path_factory):
         "name": "tofu", "ratios": [10], "methods": ["npo"], "options": TOFU_OPTIONS,
         "hparams": {"npo": {"epochs": 1}}}]}))
     store = Store(str(tmp_path_factory.mktemp("tofu_store")))
-    build(store, plan)
+    build_models(store, plan)
     return plan, store
 
 
@@ -182,7 +165,7 @@ def digits(tmp_path_factory):
                                             "options": {"epochs": 3, "width": 4}, "hparams": {"ga": {"epochs": 1}},
                                             "curve_fit": {"epochs": 1}}]}))
     store = Store(str(tmp_path_factory.mktemp("digits_store")))
-    build(store, plan, plan.curves.values())
+    build_models(store, plan, plan.curves.values())
     return plan, store
 
 

@@ -4,14 +4,12 @@ import math
 import pytest
 import torch
 
-from mcu_ray import jobs
-from mcu_ray.curves import curve_length
 from mcu_ray.metrics import METRICS
 from mcu_ray.plan import make_plan
 from mcu_ray.rows import cell_rows
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
-from tests.helpers import tiny_digits_task
+from tests.helpers import build_models, tiny_digits_task
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +20,7 @@ def cell_store(tmp_path_factory):
                             hparams={"ga": {"epochs": 2, "lr": 3e-4}, "rl": {"epochs": 2, "lr": 3e-3}})
     spec = parse_spec({"name": "rows", "settings": ["Met"], "points": 4, "tasks": [task]})
     plan, store = make_plan(spec), Store(str(tmp_path_factory.mktemp("store")))
-    for build, items in ((jobs.build_original, plan.originals), (jobs.build_retrained, plan.retrained),
-                         (jobs.build_endpoint, plan.endpoints)):
-        for item in items.values():
-            build(store, item)
-    for curve in plan.curves.values():
-        if curve.trained:
-            jobs.build_bend(store, curve)
-        jobs.save_points(store, curve, jobs.evaluate_curve_serially(store, curve),
-                         curve_length(jobs.control_points(store, curve)))
+    build_models(store, plan, plan.curves.values())
     return spec, plan, store
 
 

@@ -12,7 +12,7 @@ from mcu_ray.plan import make_plan
 from mcu_ray.spec import CurveFitSpec, parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tasks.classification import forget_indices, js_divergence, zrf_score
-from tests.helpers import tiny_digits_task
+from tests.helpers import build_models, tiny_digits_task
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,7 @@ def built(tmp_path_factory):
     spec = parse_spec({"name": "s", "settings": ["Met"], "points": 5, "tasks": [task]})
     plan = make_plan(spec)
     store = Store(str(tmp_path_factory.mktemp("store")))
-    for item in plan.originals.values():
-        jobs.build_original(store, item)
-    for item in plan.retrained.values():
-        jobs.build_retrained(store, item)
-    for item in plan.endpoints.values():
-        jobs.build_endpoint(store, item)
+    build_models(store, plan)
     return plan, store
 
 
