@@ -140,14 +140,14 @@ def make_placement(args):
     return Placement(device=device, precision=precision)
 
 
-def task_options(args, folder: str) -> dict:
+def task_options(args, folder: str):
     """TOFU options of the benchmarked model: phi-1.5's architecture (or --tiny's) on real TOFU."""
     options = TASK.Options(source="local", path=folder, model="tiny-phi", n_layer=args.n_layer, n_embd=args.n_embd,
                            n_head=args.n_head, vocab_size=args.vocab_size, max_length=128,
                            eval_size=args.eval_size, eval_batch_size=args.eval_batch_size,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, lr=1e-4)
     options.check("options")
-    return asdict(options)
+    return options
 
 
 def device_info(placement, peak_tflops: float | None) -> dict:
@@ -294,7 +294,7 @@ def progress(row: dict) -> None:
 # ----------------------------------------------------------------------------- one curve point
 
 
-def bench_evaluation(model, retrained_state: dict, data, options: dict, args, placement) -> dict:
+def bench_evaluation(model, retrained_state: dict, data, options, args, placement) -> dict:
     """TASK.evaluate of ``model`` at forget10, after the evaluation context is built once.
 
     The context (the retrained model's forget truth ratios, for Forget Quality) is what an
@@ -325,7 +325,7 @@ def bench_evaluation(model, retrained_state: dict, data, options: dict, args, pl
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}}
 
 
-def bench_model(args, options: dict, placement, peak: float | None) -> dict:
+def bench_model(args, options, placement, peak: float | None) -> dict:
     """Data and model (the tokenizer trained on TOFU's text: no hub access), then the loops and
     one curve point of the unlearned model; everything on the device is freed on return."""
     took, data = timed(placement.device, lambda: TASK.load(options, RATIO))
@@ -525,7 +525,7 @@ def main(argv=None) -> int:
     print(f"mcu_ray GPU benchmark on {device['name']}, precision {placement.precision}, torch {torch.__version__}"
           f"{' (--tiny: a smoke run, not a measurement)' if args.tiny else ''}", flush=True)
     report = {"device": device, "precision": placement.precision, "tiny": args.tiny, "tofu_dir": folder,
-              "torch": torch.__version__, "python": platform.python_version(), "options": options,
+              "torch": torch.__version__, "python": platform.python_version(), "options": asdict(options),
               "steps": args.steps, "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
               "targets": {"mfu": TARGET_MFU, "eval_seconds": TARGET_EVAL_SECONDS,
                           "outside_share": TARGET_OUTSIDE_SHARE}}

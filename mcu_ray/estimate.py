@@ -31,7 +31,7 @@ from mcu_ray.methods.curriculum import CurriculumParams, needs_original_losses
 from mcu_ray.pathway_curve import mixed_batch_sizes, subset_size
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Plan
-from mcu_ray.spec import CurveFitSpec, SweepSpec
+from mcu_ray.spec import SweepSpec
 from mcu_ray.store import Store
 from mcu_ray.train import bend_budget
 from mcu_ray.tasks import TASKS, tofu
@@ -176,11 +176,11 @@ def plan_jobs(plan: Plan, sizes: dict) -> list[Job]:
     for item in plan.retrained.values():
         first_ratio.setdefault(item.task, item.ratio)
     for item in plan.originals.values():
-        opts = TASKS[item.task].Options(**item.options)
+        opts = item.options
         work = supervised_work(opts.epochs, opts.batch_size, sizes[item.task, first_ratio[item.task]].train)
         jobs.append(Job("original", item.task, work, ("artifact", item.key)))
     for item in plan.retrained.values():
-        opts, size = TASKS[item.task].Options(**item.options), sizes[item.task, item.ratio]
+        opts, size = item.options, sizes[item.task, item.ratio]
         published = getattr(opts, "reference_model", "")  # a published retain-only model is loaded, not trained
         work = Work() if published else supervised_work(opts.epochs, opts.batch_size, size.retain)
         jobs += [Job("retrained", item.task, work, ("artifact", item.key)),
@@ -197,7 +197,7 @@ def plan_jobs(plan: Plan, sizes: dict) -> list[Job]:
     for curve in plan.curves.values():
         size = sizes[curve.task, curve.ratio]
         if curve.trained:
-            params = bend_budget(curve.hparams, CurveFitSpec(**curve.fit))
+            params = bend_budget(curve.hparams, curve.fit)
             jobs.append(Job("bend", curve.task, unlearning_work(curve.objective, params, size, curve.curriculum,
                                                                 curve.curriculum_params), ("artifact", bend_key(curve))))
         interior = max(curve.points - 2, 0)
@@ -311,14 +311,14 @@ def flop_rates(params: float, tokens: float, eval_batch: int, flops: DeviceFlops
                         f"FLOP/s")
 
 
-def eval_batch_size(task, options: dict, placement: Placement) -> int:
+def eval_batch_size(task, options, placement: Placement) -> int:
     """The minibatch of an evaluation's forward passes on this device: TOFU's (auto: by device), else SPLIT_BATCH."""
     if task.family != "tofu":
         return SPLIT_BATCH
-    return tofu.eval_batch_size(tofu.Options(**options), placement)
+    return tofu.eval_batch_size(options, placement)
 
 
-def measured_rates(task, options: dict, data, placement: Placement) -> Rates:
+def measured_rates(task, options, data, placement: Placement) -> Rates:
     """Time the task's own model on a random sample of its own training rows.
 
     Training steps (forward, backward, AdamW) at the original's batch size and a quarter of
@@ -351,7 +351,7 @@ def measured_rates(task, options: dict, data, placement: Placement) -> Rates:
         return linear_fit(*[(size, time_call(lambda b=batch(size): step(b), placement.device)) for size in sizes])
 
     model.train()
-    train_step_s, train_example_s = timings(train_step, min(task.Options(**options).batch_size, n), 4)
+    train_step_s, train_example_s = timings(train_step, min(options.batch_size, n), 4)
     model.eval()
     eval_batch = eval_batch_size(task, options, placement)
     forward_batch_s, forward_example_s = timings(forward, min(eval_batch, n), 8)
@@ -378,7 +378,7 @@ class Checkpoint:
     """What the FLOP model assumes of a hub checkpoint it cannot download here."""
 
     params: float  # parameters, from the model card
-    tokens: Callable[[dict], float]  # positions each weight is applied at per example, from the task options
+    tokens: Callable[[object], float]  # positions each weight is applied at per example, from the task options
     batchnorm: bool  # whether its evaluation re-estimates BatchNorm statistics (one more pass over Dr)
     note: str
 
@@ -386,7 +386,7 @@ class Checkpoint:
 TOFU_TOKENS_PER_ROW = 51  # question + answer of a TOFU row (DESIGN.md 3b)
 RESNET18_POSITIONS = 1.82e9 / 11.7e6  # multiply-adds / parameters at 224x224 (torchvision): ~156
 
-VILT_B32 = Checkpoint(87e6, lambda o: 2 * (o["max_length"] + (o["image_size"] // 32) ** 2 + 1), False,
+VILT_B32 = Checkpoint(87e6, lambda o: 2 * (o.max_length + (o.image_size // 32) ** 2 + 1), False,
                       "vilt-b32: 87e6 parameters, per image pair 2 x (text tokens + (image_size/32)^2 patches + 1)")
 
 # The checkpoints sweeps/full_grid.yaml names.
@@ -396,10 +396,10 @@ CHECKPOINTS = {
     "open-unlearning/tofu_Llama-2-7b-chat-hf_full": Checkpoint(
         6.74e9, lambda o: TOFU_TOKENS_PER_ROW, False,
         "llama-2-7b: 6.74e9 parameters, TOFU rows ~51 tokens (LoRA counted as full training: an upper bound)"),
-    "microsoft/resnet-18": Checkpoint(11.7e6, lambda o: RESNET18_POSITIONS * (o["image_size"] / 224) ** 2, True,
+    "microsoft/resnet-18": Checkpoint(11.7e6, lambda o: RESNET18_POSITIONS * (o.image_size / 224) ** 2, True,
                                       "resnet-18: 11.7e6 parameters, 1.82e9 multiply-adds at 224x224, scaled to "
                                       "image_size^2"),
-    "dmis-lab/biobert-base-cased-v1.2": Checkpoint(108e6, lambda o: o["max_length"], False,
+    "dmis-lab/biobert-base-cased-v1.2": Checkpoint(108e6, lambda o: o.max_length, False,
                                                    "biobert-base-cased: 108e6 parameters, rows padded to max_length"),
     "dandelin/vilt-b32-finetuned-nlvr2": VILT_B32,
     "dandelin/vilt-b32-mlm": VILT_B32,
@@ -418,33 +418,33 @@ def _on_disk(name: str) -> bool:
     return bool(name) and Path(name).expanduser().exists()
 
 
-def data_offline(options: dict) -> bool:
+def data_offline(options) -> bool:
     """Whether the task's data is on this machine: digits always; TOFU unless from the hub; MU-Bench a folder."""
-    if "source" in options:
-        return options["source"] != "hub" or _on_disk(options["path"])
-    return "dataset" not in options or _on_disk(options["dataset"])
+    if isinstance(options, tofu.Options):
+        return options.source != "hub" or _on_disk(options.path)
+    return not hasattr(options, "dataset") or _on_disk(options.dataset)
 
 
-def model_offline(options: dict) -> bool:
+def model_offline(options) -> bool:
     """Whether the task's model is built here: from a config (digits, tiny ...) or from a local folder."""
-    model = options.get("model", "tiny")
+    model = getattr(options, "model", "tiny")
     return model in ("tiny", *tofu.TINY_MODELS) or _on_disk(model)
 
 
-def assumed_sizes(task_name: str, options: dict, ratio: float, path: str, batchnorm: bool, eval_batch: int) -> Sizes:
+def assumed_sizes(task_name: str, options, ratio: float, path: str, batchnorm: bool, eval_batch: int) -> Sizes:
     """Split sizes without reading the data: TOFU's known configs, MU-Bench's forget lists."""
-    if "source" in options:
+    if isinstance(options, tofu.Options):
         forget = _forget_rows(TOFU_AUTHORS, ratio)  # TOFU's rule: whole authors, 20 questions each
         train = TOFU_ROWS["full"]
-        if options["retain_authors"]:
-            train = options["retain_authors"] * QUESTIONS_PER_AUTHOR + _forget_rows(TOFU_AUTHORS, options["max_ratio"])
-        cap = options["eval_size"]
+        if options.retain_authors:
+            train = options.retain_authors * QUESTIONS_PER_AUTHOR + _forget_rows(TOFU_AUTHORS, options.max_ratio)
+        cap = options.eval_size
         sets = [(min(cap, forget), 7), (min(cap, TOFU_ROWS["retain_perturbed"]), 7),  # answer, paraphrase, 5 perturbed
                 (min(cap, TOFU_ROWS["real_authors"]), 4),  # answer, 3 perturbed
                 (min(cap, TOFU_ROWS["world_facts"]), 4)]
-        evaluation = tofu_evaluation(sets, eval_batch, options["max_new_tokens"], forget)
+        evaluation = tofu_evaluation(sets, eval_batch, options.max_new_tokens, forget)
         return Sizes(train, train - forget, forget, forget, evaluation)
-    index_file = options.get("forget_index_file", "")
+    index_file = options.forget_index_file
     if index_file:
         listed = sum(1 for line in open(index_file) if line.strip())  # MU-Bench's list covers 10 % of the rows
         train, forget = 10 * listed, max(1, round(listed * ratio / 10))
@@ -454,20 +454,20 @@ def assumed_sizes(task_name: str, options: dict, ratio: float, path: str, batchn
         raise SpecError(f"{path}.options.forget_index_file", index_file,
                         "the estimate reads |D| from MU-Bench's forget list when the dataset is not on this machine: "
                         "name the list (10 x its lines = |D|)")
-    if options.get("max_train"):
-        train = min(train, options["max_train"])
-    validation = validation_size(train, options.get("val_fraction", 0.0))  # training rows held out of D
+    if options.max_train:
+        train = min(train, options.max_train)
+    validation = validation_size(train, options.val_fraction)  # training rows held out of D
     train -= validation
     if forget is None:  # seeded: r % of D (classification.forget_indices)
         forget = max(1, round(train * ratio / 100))
     test = MUBENCH_TEST_ROWS[task_name]
-    if options.get("max_test"):
-        test = min(test, options["max_test"])
+    if options.max_test:
+        test = min(test, options.max_test)
     return Sizes(train, train - forget, forget, validation,
                  classifier_evaluation(test, train - forget, forget, batchnorm))
 
 
-def measured_sizes(task, options: dict, data, batchnorm: bool, eval_batch: int) -> Sizes:
+def measured_sizes(task, options, data, batchnorm: bool, eval_batch: int) -> Sizes:
     """Split sizes of loaded data; a TOFU evaluation from its evaluation rows."""
     if task.family == "tofu":
         sets = [(len(tofu.eval_rows(data, name)),
@@ -475,7 +475,7 @@ def measured_sizes(task, options: dict, data, batchnorm: bool, eval_batch: int) 
                 for name in tofu.EVAL_ROWS]
         rows = data.rows
         return Sizes(len(rows.train), len(rows.retain), len(rows.forget), len(rows.forget),
-                     tofu_evaluation(sets, eval_batch, options["max_new_tokens"], len(rows.forget)))
+                     tofu_evaluation(sets, eval_batch, options.max_new_tokens, len(rows.forget)))
     counts = {name: len(data.split(name)["y"]) for name in ("train", "retain", "forget", "test", "validation")}
     return Sizes(counts["train"], counts["retain"], counts["forget"], counts["validation"],
                  classifier_evaluation(counts["test"], counts["retain"], counts["forget"], batchnorm))
@@ -510,28 +510,28 @@ def task_cost(task_spec, path: str, placement: Placement, flops: Callable[[Place
     sizes = {r: measured_sizes(task, options, d, batchnorm, eval_batch) for r, d in data.items()}
     lengths = row_lengths(first.split("train"))  # text: tokens per row; images: None, always timed
     tokens = float(lengths.float().mean()) if lengths is not None else None
-    step_flops = 6 * params * (tokens or 0) * task.Options(**options).batch_size
+    step_flops = 6 * params * (tokens or 0) * options.batch_size
     if tokens is None or step_flops < TRIVIAL_FLOPS or step_flops / flops(placement).train < STEP_BUDGET_S:
         return TaskCost(sizes, measured_rates(task, options, first, placement))
     return TaskCost(sizes, flop_rates(params, tokens, eval_batch, flops(placement), counted=True))
 
 
-def ratio_data(task, options: dict, first, ratio: float):
+def ratio_data(task, options, first, ratio: float):
     """The splits of one ratio from those of the first: a classifier's arrays re-cut, not loaded and
     decoded again (a local image dataset takes long to decode); TOFU's rows loaded (cheap)."""
     if task.family == "tofu":
         return task.load(options, ratio)
-    forget, retain = task.forget_split(task.Options(**options), len(first.train["y"]), ratio)
+    forget, retain = task.forget_split(options, len(first.train["y"]), ratio)
     return dataclasses.replace(first, forget_idx=forget, retain_idx=retain)
 
 
 def assumed_cost(task_spec, path: str, eval_batch: int, flops: DeviceFlops) -> TaskCost:
     """The FLOP model for a hub checkpoint from ``CHECKPOINTS``, split sizes from what is known offline."""
-    options, model = task_spec.options, task_spec.options.get("model", "")
+    options, model = task_spec.options, getattr(task_spec.options, "model", "")
     if model not in CHECKPOINTS:
         if model_offline(options):  # built here, but timed (and a text model's tokenizer trained) on data that is not
-            key = "source" if "source" in options else "dataset"
-            raise SpecError(f"{path}.options.{key}", options[key],
+            key = "source" if isinstance(options, tofu.Options) else "dataset"
+            raise SpecError(f"{path}.options.{key}", getattr(options, key),
                             f"the estimate times {model} on the task's data, which is not on this machine: use a "
                             "local folder (TOFU: source local or synthetic)")
         raise SpecError(f"{path}.options.model", model,
@@ -539,7 +539,7 @@ def assumed_cost(task_spec, path: str, eval_batch: int, flops: DeviceFlops) -> T
                         f"tiny-gpt2, ...), a local folder, or one of {', '.join(CHECKPOINTS)}")
     known = CHECKPOINTS[model]
     sizes = {r: assumed_sizes(task_spec.name, options, r, path, known.batchnorm, eval_batch) for r in task_spec.ratios}
-    split_source = ("TOFU's configs (4000 rows in full)" if "source" in options else
+    split_source = ("TOFU's configs (4000 rows in full)" if isinstance(options, tofu.Options) else
                     f"10 x the forget list's lines, {MUBENCH_TEST_ROWS[task_spec.name]} test rows (published size)")
     return TaskCost(sizes, flop_rates(known.params, known.tokens(options), eval_batch, flops, counted=False),
                     [f"{task_spec.name}: {known.note}; split sizes from {split_source}"])

@@ -8,7 +8,6 @@ task, a training worker's device, or an explicit one in tests).
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 from mcu_ray.curves import load_state
@@ -17,36 +16,31 @@ from mcu_ray.tasks import TASKS
 
 
 @lru_cache(maxsize=8)
-def _task_data(task_name: str, options_json: str, ratio: float):
-    task, options = TASKS[task_name], json.loads(options_json)
-    return task, options, task.load(options, ratio)
-
-
-def task_data(task_name: str, options: dict, ratio: float):
-    """(task, options, splits) of one (task, options, ratio), cached per process."""
-    return _task_data(task_name, json.dumps(options, sort_keys=True), ratio)
+def task_data(task_name: str, options, ratio: float):
+    """(task, splits) of one (task, options, ratio), cached per process (``options``: the task's frozen Options)."""
+    task = TASKS[task_name]
+    return task, task.load(options, ratio)
 
 
 @lru_cache(maxsize=8)
-def _eval_context(task_name: str, options_json: str, ratio: float, storage: str, retrained_key: str,
-                  placement: Placement):
+def _eval_context(task_name: str, options, ratio: float, storage: str, retrained_key: str, placement: Placement):
     from mcu_ray.store import Store
 
-    task, options, data = _task_data(task_name, options_json, ratio)
+    task, data = task_data(task_name, options, ratio)
     return task.eval_context(options, data, Store(storage).load_weights(retrained_key), placement)
 
 
-def eval_context(task_name: str, options: dict, ratio: float, retrained_at: tuple[str, str], placement: Placement):
+def eval_context(task_name: str, options, ratio: float, retrained_at: tuple[str, str], placement: Placement):
     """The task's evaluation context for retrained_at = (storage, retrained model key), cached per placement."""
-    return _eval_context(task_name, json.dumps(options, sort_keys=True), ratio, *retrained_at, placement)
+    return _eval_context(task_name, options, ratio, *retrained_at, placement)
 
 
-def evaluate_model(model, task_name: str, options: dict, ratio: float, context, placement: Placement) -> dict:
-    task, options, data = task_data(task_name, options, ratio)
+def evaluate_model(model, task_name: str, options, ratio: float, context, placement: Placement) -> dict:
+    task, data = task_data(task_name, options, ratio)
     return task.evaluate(model, options, data, context, placement)
 
 
-def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, retrained_at: tuple[str, str],
+def evaluate_state(task_name: str, options, ratio: float, state: dict, retrained_at: tuple[str, str],
                    placement: Placement) -> dict:
     """Every metric of the model with weights ``state``."""
     model = TASKS[task_name].new_model(options, seed=0, placement=placement)
@@ -55,11 +49,11 @@ def evaluate_state(task_name: str, options: dict, ratio: float, state: dict, ret
     return evaluate_model(model, task_name, options, ratio, context, placement)
 
 
-def validate_state(task_name: str, options: dict, ratio: float, state: dict, retrained_at: tuple[str, str],
+def validate_state(task_name: str, options, ratio: float, state: dict, retrained_at: tuple[str, str],
                    placement: Placement) -> dict:
     """The validation-view metrics (``Task.validate``) of the model with weights ``state``: what a
     hyper-parameter search scores, on data the report never does."""
-    task, options, data = task_data(task_name, options, ratio)
+    task, data = task_data(task_name, options, ratio)
     model = task.new_model(options, seed=0, placement=placement)
     load_state(model, state)
     context = eval_context(task_name, options, ratio, retrained_at, placement)
@@ -67,23 +61,23 @@ def validate_state(task_name: str, options: dict, ratio: float, state: dict, ret
 
 
 @lru_cache(maxsize=1)
-def scratch_model(task_name: str, options_json: str, placement: Placement):
+def scratch_model(task_name: str, options, placement: Placement):
     """A model to load curve points into, built once per evaluation process (phi-1.5: ~15 s on
     the CPU, then moved): every curve parameter is overwritten at each point, BatchNorm
     statistics re-estimated, and what else it holds (a LoRA base, constant buffers) is the same
     for every curve of the task."""
-    return TASKS[task_name].new_model(json.loads(options_json), seed=0, placement=placement)
+    return TASKS[task_name].new_model(options, seed=0, placement=placement)
 
 
-def evaluate_curve_points(task_name: str, options: dict, ratio: float, control_points: list, ts: list[float],
+def evaluate_curve_points(task_name: str, options, ratio: float, control_points: list, ts: list[float],
                           retrained_at: tuple[str, str], placement: Placement, kind: str = "bezier") -> list[dict]:
     """Metrics of phi(t) for each t, the curve of ``kind`` through ``control_points`` (parameter dicts).
 
     The process's scratch model is on the device, the control points moved there once; the task
     evaluates the points one by one or several per pass (``Task.evaluate_curve``).
     """
-    task, options, data = task_data(task_name, options, ratio)
-    model = scratch_model(task_name, json.dumps(options, sort_keys=True), placement)
+    task, data = task_data(task_name, options, ratio)
+    model = scratch_model(task_name, options, placement)
     control_points = [placement.tensors(cp) for cp in control_points]
     context = eval_context(task_name, options, ratio, retrained_at, placement)
     return task.evaluate_curve(model, options, data, context, placement, control_points, list(ts), kind)

@@ -46,7 +46,7 @@ from mcu_ray.evaluate import task_data
 from mcu_ray.jobs import bend_key, blend, control_points
 from mcu_ray.model_card import model_card
 from mcu_ray.placement import Placement
-from mcu_ray.plan import item_from_dict
+from mcu_ray.plan import item_from_dict, options_from_dict
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
 from mcu_ray.tasks.batchnorm import recompute_batchnorm
@@ -74,8 +74,9 @@ class Classifier(nn.Module, PyTorchModelHubMixin, library_name="mcu_ray",
     write and read as ``model.safetensors`` (its state dict under ``net.``) and ``config.json``."""
 
     def __init__(self, task: str, options: dict):
+        """``options`` as config.json keeps them (a mapping), read back by ``from_pretrained``."""
         super().__init__()
-        self.net = TASKS[task].new_model(options, seed=0)
+        self.net = TASKS[task].new_model(options_from_dict(task, options), seed=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (batch, classes)
@@ -171,13 +172,13 @@ def model_at(store: Store, target: Target, placement: Placement) -> nn.Module:
     """The task's model holding the target's weights, on ``placement`` (as evaluation loads it)."""
     item = target.meta["item"]
     task = TASKS[item["task"]]
-    model = task.new_model(item["options"], seed=0, placement=placement)
+    model = task.new_model(options_from_dict(item["task"], item["options"]), seed=0, placement=placement)
     if target.t is None:
         return load_state(model, store.load_weights(target.key))
     curve = item_from_dict("curve", item)
     load_point(model, [placement.tensors(cp) for cp in control_points(store, curve)], target.t, blend(curve))
     if isinstance(task, ClassificationTask):  # what its evaluation does first at every point
-        _, _, data = task_data(curve.task, curve.options, curve.ratio)
+        _, data = task_data(curve.task, curve.options, curve.ratio)
         recompute_batchnorm(model, data.split("retain"), placement, task.logits)
     return model
 
@@ -189,7 +190,7 @@ def standalone(model: nn.Module) -> nn.Module:
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
-def preprocessors(task: str, options: dict) -> list:
+def preprocessors(task: str, options) -> list:
     """What turns raw inputs into the model's: its tokenizer and (images) an image processor."""
     from mcu_ray.tasks import TASKS, mubench, tofu
 
@@ -200,7 +201,7 @@ def preprocessors(task: str, options: dict) -> list:
     modality = TASKS[task].modality
     found = [tok] if (tok := mubench.tokenizer_for(modality, options)) is not None else []
     if mubench.input_columns(modality, options)[0]:
-        found.append(image_processor(mubench.Options(**options).image_size))
+        found.append(image_processor(options.image_size))
     return found
 
 
@@ -237,7 +238,7 @@ def export(storage: str, name: str, out_dir: str, t: float | None = None, curve:
     transformers_model = hasattr(model, "save_pretrained")
     if transformers_model:
         model.save_pretrained(out_dir)
-        for preprocessor in preprocessors(item["task"], item["options"]):
+        for preprocessor in preprocessors(item["task"], options_from_dict(item["task"], item["options"])):
             preprocessor.save_pretrained(out_dir)
     else:
         wrapper = Classifier(item["task"], item["options"])

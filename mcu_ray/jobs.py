@@ -18,7 +18,7 @@ changing its key.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,7 +34,6 @@ from mcu_ray.evaluate import eval_context, evaluate_curve_points, evaluate_model
 from mcu_ray.methods import METHODS
 from mcu_ray.placement import Placement
 from mcu_ray.plan import Curve, Endpoint, Original, Retrained, item_as_dict
-from mcu_ray.spec import CurveFitSpec
 from mcu_ray.store import Store
 from mcu_ray.tables import example_table
 from mcu_ray.tasks import TASKS
@@ -125,29 +124,29 @@ def _supervised(job: Job, split: str, ratio: float) -> Built | None:
     """Train a model of the item's options on ``split``, or load the published retain-only model its
     options name; a retrained model is evaluated too."""
     item, placement = job.item, job.placement
-    task, options, data = task_data(item.task, item.options, ratio)
-    opts = task.Options(**options)
+    opts = item.options
+    task, data = task_data(item.task, opts, ratio)
     template = getattr(opts, "reference_model", "") if isinstance(item, Retrained) else ""
     published = retain_checkpoint(template, ratio) if template else ""
     if published:  # a published retain-only model: used as it is
-        model = task.new_model({**options, "model": published}, seed=opts.model_seed, placement=placement)
+        model = task.new_model(dataclasses.replace(opts, model=published), seed=opts.model_seed, placement=placement)
         log = {"steps": 0, "loaded": published}
     else:
-        model = placement.shard_model(task.new_model(options, seed=opts.model_seed,
+        model = placement.shard_model(task.new_model(opts, seed=opts.model_seed,
                                                      placement=placement.on(placement.build_device)))
         with job.timed():
             log = train_supervised(model, task, data.split(split), epochs=opts.epochs, lr=opts.lr,
                                    batch_size=opts.batch_size, weight_decay=opts.weight_decay, seed=opts.model_seed,
                                    placement=placement)
-            model = placement.gather(model, lambda: task.new_model(options, seed=opts.model_seed, placement=placement))
+            model = placement.gather(model, lambda: task.new_model(opts, seed=opts.model_seed, placement=placement))
     if not placement.writes:
         return None
     # a loaded retain-only checkpoint keeps its whole state: with LoRA its frozen base is not the original's, which
     # is what every model of these options is rebuilt over before the stored weights are loaded
     built = Built(log, opts.batch_size, weights=model.state_dict() if published else savable_state(model))
     if isinstance(item, Retrained):  # compared with itself: TOFU's Forget Quality is 1 by definition
-        context = task.eval_context(options, data, built.weights, placement)
-        evaluation = task.evaluate(model, options, data, context, placement)
+        context = task.eval_context(opts, data, built.weights, placement)
+        evaluation = task.evaluate(model, opts, data, context, placement)
         built.meta["metrics"], built.examples = dict(evaluation), example_table(evaluation.examples)
     return built
 
@@ -162,7 +161,7 @@ def build_retrained(store: Store, item: Retrained, placement: Placement | None =
     return run_job(store, item, placement, lambda job: _supervised(job, "retain", ratio=item.ratio))
 
 
-def teachers(task, options: dict, method: str, original_state, placement: Placement,
+def teachers(task, options, method: str, original_state, placement: Placement,
              curriculum_params: CurriculumParams | None = None) -> Teachers:
     """The frozen models ``method`` (and an ordering curriculum) consult, on the device; only those it needs.
 
@@ -188,7 +187,8 @@ def build_endpoint(store: Store, item: Endpoint, placement: Placement | None = N
 def _unlearned(job: Job) -> Built | None:
     """An endpoint's own training: the method's loop from the original, then its evaluation."""
     item, placement = job.item, job.placement
-    task, options, data = task_data(item.task, item.options, item.ratio)
+    options = item.options
+    task, data = task_data(item.task, options, item.ratio)
     model = task.new_model(options, seed=0, placement=placement.on(placement.build_device))
     original = job.store.load_weights(item.original)  # read once: the starting point and, if needed, a teacher
     model = placement.shard_model(load_state(model, original))
@@ -201,7 +201,7 @@ def _unlearned(job: Job) -> Built | None:
         model = placement.gather(model, lambda: task.new_model(options, seed=0, placement=placement))
     if not placement.writes:
         return None
-    context = eval_context(item.task, options, item.ratio, (job.store.uri, item.reference), placement)
+    context = eval_context(item.task, options, item.ratio, (job.store.uri, item.retrained), placement)
     evaluation = evaluate_model(model, item.task, options, item.ratio, context, placement)
     return Built(log, params.batch_size, {"metrics": dict(evaluation)}, weights=savable_state(model),
                  examples=example_table(evaluation.examples))
@@ -226,7 +226,8 @@ def build_pathway(job: Job) -> Built | None:
     problem = store.first_failed(item.source)
     if problem:
         raise DivergedError(f"source endpoint {problem}")
-    task, options, data = task_data(item.task, item.options, item.ratio)
+    options = item.options
+    task, data = task_data(item.task, options, item.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     original, source = store.load_weights(item.original), store.load_weights(item.source)
     load_state(model, original)
@@ -238,7 +239,7 @@ def build_pathway(job: Job) -> Built | None:
         return None
     curve = curve_parameters(model)
     cps = [placement.tensors({n: cp[n] for n in curve}) for cp in (original, bend, source)]
-    context = eval_context(item.task, options, item.ratio, (store.uri, item.reference), placement)
+    context = eval_context(item.task, options, item.ratio, (store.uri, item.retrained), placement)
     targets = {"forget": log["forget_baseline"], "retain": log["retain_baseline"]}
 
     def evaluate_at(t: float) -> tuple[dict, dict]:
@@ -301,11 +302,12 @@ def build_bend(store: Store, curve: Curve, placement: Placement | None = None) -
 def _bends(job: Job) -> Built | None:
     """A curve's bends fitted between its stored endpoints, with the teachers its objective consults."""
     store, curve, placement = job.store, job.item, job.placement
-    task, options, data = task_data(curve.task, curve.options, curve.ratio)
+    options = curve.options
+    task, data = task_data(curve.task, options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     theta_1, theta_2 = store.load_weights(curve.endpoint_1), store.load_weights(curve.endpoint_2)
     params = curve.hparams
-    fit = CurveFitSpec(**curve.fit)
+    fit = curve.fit
     original_key = store.read_meta(curve.endpoint_1)["item"]["original"]
     frozen = teachers(task, options, curve.objective, lambda: store.load_weights(original_key), placement,
                       curve.curriculum_params)
@@ -320,14 +322,10 @@ def _bends(job: Job) -> Built | None:
 
 
 @lru_cache(maxsize=16)
-def _curve_names(task: str, options_json: str) -> tuple[str, ...]:
-    with torch.device("meta"):  # shapes only: no memory, no initialisation (phi-1.5: 0.08 s, not 10 s and 6 GB)
-        return tuple(curve_parameters(TASKS[task].new_model(json.loads(options_json), seed=0)))
-
-
-def curve_names(task: str, options: dict) -> tuple[str, ...]:
+def curve_names(task: str, options) -> tuple[str, ...]:
     """The names of the tensors a curve of this task's model moves (``curves.curve_parameters``)."""
-    return _curve_names(task, json.dumps(options, sort_keys=True))
+    with torch.device("meta"):  # shapes only: no memory, no initialisation (phi-1.5: 0.08 s, not 10 s and 6 GB)
+        return tuple(curve_parameters(TASKS[task].new_model(options, seed=0)))
 
 
 def control_points(store: Store, curve: Curve) -> list[dict]:
@@ -352,7 +350,7 @@ def evaluate_curve_serially(store: Store, curve: Curve, ts: list[float] | None =
     """Points ``ts`` (default: the interior ones) of a curve in this process, at the curve's
     precision; ``cps``: its control points when the caller has them already."""
     return evaluate_curve_points(curve.task, curve.options, curve.ratio, cps or control_points(store, curve),
-                                 interior_ts(curve) if ts is None else ts, (store.uri, curve.reference),
+                                 interior_ts(curve) if ts is None else ts, (store.uri, curve.retrained),
                                  placed(placement, curve), blend(curve))
 
 

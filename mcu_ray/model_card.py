@@ -103,7 +103,7 @@ def what_it_is(facts: dict) -> list[tuple]:
             ("method", "method"), ("hyper-parameters", "hparams"), ("optimiser", "optimizer"),
             ("optimiser knobs", "optimizer_params"), ("curriculum", "curriculum"),
             ("curriculum knobs", "curriculum_params"), ("seed", "seed"), ("unlearned from", "original"),
-            ("evaluated against", "reference"), ("pathway source", "source")) if item.get(field) not in (None, "")]
+            ("evaluated against", "retrained"), ("pathway source", "source")) if item.get(field) not in (None, "")]
     if "ratio" in item:
         rows.append(("forget ratio (%)", item["ratio"]))
     rows += [("precision", item["precision"]), ("task options", item["options"])]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from itertools import permutations
 
-from mcu_ray.methods import METHODS
+from mcu_ray.methods import METHODS, Knobs
 from mcu_ray.methods.curriculum import CurriculumParams
 from mcu_ray.methods.optimizers import SophiaParams
-from mcu_ray.spec import SweepSpec
+from mcu_ray.spec import CurveFitSpec, SweepSpec
+from mcu_ray.tasks import TASKS
 
 # Bump when a change alters what an artifact of an unchanged spec would contain.
 SCIENCE_VERSION = 3  # 2: issue 12's fidelity fixes (SuperLoss, NPO, Sophia, random network, ZRF, curves);
@@ -55,8 +56,13 @@ LOCATION_OPTIONS = ("path",)
 
 
 # Knob blocks a plan item holds as frozen dataclasses (None where they do not apply). As plain
-# data (a key's payload, meta.json's "item", a Ray config) they are mappings, {} for None.
+# data (a key's payload, meta.json's "item", a Ray config) they are mappings, {} for None; so are
+# the task's options and a curve's fit, which always apply.
 KNOB_BLOCKS = ("hparams", "optimizer_params", "curriculum_params")
+
+# Fields renamed since keys were first hashed: hashed under their first names, so that every key
+# (and every stored artifact) stays what it was.
+HASHED_AS = {"retrained": "reference"}
 
 
 def _plain(name: str, value):
@@ -66,8 +72,8 @@ def _plain(name: str, value):
 
 
 def content_key(kind: str, payload: dict) -> str:
-    """``kind-<16 hex>``: a stable hash of the canonical JSON of ``payload`` (knob blocks as mappings)."""
-    payload = {name: _plain(name, value) for name, value in payload.items()}
+    """``kind-<16 hex>``: a stable hash of the canonical JSON of ``payload`` (frozen blocks as mappings)."""
+    payload = {HASHED_AS.get(name, name): _plain(name, value) for name, value in payload.items()}
     if "options" in payload:
         payload = {**payload, "options": {k: v for k, v in payload["options"].items() if k not in LOCATION_OPTIONS}}
     blob = json.dumps({"v": SCIENCE_VERSION, **payload}, sort_keys=True, default=str)
@@ -78,7 +84,7 @@ def content_key(kind: str, payload: dict) -> str:
 class Original:
     key: str
     task: str
-    options: dict
+    options: object  # the task's frozen Options
     precision: str  # fp32 | bf16-mixed | bf16: how it is computed, so part of its key
 
 
@@ -88,7 +94,7 @@ class Retrained:
 
     key: str
     task: str
-    options: dict
+    options: object  # the task's frozen Options
     precision: str
     ratio: float
 
@@ -97,7 +103,7 @@ class Retrained:
 class Endpoint:
     key: str
     task: str
-    options: dict
+    options: object  # the task's frozen Options
     precision: str
     ratio: float
     method: str
@@ -108,7 +114,7 @@ class Endpoint:
     optimizer_params: SophiaParams | None  # Sophia's knobs when optimizer == "so"
     curriculum_params: CurriculumParams | None  # the curriculum's knobs when curriculum == "cl"
     original: str  # key of the model it unlearns
-    reference: str  # key of the retrained model its metrics are relative to
+    retrained: str  # key of the retrained model its metrics are relative to
     source: str = ""  # pathway methods: key of the endpoint their curve runs to (built first)
 
 
@@ -117,19 +123,19 @@ class Curve:
     key: str
     kind: str  # "linear" | "bezier" | "polychain"
     task: str
-    options: dict
+    options: object  # the task's frozen Options
     precision: str
     ratio: float
     endpoint_1: str
     endpoint_2: str
-    reference: str  # the retrained model (evaluation reference)
+    retrained: str  # key of the retrained model its metrics are relative to
     objective: str = ""  # bezier: the first endpoint's method trains the bend ...
     hparams: object = None  # a METHODS[objective].Params
     optimizer: str = "fo"  # ... with that endpoint's optimiser and curriculum (the authors' code)
     optimizer_params: SophiaParams | None = None
     curriculum: str = "none"
     curriculum_params: CurriculumParams | None = None
-    fit: dict = field(default_factory=dict)
+    fit: CurveFitSpec | None = None  # the bends' training budget (trained curves)
     seed: int = 0
     bends: int = 0  # trained control points (0: the line)
     points: int = 16  # evaluated t values
@@ -209,7 +215,7 @@ def make_plan(spec: SweepSpec) -> Plan:
     for task in spec.tasks:
         base = task_base(task)
         original = add(originals, original_of(task))
-        fit = asdict(task.curve_fit)
+        fit = task.curve_fit
         for ratio in task.ratios:
             ref = add(retrained, retrained_of(task, ratio))
             for seed in spec.seeds:
@@ -252,8 +258,8 @@ def retrained_of(task, ratio: float) -> Retrained:
     return Retrained(content_key("retrain", {**base, "ratio": ratio}), ratio=ratio, **base)
 
 
-def endpoint_of(task, ratio: float, method: str, hparams: dict, variant: Variant, seed: int) -> Endpoint:
-    """The endpoint a grid of ``task`` would plan for ``method`` with ``hparams`` ({params, so, cl}): the
+def endpoint_of(task, ratio: float, method: str, hparams: Knobs, variant: Variant, seed: int) -> Endpoint:
+    """The endpoint a grid of ``task`` would plan for ``method`` with ``hparams``: the
     same key, so a search trial and a grid cell on the same values share one artifact."""
     return _endpoint(task_base(task), ratio, {method: hparams}, variant, seed, original_of(task).key,
                      retrained_of(task, ratio).key, method)
@@ -261,25 +267,25 @@ def endpoint_of(task, ratio: float, method: str, hparams: dict, variant: Variant
 
 def _endpoint(base: dict, ratio: float, hparams: dict, variant: Variant, seed: int, original: str, ref: str,
               method: str, source: str = "") -> Endpoint:
-    knobs = hparams[method]  # the spec's resolved mappings, made the frozen knob blocks here once
-    payload = {**base, "ratio": ratio, "method": method, "hparams": METHODS[method].Params(**knobs["params"]),
+    knobs = hparams[method]
+    payload = {**base, "ratio": ratio, "method": method, "hparams": knobs.params,
                "optimizer": variant.optimizer, "curriculum": variant.curriculum,
-               "optimizer_params": SophiaParams(**knobs["so"]) if variant.optimizer == "so" else None,
-               "curriculum_params": CurriculumParams(**knobs["cl"]) if variant.curriculum == "cl" else None,
-               "seed": seed + variant.seed_offset, "original": original, "reference": ref,
+               "optimizer_params": knobs.so if variant.optimizer == "so" else None,
+               "curriculum_params": knobs.cl if variant.curriculum == "cl" else None,
+               "seed": seed + variant.seed_offset, "original": original, "retrained": ref,
                **({"source": source} if source else {})}  # absent for other methods: their keys are unchanged
     return Endpoint(content_key("ep", payload), **payload)
 
 
-def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, objective: Endpoint, ref: str, fit: dict,
+def _curve(kind: str, base: dict, ratio: float, e1: str, e2: str, objective: Endpoint, ref: str, fit: CurveFitSpec,
            points: int, bends: int) -> Curve:
     if kind == "linear":
         # phi(t) = (1-t) theta_1 + t theta_2 is the same line both ways: key the unordered pair
         e1, e2 = sorted((e1, e2))
-        payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "reference": ref,
+        payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "retrained": ref,
                    "points": points}
         return Curve(content_key("curve", payload), **payload)
-    payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "reference": ref,
+    payload = {**base, "kind": kind, "ratio": ratio, "endpoint_1": e1, "endpoint_2": e2, "retrained": ref,
                "objective": objective.method, "hparams": objective.hparams, "optimizer": objective.optimizer,
                "optimizer_params": objective.optimizer_params, "curriculum": objective.curriculum,
                "curriculum_params": objective.curriculum_params, "fit": fit, "seed": objective.seed, "bends": bends,
@@ -295,12 +301,21 @@ def item_as_dict(item) -> dict:
     return {f.name: _plain(f.name, getattr(item, f.name)) for f in fields(item)}
 
 
+def options_from_dict(task: str, data: dict):
+    """A task's frozen Options from their plain form (meta.json's item, an export's config.json)."""
+    return TASKS[task].Options(**data)
+
+
 def item_from_dict(kind: str, data: dict):
-    """The plan item of ``item_as_dict`` (``kind``: a job's, "curve" or "endpoint"), its knob blocks frozen again."""
+    """The plan item of ``item_as_dict`` (``kind``: a job's, "curve" or "endpoint"), its blocks frozen again.
+    Reads meta.json items written before a field was renamed (``HASHED_AS``) too."""
     cls = ITEMS[kind]
-    if cls not in (Endpoint, Curve):
-        return cls(**data)
-    method = data["method"] if cls is Endpoint else data["objective"]
-    blocks = {"hparams": METHODS[method].Params if method else None, "optimizer_params": SophiaParams,
-              "curriculum_params": CurriculumParams}
-    return cls(**{**data, **{name: make(**data[name]) if data[name] else None for name, make in blocks.items()}})
+    data = {**{new: data[old] for new, old in HASHED_AS.items() if old in data}, **data}
+    item = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+    item["options"] = options_from_dict(item["task"], item["options"])
+    if cls in (Endpoint, Curve):
+        method = item["method"] if cls is Endpoint else item["objective"]
+        blocks = {"hparams": METHODS[method].Params if method else None, "optimizer_params": SophiaParams,
+                  "curriculum_params": CurriculumParams, "fit": CurveFitSpec}
+        item |= {name: make(**item[name]) if item.get(name) else None for name, make in blocks.items() if name in item}
+    return cls(**item)

@@ -34,7 +34,7 @@ def pathway_rows(store: Store, item: Endpoint, source_method: str) -> list[dict]
     |accuracy - the original's target| on Df and Dr), where it was measured (curve points, so the
     original at t=0 and the source at t=1, and the pathway model); NaN for the retrained model.
     Each row has the provenance columns of the job that evaluated it (the pathway's for its curve)."""
-    meta, source, reference = (store.read_meta(key) for key in (item.key, item.source, item.reference))
+    meta, source, reference = (store.read_meta(key) for key in (item.key, item.source, item.retrained))
     chosen = meta["pathway"]
     targets = reference["metrics"]
     names = chosen["gap_metrics"]

@@ -85,7 +85,7 @@ class Study:
     def name(self) -> str:
         """``sweep.task.method.<hash>`` of everything that decides its trials' values: a changed space,
         objective, task or base hyper-parameter is a new study, never a silent change of an old one."""
-        payload = {"v": SCIENCE_VERSION, "task": self.task.name, "options": self.task.options,
+        payload = {"v": SCIENCE_VERSION, "task": self.task.name, "options": dataclasses.asdict(self.task.options),
                    "precision": self.task.precision, "ratios": self.task.ratios, "method": self.method,
                    "hparams": self.task.hparams[self.method], "knobs": {k: d.as_file() for k, d in self.knobs.items()},
                    "objectives": self.search.objectives, "sampler": self.search.sampler_kind, "seed": self.search.seed,

@@ -273,13 +273,13 @@ def knob_fields(method: str) -> dict:
     return fields
 
 
-def resolved_value(hparams: dict, knob: str):
-    """The value a knob has in a method's resolved hyper-parameters ({params, so, cl})."""
+def resolved_value(knobs, knob: str):
+    """The value ``knob`` (``lr``, ``so.rho``, ``cl.tau``) has in a method's resolved ``Knobs``."""
     block, _, name = knob.rpartition(".")
-    return hparams[block or "params"][name]
+    return getattr(getattr(knobs, block or "params"), name)
 
 
-def _knobs(raw, path: str, method: str, hparams: dict) -> dict:
+def _knobs(raw, path: str, method: str, hparams) -> dict:
     if not isinstance(raw, dict) or not raw:
         raise SpecError(path, raw, "expected a mapping knob -> {loguniform|uniform|int|logint|choice: [...]}")
     fields, problems, knobs = knob_fields(method), Problems(), {}
@@ -342,11 +342,11 @@ def searched_variant(knobs) -> tuple[str, str]:
             "cl" if any(k.startswith("cl.") for k in knobs) else "none")
 
 
-def with_values(hparams: dict, values: dict) -> dict:
-    """A method's resolved hyper-parameters ({params, so, cl}) with ``values`` ({knob: value}) put in."""
-    out = {block: dict(knobs) for block, knobs in hparams.items()}
+def with_values(knobs, values: dict):
+    """A method's resolved ``Knobs`` with ``values`` ({knob: value}) put in."""
+    blocks = {}
     for knob, value in values.items():
         block, _, name = knob.rpartition(".")
-        out[block or "params"][name] = value
-    return out
-
+        blocks.setdefault(block or "params", {})[name] = value
+    return dataclasses.replace(knobs, **{block: dataclasses.replace(getattr(knobs, block), **changed)
+                                          for block, changed in blocks.items()})

@@ -194,8 +194,8 @@ class TaskSpec:
     name: str
     ratios: tuple  # forget ratios in percent, each in (0, 100)
     methods: tuple  # registry keys of unlearning methods
-    options: dict = field(default_factory=dict)  # task options, validated by the task
-    hparams: dict = field(default_factory=dict)  # method -> {params: {...}, so: {...}, cl: {...}}
+    options: object = None  # the task's frozen Options, validated by the task
+    hparams: dict = field(default_factory=dict)  # method -> its resolved Knobs (mcu_ray.methods)
     curve_fit: CurveFitSpec = field(default_factory=CurveFitSpec)
     settings: tuple = ()  # this task's settings; the sweep's when left out
     precision: str = "auto"  # fp32 | bf16-mixed | bf16; auto: the sweep's (resolved when parsed)
@@ -377,8 +377,8 @@ def _check_shards(task: TaskSpec, resources: ResourcesSpec, path: str) -> None:
     """Every global batch must give each worker's micro-batch at least one example."""
     shards = max(1, resources.train.num_workers) * resources.train.grad_accum
     sizes = {f"{path}.curve_fit.batch_size": task.curve_fit.batch_size} if task.curve_fit.batch_size else {}
-    sizes |= {f"{path}.hparams.{m}.batch_size": h["params"]["batch_size"] for m, h in task.hparams.items()}
-    sizes |= {f"{path}.options.batch_size": task.options["batch_size"]} if "batch_size" in task.options else {}
+    sizes |= {f"{path}.hparams.{m}.batch_size": h.params.batch_size for m, h in task.hparams.items()}
+    sizes |= {f"{path}.options.batch_size": task.options.batch_size} if hasattr(task.options, "batch_size") else {}
     problems = Problems()
     for field_path, size in sizes.items():
         if size < shards:
@@ -426,14 +426,14 @@ def _parse_task(raw, path, settings, precision, resources, task_registry, method
     if options is not FAILED and check(task.check_options, options, join_path(path, "options"), base_dir) is FAILED:
         options = FAILED
     if options is not FAILED and ratios is not FAILED:
-        check(task.check_ratios, ratios, dataclasses.asdict(options), join_path(path, "ratios"))
+        check(task.check_ratios, ratios, options, join_path(path, "ratios"))
 
     hparams = FAILED if methods is FAILED else check(_hparams, raw.get("hparams"), join_path(path, "hparams"), task,
                                                       methods, method_registry)
     problems.raise_any()
     hparams, from_search = hparams
     parsed = TaskSpec(name=name, ratios=tuple(float(r) for r in ratios), methods=methods,
-                      options=dataclasses.asdict(options), hparams=hparams, curve_fit=curve_fit,
+                      options=options, hparams=hparams, curve_fit=curve_fit,
                       settings=() if settings is FAILED else tuple(settings), precision=precision,
                       from_search=from_search)
     if resources is not FAILED:
@@ -740,9 +740,10 @@ def resolved_sweep_file(spec: SweepSpec) -> dict:
     top = spec_to_dict(spec)
     tasks = []
     for task in spec.tasks:
-        hparams = {m: {**h["params"], "so": h["so"], "cl": h["cl"]} for m, h in task.hparams.items()}
+        hparams = {m: {**dataclasses.asdict(h.params), "so": dataclasses.asdict(h.so), "cl": dataclasses.asdict(h.cl)}
+                   for m, h in task.hparams.items()}
         tasks.append({"name": task.name, "ratios": task.ratios, "methods": task.methods, "settings": task.settings,
-                      "precision": task.precision, "options": task.options, "hparams": hparams,
+                      "precision": task.precision, "options": dataclasses.asdict(task.options), "hparams": hparams,
                       "curve_fit": dataclasses.asdict(task.curve_fit)})
         for method in task.from_search:
             hparams[method]["from_search"] = True

@@ -142,7 +142,7 @@ def mubench_end_to_end(tmp_path: Path, name: str):
     for metrics in (retrained["metrics"], endpoint["metrics"]):
         assert set(metrics) == MUBENCH_METRICS
         assert all(np.isfinite(v) for v in metrics.values())
-    _, _, data = jobs.task_data(name, spec.tasks[0].options, 10)
+    _, data = jobs.task_data(name, spec.tasks[0].options, 10)
     assert data.forget_idx.tolist() == [3, 7, 11, 19, 23]
     curve = next(c for c in plan.curves.values() if not c.trained)
     for key in (curve.endpoint_1, curve.endpoint_2):
@@ -152,7 +152,7 @@ def mubench_end_to_end(tmp_path: Path, name: str):
     return data
 
 
-def random_control_points(task, options: dict) -> list[dict]:
+def random_control_points(task, options) -> list[dict]:
     """Three differently initialised networks of a task as a curve's control points (a Bezier curve)."""
     from mcu_ray.curves import curve_parameters
 

@@ -5,7 +5,6 @@ The TOFU counterpart lives in tests/tasks/test_tofu.py (its trained tiny models)
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import subprocess
 import sys
@@ -63,7 +62,7 @@ def test_vmapped_points_carry_the_examples_of_one_by_one_and_each_gives_its_metr
     """Both evaluation paths of a curve (``tasks.vectorized`` and one point at a time) return the
     per-example values their metrics come from, and the same ones."""
     torch.set_num_threads(1)
-    options = dataclasses.asdict(DIGITS.Options(width=8))
+    options = DIGITS.Options(width=8)
     data, placement = DIGITS.load(options, 10), Placement("cpu")
     context = DIGITS.eval_context(options, data, None, placement)
     control_points, ts = random_control_points(DIGITS, options), [0.0, 0.5, 0.9]

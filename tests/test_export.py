@@ -6,6 +6,7 @@ evaluated again, which must give the numbers the store holds. No Ray.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,10 +54,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mcu_ray.placement import Placement
 from mcu_ray.tasks.tofu import TASK, TofuData, retrained_context
 
-folder, reference, options, ratio = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+folder, reference, ratio = sys.argv[1], sys.argv[2], float(sys.argv[4])
+options = TASK.Options(**json.loads(sys.argv[3]))
 tokenizer = AutoTokenizer.from_pretrained(folder)
 rows = TASK.load(options, ratio).rows  # the same questions and answers, encoded by the exported tokenizer
-data, placement = TofuData(tokenizer, TASK.Options(**options), rows), Placement("cpu")
+data, placement = TofuData(tokenizer, options, rows), Placement("cpu")
 model = AutoModelForCausalLM.from_pretrained(folder)
 retrained = AutoModelForCausalLM.from_pretrained(reference)  # Forget Quality's and PrivLeak's reference, exported too
 context = retrained_context(retrained, data, placement)
@@ -70,10 +72,10 @@ def test_an_exported_tofu_endpoint_gives_its_stored_metrics_in_a_fresh_process(t
     endpoint = next(iter(plan.endpoints.values()))
     out, reference = tmp_path / "endpoint", tmp_path / "retrained"
     export(store.uri, endpoint.key, str(out))
-    export(store.uri, endpoint.reference, str(reference))
+    export(store.uri, endpoint.retrained, str(reference))
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "mcu_ray.json"} <= set(os.listdir(out))
     run = subprocess.run([sys.executable, "-c", EVALUATE_EXPORTED, str(out), str(reference),
-                          json.dumps(endpoint.options), str(endpoint.ratio)],
+                          json.dumps(dataclasses.asdict(endpoint.options)), str(endpoint.ratio)],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     found = json.loads(run.stdout.strip().splitlines()[-1])
@@ -95,7 +97,7 @@ def test_the_exported_tokenizer_encodes_and_decodes_as_the_task_does(tofu, tmp_p
     endpoint = next(iter(plan.endpoints.values()))
     export(store.uri, endpoint.key, str(tmp_path / "e"))
     mine, loaded = tokenizer_for(endpoint.options), AutoTokenizer.from_pretrained(str(tmp_path / "e"))
-    data = jobs.task_data("tofu", endpoint.options, endpoint.ratio)[2]
+    data = jobs.task_data("tofu", endpoint.options, endpoint.ratio)[1]
     texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in data.rows.forget_eval + data.rows.retain_eval]
     assert [loaded(t, add_special_tokens=False)["input_ids"] for t in texts] == \
            [mine(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -137,8 +139,8 @@ def test_a_lora_point_is_exported_merged_into_its_base(tmp_path):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    options = {**TOFU_OPTIONS, "lora_rank": 2}
     task = TASKS["tofu"]
+    options = task.Options(**TOFU_OPTIONS, lora_rank=2)
     model = task.new_model(options, seed=0)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     points = [{n: 0.2 * torch.randn_like(dict(model.named_parameters())[n]) for n in names} for _ in range(3)]
@@ -183,7 +185,7 @@ def test_an_exported_digits_curve_point_gives_the_stored_rows_numbers(digits, tm
     assert main([store.uri, curve.key, "--t", "0.333333", str(tmp_path / "p")]) == 0  # 1/3 as the table rounds it
     stored = next(r for r in store.load_points(curve.key).to_pylist() if abs(r["t"] - 1 / 3) < 1e-9)
     model = Classifier.from_pretrained(str(tmp_path / "p")).eval()
-    data = jobs.task_data("digits", curve.options, curve.ratio)[2]
+    data = jobs.task_data("digits", curve.options, curve.ratio)[1]
     for split in ("test", "retain", "forget"):
         accuracy, loss = _split_metrics(model, data.split(split))
         assert accuracy == pytest.approx(stored[f"acc_{split}"], abs=1e-9), split

@@ -10,7 +10,6 @@ grad_accum 2 is not compared here: its thread count (set by whatever ran before 
 process) changes the float summation order, and AdamW then moves a digits convolution's bias,
 whose gradient before BatchNorm is float noise, by a noise-sized step either way.
 """
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -34,7 +33,7 @@ SPEC = {"name": "fsdp", "settings": ["Met"], "curves": ["linear"], "points": 3,
 def plan_items(spec_file):
     plan = make_plan(load_spec(spec_file))
     endpoint = next(e for e in plan.endpoints.values() if e.method == "su")
-    return plan.originals[endpoint.original], plan.retrained[endpoint.reference], endpoint
+    return plan.originals[endpoint.original], plan.retrained[endpoint.retrained], endpoint
 
 
 def worker(rank: int, strategy: str, spec_file: str, storage: str, rendezvous: str, shapes: dict) -> None:
@@ -48,7 +47,7 @@ def worker(rank: int, strategy: str, spec_file: str, storage: str, rendezvous: s
             jobs.build_retrained(store, retrained, Placement("cpu"))
         dist.barrier()
         jobs.build_endpoint(store, endpoint, placement)
-        model = placement.shard_model(jobs.TASKS["digits"].new_model({}, seed=0))
+        model = placement.shard_model(jobs.TASKS["digits"].new_model(jobs.TASKS["digits"].Options(), seed=0))
         shapes[rank] = {n: tuple(getattr(p, "to_local", lambda: p)().shape) for n, p in model.named_parameters()}
     finally:
         dist.destroy_process_group()
@@ -78,7 +77,7 @@ def test_fsdp_jobs_store_what_data_parallel_jobs_store(tmp_path):
         a = replicated.load_weights(key)
         assert_same(a, sharded.load_weights(key), a, f"fsdp vs ddp {key}")  # parameters and rank 0's BatchNorm statistics
 
-    full = {n: tuple(p.shape) for n, p in jobs.TASKS["digits"].new_model({}, seed=0).named_parameters()}
+    full = {n: tuple(p.shape) for n, p in jobs.TASKS["digits"].new_model(jobs.TASKS["digits"].Options(), seed=0).named_parameters()}
     # each worker held its half of every parameter (dim 0 sharded, the first shard the larger)
     for name, shape in full.items():
         assert shapes[0][name][0] + shapes[1][name][0] == shape[0] and shapes[0][name][0] == -(-shape[0] // 2), name

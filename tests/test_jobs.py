@@ -13,7 +13,7 @@ import torch
 from mcu_ray import jobs, provenance
 from mcu_ray.curves import load_state
 from mcu_ray.placement import Placement
-from mcu_ray.plan import make_plan
+from mcu_ray.plan import item_as_dict, make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tasks import TASKS
@@ -62,11 +62,11 @@ def test_build_original_writes_weights_and_says_how_they_were_computed(tmp_path,
     original = next(iter(plan.originals.values()))
     meta = jobs.build_original(store, original, CPU)
     task = TASKS["digits"]
-    opts = task.Options(**original.options)
+    opts = original.options
     train_rows = len(task.load(original.options, 1.0).split("train")["y"])
     assert (opts.epochs, opts.batch_size, opts.width) == (3, 64, 4)  # tiny_digits_task's, over the defaults
     assert store.read_meta(original.key) == meta
-    assert meta["kind"] == "original" and meta["item"] == dataclasses.asdict(original)
+    assert meta["kind"] == "original" and meta["item"] == item_as_dict(original)
     assert meta["train_log"]["steps"] == opts.epochs * math.ceil(train_rows / opts.batch_size)
     assert math.isfinite(meta["train_log"]["final_loss"])
     assert (meta["device"], meta["precision"], meta["workers"], meta["grad_accum"], meta["effective_batch"]) == (
@@ -85,8 +85,8 @@ def test_a_diverged_original_is_recorded_without_weights(tmp_path, plan):
     """A learning rate of 1e30 sends AdamW's weights to infinity: the loss is NaN, the artifact says so."""
     store = Store(str(tmp_path))
     original = next(iter(plan.originals.values()))
-    exploding = dataclasses.replace(original, key="original-exploding", options={**original.options, "lr": 1e30,
-                                                                                 "epochs": 1})
+    exploding = dataclasses.replace(original, key="original-exploding", options=dataclasses.replace(original.options,
+                                                                                            lr=1e30, epochs=1))
     meta = jobs.build_original(store, exploding, CPU)
     assert meta["status"] == "diverged" and meta["reason"].startswith("loss is nan at step ")
     assert meta["files"] == {}

@@ -2,6 +2,8 @@
 tuned defaults < the sweep file's values; and on digits every registered method under FO, FO+CL and
 SO unlearns (forget accuracy below the original's) while retain accuracy stays within a margin, SO and
 CL changing the result."""
+from dataclasses import asdict
+
 import pytest
 import torch
 
@@ -21,10 +23,10 @@ def test_the_sweep_file_wins_over_the_tasks_defaults_which_win_over_the_methods(
     """digits tunes RL to epochs 10, lr 2e-3, batch 8, and Sophia's lr to 1e-2; RL's own defaults fill
     the rest (steps 0, weight decay 0); the file sets lr and Sophia's rho."""
     resolved = resolve_hparams("rl", TASKS["digits"], {"lr": 0.5, "so": {"rho": 0.1}}, "p")
-    assert resolved["params"] == {"epochs": 10, "steps": 0, "lr": 0.5, "batch_size": 8, "retain_batch_size": 32,
-                                  "weight_decay": 0.0}
-    assert (resolved["so"]["lr"], resolved["so"]["rho"], resolved["so"]["beta1"]) == (1e-2, 0.1, 0.9)
-    assert resolved["cl"] == {"kind": "superloss", "lam": 10.0}
+    assert asdict(resolved.params) == {"epochs": 10, "steps": 0, "lr": 0.5, "batch_size": 8, "retain_batch_size": 32,
+                                       "weight_decay": 0.0}
+    assert (resolved.so.lr, resolved.so.rho, resolved.so.beta1) == (1e-2, 0.1, 0.9)
+    assert asdict(resolved.cl) == {"kind": "superloss", "lam": 10.0}
     assert set(REGISTRY) >= {*METHODS, *(f"pathway_{m}" for m in METHODS)}
 
 

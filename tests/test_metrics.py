@@ -47,7 +47,7 @@ def test_an_incomplete_entry_is_refused_naming_its_field():
 
 def test_evaluated_values_lie_in_their_declared_range():
     torch.set_num_threads(1)
-    options = dataclasses.asdict(DIGITS.Options(width=4))
+    options = DIGITS.Options(width=4)
     data, placement = DIGITS.load(options, 10), Placement("cpu")
     model = DIGITS.new_model(options, seed=0)
     values = DIGITS.evaluate(model, options, data, DIGITS.eval_context(options, data, None, placement), placement)

@@ -6,7 +6,7 @@ from mcu_ray.model_card import how_computed, metric_rows, model_card, title, wha
 
 ENDPOINT = {"task": "digits", "method": "npo", "optimizer": "so", "curriculum": "cl", "seed": 3, "ratio": 5.0,
             "hparams": {"lr": 1e-4}, "optimizer_params": {}, "curriculum_params": {"kind": "superloss"},
-            "original": "original-1", "reference": "retrained-1", "source": "", "precision": "fp32",
+            "original": "original-1", "retrained": "retrained-1", "source": "", "precision": "fp32",
             "options": {"width": 4}}
 
 

@@ -1,5 +1,6 @@
 """Pathway unlearning: its decisions on hand-made numbers (tensor mask, beta rule, t*), the
 masked midpoint training, the export of phi(t*) as an endpoint, and its place in plan and spec."""
+import dataclasses
 import math
 import re
 
@@ -159,8 +160,8 @@ def test_defaults_are_the_references():
     assert isinstance(bend_optimizer(bend, METHODS["pathway_ga"].Params(optimizer="adamw")), torch.optim.AdamW)
     # TOFU's language models: AdamW at the task's small lr
     tofu = parse_spec({"name": "p", "tasks": [{"name": "tofu", "ratios": [10], "methods": ["gd", "pathway_gd"]}]})
-    knobs = tofu.tasks[0].hparams["pathway_gd"]["params"]
-    assert knobs["optimizer"] == "adamw" and knobs["lr"] <= 1e-3 and knobs["k"] == 0.5
+    knobs = tofu.tasks[0].hparams["pathway_gd"].params
+    assert knobs.optimizer == "adamw" and knobs.lr <= 1e-3 and knobs.k == 0.5
 
 
 # ----------------------------------------------------------------------------- the loop and the export
@@ -198,7 +199,8 @@ def digits_models():
 def test_only_the_selected_tensors_of_the_midpoint_move(digits_models):
     plan, _ = digits_models
     ep = next(e for e in plan.endpoints.values() if e.method == "ga")
-    task, options, data = task_data(ep.task, ep.options, ep.ratio)
+    options = ep.options
+    task, data = task_data(ep.task, options, ep.ratio)
     model = task.new_model(options, seed=0)
     train_supervised(model, task, data.split("train"), epochs=3, lr=3e-3, batch_size=64, weight_decay=0, seed=0)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -253,7 +255,7 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
     monkeypatch.setattr(store, "read_meta", lambda key: read.append(key) or store_read_meta(key))
     meta = jobs.build_endpoint(store, pathway_ep)
     monkeypatch.undo()
-    assert pathway_ep.reference not in read  # the retrained model's metrics play no part in the choice
+    assert pathway_ep.retrained not in read  # the retrained model's metrics play no part in the choice
 
     chosen = meta["pathway"]
     points = store.load_points(pathway_ep.key).to_pylist()
@@ -281,13 +283,13 @@ def test_pathway_endpoint_is_exported_as_an_ordinary_endpoint(digits_models, tmp
                                                     / 2, abs=1e-6)
     # safetensors weights that load into a fresh model and give the stored metrics: phi(t*) itself
     again = evaluate_state(pathway_ep.task, pathway_ep.options, pathway_ep.ratio, store.load_weights(pathway_ep.key),
-                           (store.uri, pathway_ep.reference), Placement("cpu"))
+                           (store.uri, pathway_ep.retrained), Placement("cpu"))
     assert again == pytest.approx(meta["metrics"], abs=1e-6)
     assert store.status(pathway_ep.key).state is State.HEALTHY and meta["kind"] == "endpoint"
     rows = pathway_rows(store, pathway_ep, "ga")
     assert [r["model"] for r in rows[:4]] == ["original", "source", "pathway", "retrained"] and len(rows) == 4 + 5
     # the report's gap to the retrained model, out of sample, on acc_forget / acc_retain / acc_test
-    retrained = store.read_meta(pathway_ep.reference)["metrics"]
+    retrained = store.read_meta(pathway_ep.retrained)["metrics"]
     assert rows[2]["gap_to_retrained"] == pytest.approx(
         np.mean([abs(meta["metrics"][m] - retrained[m]) for m in ("acc_forget", "acc_retain", "acc_test")]))
     assert rows[3]["gap_to_retrained"] == 0
@@ -312,11 +314,11 @@ def test_a_failed_source_fails_its_pathway_endpoint(digits_models, tmp_path):
 def test_validation_rows_are_held_out_of_d_and_of_every_forget_set():
     task = TASKS["digits"]
     options = parse_spec({"name": "p", "tasks": [tiny_digits_task()]}).tasks[0].options
-    assert options["val_fraction"] == 0.1
-    n = len(task.load_arrays(task.Options(**options))[0]["y"])  # 1437 training rows
+    assert options.val_fraction == 0.1
+    n = len(task.load_arrays(options)[0]["y"])  # 1437 training rows
     n_val = round(0.1 * n)
     # the tail of the seeded permutation whose head the forget sets are cut from
-    tail = torch.randperm(n, generator=torch.Generator().manual_seed(10_000 + options["split_seed"]))[n - n_val:]
+    tail = torch.randperm(n, generator=torch.Generator().manual_seed(10_000 + options.split_seed))[n - n_val:]
     seen = None
     for ratio in (1, 2, 5, 10, 50):
         data = task.load(options, ratio)
@@ -332,7 +334,7 @@ def test_validation_rows_are_held_out_of_d_and_of_every_forget_set():
         assert torch.equal(data.split("train")["y"], data.train["y"][sorted(forget | retain)])
         assert torch.equal(data.split("validation")["x"], data.train["x"][sorted(validation)])
     # without a validation split, D is every training row
-    data = task.load({**options, "val_fraction": 0.0}, 10)
+    data = task.load(dataclasses.replace(options, val_fraction=0.0), 10)
     assert len(data.validation_idx) == 0 and data.split("train") is data.train
     with pytest.raises(SpecError, match="val_fraction"):
         parse_spec({"name": "p", "tasks": [tiny_digits_task(options={"val_fraction": 0.6})]})
@@ -385,10 +387,10 @@ def test_plan_builds_each_pathway_endpoint_from_its_sources_variant():
     # a Bezier bend whose first endpoint is a pathway model trains with its source's objective
     cell = next(c for c in plan.cells if plan.endpoints[c.endpoint_1].method == "pathway_ga" and c.setting == "Met")
     bezier = plan.curves[dict(cell.curves)["bezier"]]
-    assert bezier.objective == "ga" and bezier.hparams == METHODS["ga"].Params(**spec.tasks[0].hparams["ga"]["params"])
+    assert bezier.objective == "ga" and bezier.hparams == spec.tasks[0].hparams["ga"].params
     counts = plan.counts()  # each pathway endpoint evaluates select_points t values and then t*
     assert counts["evaluations"] == (2 * counts["retrained"] + counts["endpoints"] + counts["curves"] * 14
-                                     + len(pathways) * spec.tasks[0].hparams["pathway_ga"]["params"]["select_points"])
+                                     + len(pathways) * spec.tasks[0].hparams["pathway_ga"].params.select_points)
 
 
 def test_spec_checks_pathway_knobs():
@@ -397,8 +399,8 @@ def test_spec_checks_pathway_knobs():
 
     # the source's knobs may be set without listing the source itself
     spec = parse(["rl", "pathway_ga"], {"ga": {"lr": 0.5}, "pathway_ga": {"k": 0.2}})
-    assert spec.tasks[0].hparams["ga"]["params"]["lr"] == 0.5
-    assert spec.tasks[0].hparams["pathway_ga"]["params"]["k"] == 0.2
+    assert spec.tasks[0].hparams["ga"].params.lr == 0.5
+    assert spec.tasks[0].hparams["pathway_ga"].params.k == 0.2
     for hparams, field_path in (({"pathway_ga": {"k": 1.5}}, "pathway_ga.k"),
                                 ({"pathway_ga": {"k": 0.8, "k_r": 0.3}}, "pathway_ga.k"),
                                 ({"pathway_ga": {"retain_ratio": 0}}, "pathway_ga.retain_ratio"),

@@ -60,11 +60,12 @@ def evaluated_alone(store, curve, t: float, placement) -> dict:
     """phi(t) of ``curve`` loaded into a fresh model and evaluated by the task itself, point by point (what
     ``evaluate_curve_serially`` may instead compute in one vectorised pass), at the curve's precision."""
     placement = jobs.placed(placement, curve)
-    task, options, data = jobs.task_data(curve.task, curve.options, curve.ratio)
+    options = curve.options
+    task, data = jobs.task_data(curve.task, options, curve.ratio)
     model = task.new_model(options, seed=0, placement=placement)
     with torch.no_grad():
         load_point(model, [placement.tensors(cp) for cp in jobs.control_points(store, curve)], t)
-    context = task.eval_context(options, data, store.load_weights(curve.reference), placement)
+    context = task.eval_context(options, data, store.load_weights(curve.retrained), placement)
     return task.evaluate(model, options, data, context, placement)
 
 

@@ -14,9 +14,9 @@ TINY = {"synthetic_authors": 10, "eval_size": 8, "n_embd": 32, "n_layer": 1, "vo
 
 def save_checkpoint(folder, seed):
     """A tiny Llama and its tokenizer saved as a Hugging Face folder (what a hub download is)."""
-    options = {"model": "tiny-llama", **TINY}
+    options = Options(model="tiny-llama", **TINY)
     torch.manual_seed(seed)
-    model = build_model(Options(**options), tokenizer_for(options))
+    model = build_model(options, tokenizer_for(options))
     model.save_pretrained(folder)
     tokenizer_for(options).save_pretrained(folder)
     return model

@@ -114,7 +114,7 @@ def test_two_bends_for_a_cubic_bezier_and_a_polygonal_chain(built, tmp_path):
         if kind == "polychain":
             assert all(torch.allclose(mid[n], (cps[1][n] + cps[2][n]) / 2) for n in mid)
         state = {**store.load_weights(curve.endpoint_1), **mid}
-        by_hand = evaluate_state(curve.task, curve.options, curve.ratio, state, (store.uri, curve.reference),
+        by_hand = evaluate_state(curve.task, curve.options, curve.ratio, state, (store.uri, curve.retrained),
                                  jobs.placed(None, curve))
         assert rows[0]["acc_test"] == pytest.approx(by_hand["acc_test"])
 
@@ -124,7 +124,7 @@ def test_a_bend_trains_with_its_first_endpoints_own_budget(built):
     the bend takes exactly as many steps as the first endpoint did, on the same batches."""
     plan, store = built
     base = next(c for c in plan.curves.values() if c.trained)
-    curve = dataclasses.replace(base, key="curve-own-budget", fit=dataclasses.asdict(CurveFitSpec()))
+    curve = dataclasses.replace(base, key="curve-own-budget", fit=CurveFitSpec())
     meta = jobs.build_bend(store, curve)
     endpoint = store.read_meta(curve.endpoint_1)
     assert meta["train_log"]["steps"] == endpoint["train_log"]["steps"] > 0

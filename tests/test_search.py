@@ -149,7 +149,8 @@ def test_the_grid_takes_the_chosen_values_of_its_own_study_only():
     study = studies(spec)[0]
     summary = {"studies": [{"task": "digits", "method": "ga", "study": study.name, "chosen": {"lr": 0.02, "steps": 7}}]}
     chosen, notes = apply_chosen(spec, summary)
-    assert chosen.tasks[0].hparams["ga"]["params"] | {"lr": 0.02, "steps": 7} == chosen.tasks[0].hparams["ga"]["params"]
+    params = chosen.tasks[0].hparams["ga"].params
+    assert (params.lr, params.steps) == (0.02, 7)
     assert "chosen by study" in notes[0]
     stale = {"studies": [{**summary["studies"][0], "study": "searched.digits.ga.00000000"}]}  # another space's
     unchanged, notes = apply_chosen(spec, stale)

@@ -2,13 +2,17 @@
 the sampler chosen by the number of objectives, distributions as Optuna's, the knobs a trial draws put
 into a method's resolved values, and the section written back as it was read. (Bad input:
 tests/test_search.py.)"""
+from dataclasses import replace
+
 import optuna.distributions as od
 import pytest
 
 from mcu_ray.search_spec import (
     GAP, AshaSpec, Distribution, knob_fields, parse_search, resolved_value, searched_variant, with_values,
 )
+from mcu_ray.methods import resolve_hparams
 from mcu_ray.spec import parse_spec
+from mcu_ray.tasks import TASKS
 from tests.helpers import tiny_digits_task
 
 
@@ -50,10 +54,10 @@ def test_distributions_are_optunas_and_hold_their_bounds():
 
 
 def test_drawn_knobs_go_into_the_resolved_values_and_pick_the_variant():
-    hparams = {"params": {"lr": 1e-3, "steps": 4}, "so": {"rho": 0.04}, "cl": {"lam": 10.0}}
-    drawn = with_values(hparams, {"lr": 0.5, "so.rho": 0.1})
-    assert drawn == {"params": {"lr": 0.5, "steps": 4}, "so": {"rho": 0.1}, "cl": {"lam": 10.0}}
-    assert hparams["params"]["lr"] == 1e-3  # the resolved values stay as they were
+    knobs = resolve_hparams("ga", TASKS["digits"], {"lr": 1e-3, "steps": 4, "so": {"rho": 0.04}}, "h")
+    drawn = with_values(knobs, {"lr": 0.5, "so.rho": 0.1})
+    assert drawn == replace(knobs, params=replace(knobs.params, lr=0.5), so=replace(knobs.so, rho=0.1))
+    assert knobs.params.lr == 1e-3  # the resolved values stay as they were
     assert resolved_value(drawn, "so.rho") == 0.1 and resolved_value(drawn, "steps") == 4
     assert searched_variant({"lr": 1}) == ("fo", "none")
     assert searched_variant({"so.rho": 1, "cl.lam": 2}) == ("so", "cl")

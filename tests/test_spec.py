@@ -16,11 +16,11 @@ def test_good_spec_resolves_defaults():
     assert spec.points == 16 and spec.curves == ("linear", "bezier")
     assert task.ratios == (5.0,)
     # the sweep file's value wins over the task's tuned default, which wins over the method's
-    assert task.hparams["ga"]["params"]["epochs"] == 1
-    assert task.hparams["ga"]["params"]["lr"] == pytest.approx(1e-4)
-    assert task.hparams["ga"]["so"]["rho"] == pytest.approx(0.04)  # SOUL's default
-    assert task.hparams["ga"]["cl"]["kind"] == "superloss"
-    assert task.options["width"] == 4 and task.options["split_seed"] == 0
+    assert task.hparams["ga"].params.epochs == 1
+    assert task.hparams["ga"].params.lr == pytest.approx(1e-4)
+    assert task.hparams["ga"].so.rho == pytest.approx(0.04)  # SOUL's default
+    assert task.hparams["ga"].cl.kind == "superloss"
+    assert task.options.width == 4 and task.options.split_seed == 0
     assert spec.tolerance == Tolerances(loss=0.01, accuracy=0.01, score=0.01, forget_quality=0.05)
 
 

@@ -1,8 +1,9 @@
 """Method registry: one module per unlearning method, one line here."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mcu_ray.methods import bt, ga, gd, npo, pathway, rl, su
-from dataclasses import asdict
 
 from mcu_ray.errors import SpecError, build_dataclass
 from mcu_ray.methods.curriculum import CurriculumParams
@@ -19,21 +20,31 @@ METHODS = {
 METHODS |= pathway.variants(METHODS)  # pathway_ga, pathway_rl, ...: a curve from the original to that method's endpoint
 
 
-def resolve_hparams(method: str, task, values: dict | None, path: str) -> dict:
-    """{"params": method knobs, "so": Sophia knobs, "cl": curriculum knobs} of one (task, method).
+@dataclass(frozen=True)
+class Knobs:
+    """One (task, method)'s resolved hyper-parameters, as a sweep file writes them ({param: value, so: {...},
+    cl: {...}}): the method's own ``Params``; Sophia's, used where an endpoint trains with the second-order
+    optimiser; the curriculum's, where it trains with one."""
 
-    Method defaults < the task's tuned defaults < the sweep file's values; ``so`` applies
-    when an endpoint is trained with the second-order optimiser, ``cl`` with a curriculum.
-    """
+    params: object  # a METHODS[method].Params
+    so: SophiaParams
+    cl: CurriculumParams
+
+
+def resolve_hparams(method: str, task, values: dict | None, path: str) -> Knobs:
+    """The ``Knobs`` of one (task, method): method defaults < the task's tuned defaults < the sweep
+    file's ``values``, each block checked."""
     if not isinstance(values, (dict, type(None))):
         raise SpecError(path, values, "expected a mapping {param: value, so: {...}, cl: {...}}")
     values = dict(values or {})
     defaults = dict(task.default_hparams.get(method, {}))
-    resolved = {}
-    for block, cls in (("so", SophiaParams), ("cl", CurriculumParams)):
-        knobs = build_dataclass(cls, values.pop(block, None), f"{path}.{block}", overrides=defaults.pop(block, {}))
-        knobs.check(f"{path}.{block}")
-        resolved[block] = asdict(knobs)
-    params = build_dataclass(METHODS[method].Params, values, path, overrides=defaults)
-    params.check(path)
-    return {"params": asdict(params), **resolved}
+    so, cl = (_checked(cls, values.pop(block, None), f"{path}.{block}", defaults.pop(block, {}))
+              for block, cls in (("so", SophiaParams), ("cl", CurriculumParams)))
+    return Knobs(_checked(METHODS[method].Params, values, path, defaults), so, cl)
+
+
+def _checked(cls, values, path: str, defaults: dict):
+    """``cls`` built from the file's ``values`` over ``defaults``, then checked (SpecError on a bad value)."""
+    knobs = build_dataclass(cls, values, path, overrides=defaults)
+    knobs.check(path)
+    return knobs

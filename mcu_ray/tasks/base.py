@@ -80,7 +80,10 @@ class Splits(Protocol):
 class Task(Protocol):
     name: str  # registry key
     family: str  # "classification" | "tofu": which methods apply (Method.families)
-    Options: type  # frozen dataclass of the task's options, validated from the sweep file
+    # frozen dataclass of the task's options, validated from the sweep file. Every ``options`` below is
+    # one of these, from the spec to the loops (hashable: processes cache data, tokenizers and models per
+    # options); it becomes a mapping only in content keys, meta.json and Tune configs (``plan.item_as_dict``)
+    Options: type
     default_ratios: tuple  # forget ratios (percent) when a sweep names none
     default_hparams: dict  # method -> {knob: value}: the task's tuned defaults
     # the metrics ``evaluate`` returns -> +1 (higher is better after unlearning) or -1, each declared in
@@ -97,24 +100,24 @@ class Task(Protocol):
     gap_metrics: tuple  # metrics whose mean gap to the retrained model the report shows (pathway unlearning)
 
     # ------------------------------------------------------------------ options
-    def normalize_options(self, options: Any) -> Any:
+    def normalize_options(self, options):
         """Options as any worker reads them (local paths made absolute)."""
 
-    def check_options(self, options: Any, path: str, base_dir) -> None:
+    def check_options(self, options, path: str, base_dir) -> None:
         """Raise SpecError (field, value, what is allowed) for options that cannot run."""
 
-    def check_ratios(self, ratios, options: dict, path: str) -> None:
+    def check_ratios(self, ratios, options, path: str) -> None:
         """Raise SpecError for forget ratios this task's data cannot provide."""
 
-    def check_validation(self, options: dict, path: str) -> None:
+    def check_validation(self, options, path: str) -> None:
         """Raise SpecError (field, value, what is allowed) when ``validate`` would find no rows to score
         with these options: hyper-parameter search refuses such a spec when it is parsed."""
 
     # ------------------------------------------------------------------ data and model
-    def load(self, options: dict, ratio: float) -> Splits:
+    def load(self, options, ratio: float) -> Splits:
         """The splits of one forget ratio (CPU tensors)."""
 
-    def new_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+    def new_model(self, options, seed: int, placement: Placement | None = None) -> nn.Module:
         """A model initialised from ``seed`` on the CPU, then moved to the placement's device
         and weight dtype (CPU float32 when no placement is given)."""
 
@@ -135,17 +138,17 @@ class Task(Protocol):
         position, from the distribution at the position before it. Draws come from ``generator`` (CPU)."""
 
     # ------------------------------------------------------------------ metrics
-    def eval_context(self, options: dict, data: Splits, retrained_state: dict | None,
+    def eval_context(self, options, data: Splits, retrained_state: dict | None,
                      placement: Placement) -> Any:
         """What metrics compare against, computed once per process: the retrained model's
         statistics (TOFU), a random network's predictions (ZRF)."""
 
-    def evaluate(self, model: nn.Module, options: dict, data: Splits, context: Any,
+    def evaluate(self, model: nn.Module, options, data: Splits, context: Any,
                  placement: Placement) -> Evaluation:
         """Every metric of ``model`` (on the placement's device) as {name: float}, with the per-example
         values they were computed from in ``.examples`` (``Evaluation``): no second pass over the data."""
 
-    def validate(self, model: nn.Module, options: dict, data: Splits, context: Any,
+    def validate(self, model: nn.Module, options, data: Splits, context: Any,
                  placement: Placement) -> dict[str, float]:
         """The validation view: {name: float} of ``model`` (weights in place, on the placement's device)
         on data the report never scores, every name of ``gap_metrics`` among them; arguments as
@@ -162,7 +165,7 @@ class Task(Protocol):
         harmonic mean of probability and ROUGE-L (Dr's rows carry no perturbed answers: no truth
         ratio). Raises ValueError when the options give no such rows (``check_validation``)."""
 
-    def evaluate_curve(self, model: nn.Module, options: dict, data: Splits, context: Any, placement: Placement,
+    def evaluate_curve(self, model: nn.Module, options, data: Splits, context: Any, placement: Placement,
                        control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[Evaluation]:
         """{"t": t, **metrics} of phi(t) for each t, each with its ``examples``, the curve of ``kind``
         (``curves.KINDS``): ``evaluate_one_by_one``, or several points per pass where the task can
@@ -177,12 +180,12 @@ class ClassifierTask(Task, Protocol):
     def logits(self, forward: Callable, batch: dict) -> torch.Tensor:
         """Class logits of ``forward`` on a batch, shape (batch, classes)."""
 
-    def random_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+    def random_model(self, options, seed: int, placement: Placement | None = None) -> nn.Module:
         """The task's architecture randomly initialised from its config (never a checkpoint's
         weights), seeded on the CPU like ``new_model``, then placed: see ``random_network``."""
 
 
-def evaluate_one_by_one(task: Task, model: nn.Module, options: dict, data: Splits, context: Any,
+def evaluate_one_by_one(task: Task, model: nn.Module, options, data: Splits, context: Any,
                         placement: Placement, control_points: list[dict], ts: list[float],
                         kind: str = "bezier") -> list[Evaluation]:
     """Each phi(t) loaded into ``model`` in turn and evaluated (large models: one copy in memory)."""
@@ -197,7 +200,7 @@ def evaluate_one_by_one(task: Task, model: nn.Module, options: dict, data: Split
 RANDOM_NETWORK_SEED_OFFSET = 7919  # the random network's seed: the options' model_seed + this prime
 
 
-def random_network(task: ClassifierTask, options: dict, placement: Placement | None = None) -> nn.Module:
+def random_network(task: ClassifierTask, options, placement: Placement | None = None) -> nn.Module:
     """The randomly initialised network, frozen in eval mode: Bad Teaching's incompetent teacher and
     ZRF's reference are this one network (Chundawat et al. 2023).
 
@@ -210,7 +213,7 @@ def random_network(task: ClassifierTask, options: dict, placement: Placement | N
     is a function of the options alone, so every process that trains with Bad Teaching or computes
     ZRF builds the same network.
     """
-    seed = task.Options(**options).model_seed + RANDOM_NETWORK_SEED_OFFSET
+    seed = options.model_seed + RANDOM_NETWORK_SEED_OFFSET
     model = task.random_model(options, seed=seed, placement=placement).eval()
     for p in model.parameters():
         p.requires_grad_(False)

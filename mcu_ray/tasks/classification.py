@@ -313,13 +313,13 @@ class ClassificationTask:
         normalized = getattr(options, "normalized", None)
         return normalized() if normalized else options
 
-    def check_ratios(self, ratios, options: dict, path: str) -> None:
+    def check_ratios(self, ratios, options, path: str) -> None:
         """Any ratio in (0, 100) works: the forget set is a seeded subset of the training set."""
 
-    def check_validation(self, options: dict, path: str) -> None:
+    def check_validation(self, options, path: str) -> None:
         """``validate`` scores on the validation split: refuse ``val_fraction`` 0 (none; a task without
         the option has none either)."""
-        fraction = getattr(self.Options(**options), "val_fraction", 0.0)
+        fraction = getattr(options, "val_fraction", 0.0)
         if fraction <= 0:
             raise SpecError(f"{path}.val_fraction", fraction, "hyper-parameter search scores on the validation "
                                                               "split: expected val_fraction > 0, e.g. 0.1")
@@ -331,8 +331,7 @@ class ClassificationTask:
         if self.check_extra is not None:
             self.check_extra(options, path)
 
-    def load(self, options: dict, ratio: float) -> ClassificationData:
-        opts = self.Options(**options)
+    def load(self, opts, ratio: float) -> ClassificationData:
         train, test, num_classes = self.load_arrays(opts)
         forget, retain = self.forget_split(opts, len(train["y"]), ratio)
         return ClassificationData(train, test, forget, retain, num_classes,
@@ -366,16 +365,16 @@ class ClassificationTask:
         correct = (logits.argmax(-1) == batch["y"]).float().mean()
         return F.cross_entropy(logits, batch["y"], reduction="none"), float(correct)
 
-    def new_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+    def new_model(self, options, seed: int, placement: Placement | None = None) -> nn.Module:
         torch.manual_seed(seed)
-        model = self.build_model(self.Options(**options))  # on the CPU: a seed means the same weights anywhere
+        model = self.build_model(options)  # on the CPU: a seed means the same weights anywhere
         return placement.model(model) if placement is not None else model
 
-    def random_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+    def random_model(self, options, seed: int, placement: Placement | None = None) -> nn.Module:
         """The architecture randomly initialised from its config: ``build_random``, or ``build_model``
         where that builds from a config already (digits, tiny models)."""
         torch.manual_seed(seed)
-        model = (self.build_random or self.build_model)(self.Options(**options))
+        model = (self.build_random or self.build_model)(options)
         return placement.model(model) if placement is not None else model
 
     relabel = staticmethod(relabel_wrong)

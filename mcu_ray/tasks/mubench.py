@@ -11,7 +11,6 @@ with a tokenizer trained on the task text) for CPU runs and tests.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -129,8 +128,7 @@ def _pixels(images, size: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(modality: Modality, options_json: str):
-    opts = Options(**json.loads(options_json))
+def _tokenizer(modality: Modality, opts: Options):
     if opts.model != "tiny":
         from transformers import AutoTokenizer
 
@@ -140,17 +138,17 @@ def _tokenizer(modality: Modality, options_json: str):
     return train_bpe(list(_rows(modality, opts, opts.train_split, opts.max_train)[text]), opts.vocab_size)
 
 
-def input_columns(modality: Modality, options: dict) -> tuple[tuple, str]:
+def input_columns(modality: Modality, opts: Options) -> tuple[tuple, str]:
     """(image columns, text column) a task's options read: what its model's inputs are made from."""
-    return _columns(Options(**options), modality)
+    return _columns(opts, modality)
 
 
-def tokenizer_for(modality: Modality, options: dict):
+def tokenizer_for(modality: Modality, opts: Options):
     """The text tokenizer a task's inputs are encoded with (a checkpoint's own, or the tiny models'
     BPE trained on the task text); None for an images-only task."""
-    if not input_columns(modality, options)[1]:
+    if not input_columns(modality, opts)[1]:
         return None
-    return _tokenizer(modality, json.dumps(Options(**options).__dict__, sort_keys=True))
+    return _tokenizer(modality, opts)
 
 
 def _encode(modality: Modality, opts: Options, rows) -> dict:
@@ -160,7 +158,7 @@ def _encode(modality: Modality, opts: Options, rows) -> dict:
         pixels = [_pixels(rows[c], opts.image_size) for c in images]
         batch["pixel_values"] = pixels[0] if len(pixels) == 1 else torch.stack(pixels, dim=1)  # (n, [k,] 3, H, W)
     if text:
-        tok = _tokenizer(modality, json.dumps(opts.__dict__, sort_keys=True))
+        tok = _tokenizer(modality, opts)
         enc = tok(list(rows[text]), padding="max_length", truncation=True, max_length=opts.max_length,
                   return_tensors="pt")
         batch["input_ids"], batch["attention_mask"] = enc["input_ids"], enc["attention_mask"]
@@ -189,7 +187,7 @@ def builder(modality: Modality, build_tiny: Callable):
         if opts.model != "tiny":
             return _checkpoint_class(modality).from_pretrained(opts.model, num_labels=modality.num_labels,
                                                                ignore_mismatched_sizes=True)
-        return build_tiny(opts, tokenizer_for(modality, opts.__dict__))
+        return build_tiny(opts, tokenizer_for(modality, opts))
     return build_model
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -157,13 +156,10 @@ class TofuData:
 # ----------------------------------------------------------------------------- tokeniser and model
 
 
-def _options(options: dict) -> Options:
-    return Options(**options)
-
-
 @lru_cache(maxsize=4)
-def _tokenizer(options_json: str):
-    opts = Options(**json.loads(options_json))
+def tokenizer_for(opts: Options):
+    """The model's own tokenizer, or (tiny models) a BPE tokenizer trained on the task text; one per
+    (frozen) options in a process."""
     from transformers import AutoTokenizer
 
     if opts.model not in TINY_MODELS:
@@ -172,11 +168,6 @@ def _tokenizer(options_json: str):
             tok.pad_token = tok.eos_token
         return tok
     return train_bpe(_all_text(opts), opts.vocab_size)
-
-
-def tokenizer_for(options: dict):
-    """The model's own tokenizer, or (tiny models) a BPE tokenizer trained on the task text."""
-    return _tokenizer(json.dumps(options, sort_keys=True))
 
 
 def load_split(opts: Options, name: str) -> list[dict]:
@@ -559,11 +550,10 @@ class TofuTask:
     def check_options(self, options, path: str, base_dir) -> None:
         options.check(path)
 
-    def check_validation(self, options: dict, path: str) -> None:
+    def check_validation(self, opts: Options, path: str) -> None:
         """``validate`` needs Dr rows outside retain_perturbed (TOFU's first 20 authors) and outside the
         forget set of max_ratio: refuse options that leave none (a subset of 20 authors or fewer, a
         synthetic source of too few authors). Reads the source's configs, as loading the task does."""
-        opts = _options(options)
         # the rows of every ratio up to max_ratio; forget01 exists in every source
         if tofu_rows(functools.partial(load_split, opts), 1, opts.retain_authors, opts.max_ratio,
                      opts.eval_size).validation:
@@ -575,58 +565,56 @@ class TofuTask:
                         "(TOFU's first 20 authors) and the forget set of max_ratio: none with these options; "
                         "keep more authors (e.g. retain_authors 30, or synthetic_authors 30)")
 
-    def check_ratios(self, ratios, options: dict, path: str) -> None:
+    def check_ratios(self, ratios, opts: Options, path: str) -> None:
         """Hub and local data have forget01/05/10 only, a local folder each one's files; a subset caps
         ratios at max_ratio."""
         for i, ratio in enumerate(ratios):
-            if options["source"] != "synthetic" and ratio not in (1, 5, 10):
+            if opts.source != "synthetic" and ratio not in (1, 5, 10):
                 raise SpecError(f"{path}[{i}]", ratio, "TOFU's forget sets are 1, 5 and 10 %")
-            local = options["source"] == "local"
-            missing = local and missing_files(local_dir(options["path"]), (forget_config(ratio), holdout_config(ratio)))
+            local = opts.source == "local"
+            missing = local and missing_files(local_dir(opts.path), (forget_config(ratio), holdout_config(ratio)))
             if missing:
                 raise SpecError(f"{path}[{i}]", ratio, f"the local TOFU folder (options.path) has no "
                                                        f"{', '.join(missing)}: this ratio's forget set and held-out "
                                                        f"authors")
-            if options["retain_authors"] and ratio > options["max_ratio"]:
+            if opts.retain_authors and ratio > opts.max_ratio:
                 raise SpecError(f"{path}[{i}]", ratio, f"with a subset (retain_authors) ratios go up to "
-                                                       f"options.max_ratio = {options['max_ratio']}")
+                                                       f"options.max_ratio = {opts.max_ratio}")
 
-    def load(self, options: dict, ratio: float) -> TofuData:
-        opts = _options(options)
+    def load(self, opts: Options, ratio: float) -> TofuData:
         load = functools.partial(load_split, opts)
         rows = tofu_rows(load, ratio, opts.retain_authors, opts.max_ratio, opts.eval_size)
         if opts.model in TINY_MODELS and opts.world_knowledge:
             known = load("real_authors_perturbed") + load("world_facts_perturbed")
             rows.train, rows.retain = known + rows.train, known + rows.retain
-        return TofuData(tokenizer_for(options), opts, rows)
+        return TofuData(tokenizer_for(opts), opts, rows)
 
-    def new_model(self, options: dict, seed: int, placement: Placement | None = None) -> nn.Module:
+    def new_model(self, opts: Options, seed: int, placement: Placement | None = None) -> nn.Module:
         """Built on the CPU (a seed gives the same weights on any device), then placed."""
-        opts = _options(options)
         if not opts.lora_rank:
             torch.manual_seed(seed)
-            model = build_model(opts, tokenizer_for(options))
+            model = build_model(opts, tokenizer_for(opts))
         else:
             # the frozen base must be the same tensor values in every process: seed it from the options
             torch.manual_seed(opts.model_seed)
-            base = build_model(opts, tokenizer_for(options))
+            base = build_model(opts, tokenizer_for(opts))
             torch.manual_seed(seed)
             model = with_lora(base, opts)
         return placement.model(model) if placement is not None else model
 
-    def eval_context(self, options: dict, data: TofuData, retrained_state: dict, placement: Placement) -> dict:
+    def eval_context(self, options: Options, data: TofuData, retrained_state: dict, placement: Placement) -> dict:
         """The retrained model's forget truth ratios, for Forget Quality, and its Min-K% attack
         AUC, for PrivLeak (open-unlearning's ``retain_model_logs``)."""
         retrained = self.new_model(options, seed=0, placement=placement)
         load_state(retrained, retrained_state)
         return retrained_context(retrained, data, placement)
 
-    def evaluate_curve(self, model: nn.Module, options: dict, data: TofuData, context: dict, placement: Placement,
+    def evaluate_curve(self, model: nn.Module, options: Options, data: TofuData, context: dict, placement: Placement,
                        control_points: list[dict], ts: list[float], kind: str = "bezier") -> list[Evaluation]:
         """One point at a time: a language model is evaluated in batches of questions instead."""
         return evaluate_one_by_one(self, model, options, data, context, placement, control_points, ts, kind)
 
-    def evaluate(self, model: nn.Module, options: dict, data: TofuData, context: dict,
+    def evaluate(self, model: nn.Module, options: Options, data: TofuData, context: dict,
                  placement: Placement) -> Evaluation:
         """Every metric, and in ``examples`` the per-example values they come from: per evaluation set
         (``eval_examples``), the attack scores on Df and the held-out authors (``with_attack_scores``)."""
@@ -655,7 +643,7 @@ class TofuTask:
         metrics["privleak"] = privleak(metrics["mia_min_k"], context["mia_min_k"])
         return Evaluation(metrics, with_attack_scores(data, examples, scores))
 
-    def validate(self, model: nn.Module, options: dict, data: TofuData, context: dict,
+    def validate(self, model: nn.Module, options: Options, data: TofuData, context: dict,
                  placement: Placement) -> dict[str, float]:
         """The validation view (``Task.validate``): Df's metrics as ``evaluate`` computes them (Forget
         Quality against the retrained model in ``context``, probability, truth ratio, loss, ROUGE), and on

@@ -132,7 +132,7 @@ def test_make_optimizer_knobs_and_source_defaults():
         make_optimizer("sgd", model, 1e-3, 0.0)
     with pytest.raises(SpecError, match=r"hp\.so\.hessian"):
         resolve_hparams("ga", DIGITS, {"so": {"hessian": "hutchinson"}}, "hp")
-    assert resolve_hparams("ga", DIGITS, {"so": {"weight_decay": None}}, "hp")["so"]["weight_decay"] is None
+    assert resolve_hparams("ga", DIGITS, {"so": {"weight_decay": None}}, "hp").so.weight_decay is None
 
 
 # ----------------------------------------------------------------------------- Gauss-Newton-Bartlett
@@ -258,7 +258,7 @@ def test_unlearn_with_gnb_sophia_on_digits(monkeypatch):
     """End to end: GA and GD with Sophia's GNB curvature run through train.unlearn on digits, refresh
     every k-th step on the forget and retain batches, and move the model otherwise than SOUL's SO."""
     torch.set_num_threads(1)
-    options = dataclasses.asdict(DIGITS.Options(width=4))
+    options = DIGITS.Options(width=4)
     data = DIGITS.load(options, 10)
     original = DIGITS.new_model(options, seed=0)
     train_supervised(original, DIGITS, data.split("train"), epochs=2, lr=3e-3, batch_size=64, weight_decay=0, seed=0)
@@ -283,8 +283,8 @@ def test_unlearn_with_gnb_sophia_on_digits(monkeypatch):
 def test_unlearn_with_gnb_sophia_on_tiny_llama_tofu(monkeypatch):
     """The language-model path: RMSNorm weights undecayed, answer tokens sampled and counted."""
     torch.set_num_threads(1)
-    options = dataclasses.asdict(TOFU.Options(synthetic_authors=4, eval_size=8, n_layer=1, n_embd=32,
-                                              vocab_size=300, model="tiny-llama"))
+    options = TOFU.Options(synthetic_authors=4, eval_size=8, n_layer=1, n_embd=32,
+                                              vocab_size=300, model="tiny-llama")
     data, model = TOFU.load(options, 10), TOFU.new_model(options, seed=0)
     undecayed = {n for n, p in model.named_parameters() if any(p is q for q in decay_groups(model, 0.1)[1]["params"])}
     assert undecayed == {"model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",

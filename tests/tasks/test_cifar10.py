@@ -18,5 +18,5 @@ def test_the_tiny_model_is_a_two_stage_resnet_of_ten_classes():
 
 def test_no_dataset_means_the_hub_release():
     spec = parse_spec({"name": "m", "settings": ["Rand"], "tasks": [{"name": "cifar10", "ratios": [2], "methods": ["ga"]}]})
-    assert spec.tasks[0].options["dataset"] == ""  # accepted: the default hub id is used at load time
+    assert spec.tasks[0].options.dataset == ""  # accepted: the default hub id is used at load time
     assert TASK.modality.default_dataset == "uoft-cs/cifar10"

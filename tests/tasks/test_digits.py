@@ -1,6 +1,5 @@
 """scikit-learn's digits as the task reads them: 1,797 images scaled to [0, 1], a stratified 80/20 split,
 the small conv net's shape and size, and the options' bounds."""
-import dataclasses
 import re
 
 import pytest
@@ -38,7 +37,7 @@ def test_options_out_of_bounds_are_refused(field, value, words):
 
 
 def test_the_same_options_give_the_same_model_and_split():
-    options = dataclasses.asdict(Options(width=4))
+    options = Options(width=4)
     a, b = TASK.new_model(options, seed=2), TASK.new_model(options, seed=2)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert torch.equal(TASK.load(options, 5).forget_idx, TASK.load(options, 5).forget_idx)

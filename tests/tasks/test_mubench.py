@@ -45,7 +45,7 @@ def test_options_override_the_modalitys_columns_and_an_images_only_task_has_no_t
     with no text column at all there is nothing to tokenise (and no dataset is read to train a tokenizer)."""
     modality = mubench.Modality(name="x", images=("img",), text="", num_labels=2, default_dataset="org/x",
                                 checkpoint_class="AutoModelForImageClassification")
-    assert mubench.input_columns(modality, {}) == (("img",), "")
-    assert mubench.input_columns(modality, {"image_columns": " a, ,b ", "text_column": "caption"}) == (("a", "b"),
-                                                                                                      "caption")
-    assert mubench.tokenizer_for(modality, {"dataset": "/nowhere"}) is None
+    assert mubench.input_columns(modality, mubench.Options()) == (("img",), "")
+    assert mubench.input_columns(modality, mubench.Options(image_columns=" a, ,b ", text_column="caption")) == (
+        ("a", "b"), "caption")
+    assert mubench.tokenizer_for(modality, mubench.Options(dataset="/nowhere")) is None

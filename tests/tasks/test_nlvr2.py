@@ -24,7 +24,7 @@ def test_random_network_of_a_checkpoint_is_vilt_sharing_no_tensor(tmp_path):
         image_size=16, patch_size=4, num_images=2, modality_type_vocab_size=3, max_position_embeddings=16,
         num_labels=2))
     checkpoint.save_pretrained(tmp_path)
-    random = TASK.random_model({"model": str(tmp_path), "epochs": 0}, seed=1)
+    random = TASK.random_model(TASK.Options(model=str(tmp_path), epochs=0), seed=1)
     assert type(random) is tf.ViltForImagesAndTextClassification
     saved, drawn = checkpoint.state_dict(), random.state_dict()
     assert drawn.keys() == saved.keys()

@@ -64,8 +64,8 @@ def digits_models():
     """(options, data, {"original": model on D, "retrained": model on Dr only}) on digits with a small D;
     the training rows outside D are the (unused) validation split, the test split is digits' own."""
     torch.set_num_threads(1)
-    options = dataclasses.asdict(DIGITS.Options(test_fraction=0.5))
-    train, test, classes = load_arrays(DIGITS.Options(**options))
+    options = DIGITS.Options(test_fraction=0.5)
+    train, test, classes = load_arrays(options)
     perm = torch.randperm(len(train["y"]), generator=torch.Generator().manual_seed(0))
     cut = N_FORGET + N_RETAIN
     data = ClassificationData(train, test, perm[:N_FORGET].sort().values, perm[N_FORGET:cut].sort().values, classes,

@@ -3,6 +3,8 @@ retrained model of an already fine-tuned checkpoint is never the original itself
 
 Checkpoints are tiny ones saved into tmp_path with save_pretrained: no network access.
 """
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -43,7 +45,7 @@ def pretrained_checkpoint(folder, task: str, seed: int = 0) -> str:
 @pytest.mark.parametrize("task_name", ["cifar10", "ddi"])
 def test_random_network_shares_no_tensor_with_the_checkpoint(tmp_path, task_name):
     task = TASKS[task_name]
-    options = {"model": pretrained_checkpoint(tmp_path / "ckpt", task_name)}
+    options = task.Options(model=pretrained_checkpoint(tmp_path / "ckpt", task_name))
     checkpoint = task.new_model(options, seed=0).state_dict()
     random = task.random_model(options, seed=1).state_dict()
     assert random.keys() == checkpoint.keys()
@@ -57,7 +59,7 @@ def test_random_network_shares_no_tensor_with_the_checkpoint(tmp_path, task_name
 @pytest.mark.parametrize("task_name", ["cifar10", "ddi"])
 def test_random_network_is_a_function_of_its_seed(tmp_path, task_name):
     task = TASKS[task_name]
-    options = {"model": pretrained_checkpoint(tmp_path / "ckpt", task_name)}
+    options = task.Options(model=pretrained_checkpoint(tmp_path / "ckpt", task_name))
 
     def weights(seed):
         return task.random_model(options, seed=seed).state_dict()
@@ -72,8 +74,8 @@ def test_bad_teaching_teacher_is_zrf_reference(tmp_path):
     """Same network, same seed, BatchNorm at its initial statistics in both (Chundawat et al.'s code)."""
     task = TASKS["cifar10"]
     folder = write_hub_folder(tmp_path, "cifar10", n_train=24, n_test=8)
-    options = dict(task.Options(dataset=str(folder), model=pretrained_checkpoint(tmp_path / "ckpt", "cifar10"),
-                                image_size=16, model_seed=3).__dict__)
+    options = task.Options(dataset=str(folder), model=pretrained_checkpoint(tmp_path / "ckpt", "cifar10"),
+                           image_size=16, model_seed=3)
     data = task.load(options, 10)
     original = task.new_model(options, seed=0).state_dict()
     teacher = jobs.teachers(task, options, "bt", lambda: original, CPU).random
@@ -104,7 +106,7 @@ def test_epochs_zero_needs_a_reference_model(tmp_path):
         _spec({"model": checkpoint, "epochs": 0, "reference_model": "/nope"})
     reference = pretrained_checkpoint(tmp_path / "retain_only", "cifar10", seed=1)
     spec = _spec({"model": checkpoint, "epochs": 0, "reference_model": reference})
-    assert spec.tasks[0].options["reference_model"] == reference
+    assert spec.tasks[0].options.reference_model == reference
 
 
 def test_retrained_reference_is_the_reference_model(tmp_path):
@@ -122,7 +124,7 @@ def test_retrained_reference_is_the_reference_model(tmp_path):
     task, options = TASKS["cifar10"], spec.tasks[0].options
     for key, model in ((next(iter(plan.originals)), checkpoint), (next(iter(plan.retrained)), reference)):
         # parameters: evaluating the retrained model re-estimates its BatchNorm statistics on Dr
-        stored, expected = store.load_weights(key), dict(task.new_model({**options, "model": model}, seed=0)
+        stored, expected = store.load_weights(key), dict(task.new_model(replace(options, model=model), seed=0)
                                                          .named_parameters())
         shared = [name for name in stored if name in expected]
         assert shared and all(torch.equal(stored[name].float(), expected[name].float()) for name in shared)

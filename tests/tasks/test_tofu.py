@@ -94,7 +94,8 @@ def test_membership_attacks_and_privleak_follow_open_unlearning(tofu_store):
     plan, store = tofu_store
     original, retrained = next(iter(plan.originals.values())), next(iter(plan.retrained.values()))
     metrics = jobs.original_metrics(store, original, retrained)
-    task, options, data = jobs.task_data("tofu", original.options, retrained.ratio)
+    options = original.options
+    task, data = jobs.task_data("tofu", options, retrained.ratio)
     auc = {}
     for name, key in (("original", original.key), ("retrained", retrained.key)):
         model = task.new_model(options, seed=0).eval()
@@ -118,7 +119,8 @@ def test_membership_attacks_and_privleak_follow_open_unlearning(tofu_store):
 def test_perfect_memorisation_gives_forget_rouge_one(tofu_store):
     """Fine-tune until the forget answers come back verbatim: ROUGE-L recall is exactly 1."""
     plan, store = tofu_store
-    task, options, data = jobs.task_data("tofu", next(iter(plan.originals.values())).options, 10)
+    options = next(iter(plan.originals.values())).options
+    task, data = jobs.task_data("tofu", options, 10)
     model = task.new_model(options, seed=0)
     model.load_state_dict(store.load_weights(next(iter(plan.originals))))
     rows = data.rows.forget_eval[:4]
@@ -162,7 +164,7 @@ def test_lora_endpoints_are_adapters_over_a_frozen_base(tmp_path):
     assert set(bend) == set(weights)  # the bend lives in adapter space
     rows = jobs.evaluate_curve_serially(store, curve)
     assert len(rows) == 1
-    retrained = store.load_examples(curve.reference).to_pandas()
+    retrained = store.load_examples(curve.retrained).to_pandas()
     assert rows[0]["forget_quality"] == pytest.approx(
         forget_quality(example_table(rows[0].examples).to_pandas(), retrained), rel=1e-9)
 
@@ -194,9 +196,9 @@ def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
     length and trimmed, so padded tokens are at most 1.25x the real ones; every answer loss and
     every greedy answer equals the one computed for that row alone, with no padding at all."""
     torch.set_num_threads(2)
-    options = dataclasses.asdict(TASK.Options(source="local", path=str(tofu_dir), retain_authors=10, max_ratio=1,
+    options = TASK.Options(source="local", path=str(tofu_dir), retain_authors=10, max_ratio=1,
                                               eval_size=40, n_layer=1, n_embd=64, vocab_size=1000,
-                                              max_new_tokens=8, eval_batch_size=16))
+                                              max_new_tokens=8, eval_batch_size=16)
     data, placement = TASK.load(options, 1), Placement("cpu")
     model = TASK.new_model(options, seed=0)
     log = train_supervised(model, TASK, data.split("train"), epochs=1, lr=1e-3, batch_size=16, weight_decay=0,
@@ -278,7 +280,7 @@ def test_stored_per_example_values_give_back_every_tofu_metric(tofu_store):
         assert_gives_tofu_metrics(store.read_meta(endpoint.key)["metrics"], stored, reference)
     evaluation = jobs.original_metrics(store, original, retrained)
     assert_gives_tofu_metrics(evaluation, example_table(evaluation.examples).to_pandas(), reference)
-    _, _, data = jobs.task_data("tofu", original.options, retrained.ratio)
+    _, data = jobs.task_data("tofu", original.options, retrained.ratio)
     for name in EVAL_SETS[1:]:  # each row names its question
         assert reference.loc[reference["split"] == name, "question"].tolist() == [
             r["question"] for r in eval_rows(data, name)]
@@ -289,12 +291,13 @@ def test_forget_rows_past_the_evaluation_set_carry_attack_scores_only(tofu_store
     forget split lists every row of Df, its question at its index, the others' values null."""
     plan, store = tofu_store
     endpoint = next(iter(plan.endpoints.values()))
-    task, options, data = jobs.task_data("tofu", endpoint.options, endpoint.ratio)
+    options = endpoint.options
+    task, data = jobs.task_data("tofu", options, endpoint.ratio)
     data = dataclasses.replace(data, rows=dataclasses.replace(data.rows, forget_eval=data.rows.forget[:12]), encoded={})
     placement = Placement("cpu")
-    context = task.eval_context(options, data, store.load_weights(endpoint.reference), placement)
+    context = task.eval_context(options, data, store.load_weights(endpoint.retrained), placement)
     frames, metrics = {}, {}
-    for key in (endpoint.reference, endpoint.key):
+    for key in (endpoint.retrained, endpoint.key):
         model = task.new_model(options, seed=0, placement=placement)
         model.load_state_dict(store.load_weights(key))
         metrics[key] = task.evaluate(model, options, data, context, placement)
@@ -305,4 +308,4 @@ def test_forget_rows_past_the_evaluation_set_carry_attack_scores_only(tofu_store
     assert forget.iloc[12:][["loss", "prob", "truth_ratio", "rouge_recall", "answer"]].isna().all().all()
     assert forget[["mia_loss_score", "min_k_score"]].notna().all().all()
     for key in metrics:
-        assert_gives_tofu_metrics(metrics[key], frames[key], frames[endpoint.reference])
+        assert_gives_tofu_metrics(metrics[key], frames[key], frames[endpoint.retrained])

@@ -1,7 +1,8 @@
 """``Task.validate``, the validation view hyper-parameter search scores on: data the report never
 scores, every gap metric present. Checked against numbers computed here from the rows and the
 model's own logits with the sources' formulas (no Ray)."""
-import dataclasses
+from dataclasses import replace
+
 import functools
 from collections import Counter
 
@@ -34,7 +35,7 @@ PATH = "tasks[0].options"
 def digits():
     """A digits model trained 2 epochs on D (options, data at 10 %, model, ZRF's context)."""
     torch.set_num_threads(1)
-    options = dataclasses.asdict(DIGITS.Options(width=4))
+    options = DIGITS.Options(width=4)
     data = DIGITS.load(options, 10)
     model = DIGITS.new_model(options, seed=0, placement=CPU)
     train_supervised(model, DIGITS, data.split("train"), epochs=2, lr=3e-3, batch_size=64, weight_decay=0,
@@ -71,23 +72,22 @@ def test_classification_validate_reads_the_validation_rows_in_place_of_test(digi
 def test_classification_validation_rows_are_outside_test_and_every_forget_set(digits):
     """Validation rows are training rows of the dataset (never in sklearn's test split) and outside
     the forget set of every ratio."""
-    options, data, _, _ = digits
-    opts = DIGITS.Options(**options)
+    opts, data, _, _ = digits
     target = load_digits().target
     idx_train, idx_test = train_test_split(range(len(target)), test_size=opts.test_fraction,
                                            random_state=opts.split_seed, stratify=target)  # digits.load_arrays'
     validation = data.validation_idx.tolist()
     assert validation and set(np.asarray(idx_train)[validation]).isdisjoint(idx_test)
     for ratio in (2, 10, 30):
-        assert set(validation).isdisjoint(DIGITS.load(options, ratio).forget_idx.tolist()), ratio
+        assert set(validation).isdisjoint(DIGITS.load(opts, ratio).forget_idx.tolist()), ratio
 
 
 def test_classification_validate_needs_val_fraction():
-    options = dataclasses.asdict(DIGITS.Options(width=4, val_fraction=0.0))
+    options = DIGITS.Options(width=4, val_fraction=0.0)
     with pytest.raises(SpecError, match=r"tasks\[0\].options.val_fraction: got 0.0; .*val_fraction > 0") as error:
         DIGITS.check_validation(options, PATH)
     assert error.value.path == f"{PATH}.val_fraction"
-    DIGITS.check_validation({**options, "val_fraction": 0.1}, PATH)  # passes
+    DIGITS.check_validation(replace(options, val_fraction=0.1), PATH)  # passes
     with pytest.raises(ValueError, match="val_fraction"):
         DIGITS.validate(None, options, DIGITS.load(options, 10), None, CPU)
 
@@ -98,8 +98,8 @@ def test_mubench_validate_returns_the_gap_metrics(tmp_path, name):
     acc_test the accuracy of the validation rows (10 % of 60 training rows: a multiple of 1/6)."""
     torch.set_num_threads(1)
     task = TASKS[name]
-    options = dataclasses.asdict(task.Options(dataset=str(write_hub_folder(tmp_path, name, n_train=60, n_test=8)),
-                                              image_size=16, max_length=12, vocab_size=300, hidden_size=16))
+    options = task.Options(dataset=str(write_hub_folder(tmp_path, name, n_train=60, n_test=8)), image_size=16,
+                           max_length=12, vocab_size=300, hidden_size=16)
     data = task.load(options, 10)
     model = task.new_model(options, seed=0, placement=CPU)
     validated = task.validate(model, options, data, task.eval_context(options, data, None, CPU), CPU)
@@ -130,7 +130,7 @@ def test_tofu_validation_rows_on_real_tofu(tofu_dir):
     assert set(per_author) == set(range(20, 180)) and set(per_author.values()) == {1, 2}
     # a subset of TOFU's first 10 authors: retain_perturbed holds all of Dr, nothing is left to validate on
     assert tofu_rows(load, 1, retain_authors=10, max_ratio=1, eval_size=300).validation == []
-    options = dataclasses.asdict(TOFU.Options(source="local", path=str(tofu_dir), retain_authors=10, max_ratio=1))
+    options = TOFU.Options(source="local", path=str(tofu_dir), retain_authors=10, max_ratio=1)
     with pytest.raises(SpecError, match="retain_perturbed") as error:
         TOFU.check_validation(options, PATH)
     assert error.value.path == f"{PATH}.retain_authors"
@@ -145,7 +145,7 @@ def tofu():
     """A tiny GPT-2 trained 6 epochs on synthetic D (25 authors, forget10 = the last 2), and a context
     from another (untrained) model standing in for the retrained one."""
     torch.set_num_threads(1)
-    options = dataclasses.asdict(TOFU.Options(**TOFU_OPTIONS))
+    options = TOFU.Options(**TOFU_OPTIONS)
     data = TOFU.load(options, 10)
     model = TOFU.new_model(options, seed=0, placement=CPU)
     train_supervised(model, TOFU, data.split("train"), epochs=6, lr=3e-3, batch_size=16, weight_decay=0, seed=0,
@@ -222,10 +222,10 @@ def test_tofu_validate_computes_retain_metrics_on_the_validation_rows(tofu):
 
 def test_tofu_validate_needs_rows_outside_retain_perturbed():
     """20 synthetic authors: retain_perturbed holds all of them (as TOFU's holds its first 20)."""
-    options = dataclasses.asdict(TOFU.Options(**{**TOFU_OPTIONS, "synthetic_authors": 20}))
+    options = TOFU.Options(**{**TOFU_OPTIONS, "synthetic_authors": 20})
     with pytest.raises(SpecError, match="retain_perturbed") as error:
         TOFU.check_validation(options, PATH)
     assert error.value.path == f"{PATH}.synthetic_authors"
-    TOFU.check_validation(dataclasses.asdict(TOFU.Options(**TOFU_OPTIONS)), PATH)  # 25 authors: passes
+    TOFU.check_validation(TOFU.Options(**TOFU_OPTIONS), PATH)  # 25 authors: passes
     with pytest.raises(ValueError, match="no validation rows"):
         TOFU.validate(None, options, TOFU.load(options, 10), None, CPU)

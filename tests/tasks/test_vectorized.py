@@ -20,7 +20,7 @@ from tests.helpers import random_control_points
 TS = [0.0, 0.2, 0.5, 0.9]
 
 
-def compare(task, options: dict, data, tolerance: float):
+def compare(task, options, data, tolerance: float):
     placement = Placement("cpu")
     context = task.eval_context(options, data, None, placement)
     control_points = random_control_points(task, options)
@@ -38,7 +38,7 @@ def compare(task, options: dict, data, tolerance: float):
 
 def test_vmapped_points_match_one_by_one_on_digits():
     torch.set_num_threads(1)
-    options = dataclasses.asdict(DIGITS.Options(width=8))
+    options = DIGITS.Options(width=8)
     rows = compare(DIGITS, options, DIGITS.load(options, 10), 1e-5)
     assert len({round(r["loss_retain"], 6) for r in rows}) == len(TS)  # the points really differ
     # the membership attacks too: an SVC fitted per point (MIA-efficacy) and the loss attack's AUC
@@ -73,8 +73,8 @@ def resnet18_task() -> ClassificationTask:
 def test_vmapped_points_match_one_by_one_on_a_resnet18():
     torch.set_num_threads(2)
     task = resnet18_task()
-    assert sum(p.numel() for p in task.new_model({}, seed=0).parameters()) > 11_000_000
-    compare(task, {}, task.load({}, 10), 1e-4)
+    assert sum(p.numel() for p in task.new_model(ResNetOptions(), seed=0).parameters()) > 11_000_000
+    compare(task, ResNetOptions(), task.load(ResNetOptions(), 10), 1e-4)
 
 
 def bert_task() -> ClassificationTask:
@@ -101,7 +101,7 @@ def bert_task() -> ClassificationTask:
 def test_vmapped_points_match_one_by_one_on_a_bert_classifier():
     torch.set_num_threads(1)
     task = bert_task()
-    compare(task, {}, task.load({}, 10), 1e-5)
+    compare(task, ResNetOptions(), task.load(ResNetOptions(), 10), 1e-5)
 
 
 def test_the_faster_way_is_measured_once_and_kept():
