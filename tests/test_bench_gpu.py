@@ -53,7 +53,8 @@ def test_evaluation_table_times_one_tofu_point(tiny_report):
     assert positive(row["context_seconds"]) and positive(row["seconds_per_point"])
     assert len(row["point_seconds"]) == 1 and all(positive(s) for s in row["point_seconds"])
     assert row["rows"]["forget"] == row["rows"]["retain"] == row["eval_size"]
-    assert row["eval_padding_ratio"] >= 1.0
+    # length-grouped evaluation batches of real TOFU rows: some padding, never more than issue 11's 1.25x
+    assert 1.0 < row["eval_padding_ratio"] <= 1.25
     assert {"model_utility", "rouge_forget", "loss_forget"} <= set(row["metrics"])
     assert "seconds per curve point" in stdout and "target: <= 10 s" in stdout
 
