@@ -87,9 +87,9 @@ class Study:
         objective, task or base hyper-parameter is a new study, never a silent change of an old one."""
         payload = {"v": SCIENCE_VERSION, "task": self.task.name, "options": dataclasses.asdict(self.task.options),
                    "precision": self.task.precision, "ratios": self.task.ratios, "method": self.method,
-                   "hparams": self.task.hparams[self.method], "knobs": {k: d.as_file() for k, d in self.knobs.items()},
-                   "objectives": self.search.objectives, "sampler": self.search.sampler_kind, "seed": self.search.seed,
-                   "endpoint_seed": self.seed}
+                   "hparams": dataclasses.asdict(self.task.hparams[self.method]),
+                   "knobs": {k: d.as_file() for k, d in self.knobs.items()}, "objectives": self.search.objectives,
+                   "sampler": self.search.sampler_kind, "seed": self.search.seed, "endpoint_seed": self.seed}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
         return f"{self.sweep}.{self.task.name}.{self.method}.{digest}"
 

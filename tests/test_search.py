@@ -2,6 +2,8 @@
 and (Ray) a study killed mid-way ends, after a rerun, with exactly its planned trials and the grid done."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +16,8 @@ import yaml
 
 from mcu_ray.errors import SpecError, spec_errors
 from mcu_ray.search import apply_chosen, choose, dominates, studies
-from mcu_ray.spec import parse_spec
+from mcu_ray.plan import SCIENCE_VERSION
+from mcu_ray.spec import parse_spec, resolved_sweep_file
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
 from tests.helpers import tiny_digits_task
@@ -155,6 +158,21 @@ def test_the_grid_takes_the_chosen_values_of_its_own_study_only():
     stale = {"studies": [{**summary["studies"][0], "study": "searched.digits.ga.00000000"}]}  # another space's
     unchanged, notes = apply_chosen(spec, stale)
     assert unchanged.tasks[0].hparams == spec.tasks[0].hparams and "no chosen values yet" in notes[0]
+
+
+def test_a_study_is_named_by_a_hash_of_what_decides_its_trials_as_the_sweep_file_writes_it():
+    """The name hashes the task's options and the method's knobs as plain data (``--print-config``'s
+    values): typed or not in memory, a study keeps its name, so a rerun finds its trials in the database."""
+    spec = parse_spec(searched())
+    study, written = studies(spec)[0], resolved_sweep_file(spec)["tasks"][0]
+    ga = dict(written["hparams"]["ga"])
+    so, cl = ga.pop("so"), ga.pop("cl")
+    payload = {"v": SCIENCE_VERSION, "task": "digits", "options": written["options"], "precision": "fp32",
+               "ratios": [5.0], "method": "ga", "hparams": {"params": ga, "so": so, "cl": cl},
+               "knobs": {"lr": {"loguniform": [1e-4, 1e-1]}, "steps": {"int": [2, 8]}},
+               "objectives": [["gap_to_retrained", "min"]], "sampler": "tpe", "seed": 0, "endpoint_seed": 0}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    assert study.name == f"searched.digits.ga.{digest}"
 
 
 def finished(db: str, name: str) -> list:
