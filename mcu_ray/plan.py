@@ -81,7 +81,9 @@ def content_key(kind: str, payload: dict) -> str:
 
 
 @dataclass(frozen=True)
-class Original:
+class Item:
+    """What every artifact of a task block is keyed by first (``task_base``), and its key."""
+
     key: str
     task: str
     options: object  # the task's frozen Options
@@ -89,22 +91,19 @@ class Original:
 
 
 @dataclass(frozen=True)
-class Retrained:
+class Original(Item):
+    """The model everything unlearns from, trained on all of D."""
+
+
+@dataclass(frozen=True)
+class Retrained(Item):
     """The gold standard: trained from scratch on Dr only (a reference line in figures)."""
 
-    key: str
-    task: str
-    options: object  # the task's frozen Options
-    precision: str
     ratio: float
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    key: str
-    task: str
-    options: object  # the task's frozen Options
-    precision: str
+class Endpoint(Item):
     ratio: float
     method: str
     hparams: object  # the method's knobs: a METHODS[method].Params
@@ -119,13 +118,9 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Curve:
-    key: str
-    kind: str  # "linear" | "bezier" | "polychain"
-    task: str
-    options: object  # the task's frozen Options
-    precision: str
+class Curve(Item):
     ratio: float
+    kind: str  # "linear" | "bezier" | "polychain"
     endpoint_1: str
     endpoint_2: str
     retrained: str  # key of the retrained model its metrics are relative to
