@@ -301,6 +301,11 @@ def options_from_dict(task: str, data: dict):
     return TASKS[task].Options(**data)
 
 
+def knobs_from_dict(method: str, data: dict) -> Knobs:
+    """A method's ``Knobs`` from their plain form ({params, so, cl} mappings: spec.json's)."""
+    return Knobs(METHODS[method].Params(**data["params"]), SophiaParams(**data["so"]), CurriculumParams(**data["cl"]))
+
+
 def item_from_dict(kind: str, data: dict):
     """The plan item of ``item_as_dict`` (``kind``: a job's, "curve" or "endpoint"), its blocks frozen again.
     Reads meta.json items written before a field was renamed (``HASHED_AS``) too."""

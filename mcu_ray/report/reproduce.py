@@ -20,15 +20,12 @@ import yaml
 
 from mcu_ray import provenance
 from mcu_ray.errors import did_you_mean
-from mcu_ray.methods import METHODS, Knobs
-from mcu_ray.methods.curriculum import CurriculumParams
-from mcu_ray.methods.optimizers import SophiaParams
-from mcu_ray.plan import Cell, Plan, make_plan
+from mcu_ray.methods import METHODS
+from mcu_ray.plan import Cell, Plan, knobs_from_dict, make_plan, options_from_dict
 from mcu_ray.spec import (CurveFitSpec, ResourcesSpec, ScalingSpec, SweepSpec, TaskSpec, Tolerances, TrackingSpec,
                           parse_spec, resolved_sweep_file)
 from mcu_ray.store import Store
 from mcu_ray.tables import read_table
-from mcu_ray.tasks import TASKS
 
 
 class ReproduceError(ValueError):
@@ -38,18 +35,13 @@ class ReproduceError(ValueError):
 def stored_spec(data: dict) -> SweepSpec:
     """The SweepSpec that ``spec.json`` holds (``spec_to_dict`` as JSON): its mappings back into dataclasses."""
     tasks = tuple(TaskSpec(**{**task, "curve_fit": CurveFitSpec(**task["curve_fit"]),
-                              "options": TASKS[task["name"]].Options(**task["options"]),
-                              "hparams": {m: stored_knobs(m, h) for m, h in task["hparams"].items()}})
+                              "options": options_from_dict(task["name"], task["options"]),
+                              "hparams": {m: knobs_from_dict(m, h) for m, h in task["hparams"].items()}})
                   for task in data["tasks"])
     resources = ResourcesSpec(**{**data["resources"], "train": ScalingSpec(**data["resources"]["train"])})
     tracking = TrackingSpec(**data.get("tracking", {}))  # spec.json files older than tracking have none
     return SweepSpec(**{**data, "tasks": tasks, "tolerance": Tolerances(**data["tolerance"]), "resources": resources,
                         "tracking": tracking})
-
-
-def stored_knobs(method: str, data: dict) -> Knobs:
-    """A method's ``Knobs`` as spec.json holds them ({params, so, cl} mappings), frozen again."""
-    return Knobs(METHODS[method].Params(**data["params"]), SophiaParams(**data["so"]), CurriculumParams(**data["cl"]))
 
 
 def find_cell(plan: Plan, cell_id: str) -> Cell:
