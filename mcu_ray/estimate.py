@@ -89,15 +89,16 @@ def classifier_evaluation(test: int, retain: int, forget: int, batchnorm: bool) 
     return (split_pass(retain) if batchnorm else Work()) + split_pass(test) + split_pass(retain) + split_pass(forget)
 
 
-def tofu_evaluation(sets: list[tuple[int, int]], eval_batch: int, max_new_tokens: int, forget: int) -> Work:
+def tofu_evaluation(sets: list[tuple[int, int]], eval_batch: EvalBatch, max_new_tokens: int, forget: int) -> Work:
     """TofuTask.evaluate: per evaluation set of (rows, teacher-forced answers per row), the
-    answer losses, and greedy answers of up to max_new_tokens (an upper bound: a batch stops
-    once every row has ended); then the membership attacks' one pass over all ``forget`` rows of
-    Df and as many held-out rows."""
-    work = split_pass(2 * forget, eval_batch)
+    answer losses, and greedy answers of up to max_new_tokens; then the membership attacks' one
+    pass over all ``forget`` rows of Df and as many held-out rows. Upper bounds: a generation batch
+    stops once every row has ended, and each question runs once for all its answers, while this
+    counts a whole question + answer example for each."""
+    work = split_pass(2 * forget, eval_batch.forward)
     for rows, answers in sets:
-        decode = Work(decode_steps=math.ceil(rows / eval_batch) * max_new_tokens)
-        work += split_pass(rows * answers, eval_batch) + decode
+        decode = Work(decode_steps=math.ceil(rows / eval_batch.generation) * max_new_tokens)
+        work += split_pass(rows * answers, eval_batch.forward) + decode
     return work
 
 
@@ -299,23 +300,32 @@ def device_flops(placement: Placement) -> DeviceFlops:
                                       f"{rows} x {length} tokens)")
 
 
-def flop_rates(params: float, tokens: float, eval_batch: int, flops: DeviceFlops, counted: bool) -> Rates:
+def flop_rates(params: float, tokens: float, eval_batch: EvalBatch, flops: DeviceFlops, counted: bool) -> Rates:
     """6·P·T FLOPs to train an example, 2·P·T to run it forward, 2·P per row per decoded token;
     P counted from the model's config, or assumed (a hub checkpoint)."""
     origin = "counted from the config; too large to time here" if counted else "assumed"
     return Rates(train_step=0.0, train_example=6 * params * tokens / flops.train, forward_batch=0.0,
                  forward_example=2 * params * tokens / flops.forward,
-                 decode_step=2 * params * eval_batch / flops.forward,
+                 decode_step=2 * params * eval_batch.generation / flops.forward,
                  source=f"flop model ({'counted' if counted else 'assumed'})",
                  detail=f"{params:.3g} parameters ({origin}) x {tokens:.3g} positions per example, at the device's "
                         f"FLOP/s")
 
 
-def eval_batch_size(task, options, placement: Placement) -> int:
-    """The minibatch of an evaluation's forward passes on this device: TOFU's (auto: by device), else SPLIT_BATCH."""
+@dataclass(frozen=True)
+class EvalBatch:
+    """An evaluation's minibatches on one device: rows per forward pass and prompts per greedy decoding step."""
+
+    forward: int
+    generation: int
+
+
+def eval_batch_size(task, options, placement: Placement) -> EvalBatch:
+    """An evaluation's minibatches on this device: TOFU's (auto: by device), else SPLIT_BATCH (no generation)."""
     if task.family != "tofu":
-        return SPLIT_BATCH
-    return tofu.eval_batch_size(options, placement)
+        return EvalBatch(SPLIT_BATCH, SPLIT_BATCH)
+    return EvalBatch(tofu.eval_batch_size(options, placement),
+                     tofu.eval_batch_size(options, placement, generation=True))
 
 
 def measured_rates(task, options, data, placement: Placement) -> Rates:
@@ -354,19 +364,19 @@ def measured_rates(task, options, data, placement: Placement) -> Rates:
     train_step_s, train_example_s = timings(train_step, min(options.batch_size, n), 4)
     model.eval()
     eval_batch = eval_batch_size(task, options, placement)
-    forward_batch_s, forward_example_s = timings(forward, min(eval_batch, n), 8)
-    decode_s = decode_step_seconds(model, data, eval_batch, placement) if task.family == "tofu" else 0.0
+    forward_batch_s, forward_example_s = timings(forward, min(eval_batch.forward, n), 8)
+    decode_s = decode_step_seconds(model, data, eval_batch.generation, placement) if task.family == "tofu" else 0.0
     detail = (f"train {1e3 * train_example_s:.3g} ms/example + {1e3 * train_step_s:.3g} ms/step, forward "
               f"{1e3 * forward_example_s:.3g} ms/example + {1e3 * forward_batch_s:.3g} ms/batch"
               + (f", greedy decoding {1e3 * decode_s:.3g} ms/step" if decode_s else ""))
     return Rates(train_step_s, train_example_s, forward_batch_s, forward_example_s, decode_s, "measured", detail)
 
 
-def decode_step_seconds(model, data, eval_batch: int, placement: Placement, new_tokens: int = 8) -> float:
+def decode_step_seconds(model, data, generation_batch: int, placement: Placement, new_tokens: int = 8) -> float:
     """Seconds per greedy decoding step: TOFU's own generation on its forget questions, a few tokens each."""
     short = dataclasses.replace(data, options=dataclasses.replace(data.options, max_new_tokens=new_tokens))
     rows = len(tofu.eval_rows(data, "forget"))
-    steps = math.ceil(rows / eval_batch) * new_tokens
+    steps = math.ceil(rows / generation_batch) * new_tokens
     return time_call(lambda: tofu.generate_answers(model, short, "forget", placement), placement.device) / steps
 
 
@@ -431,7 +441,7 @@ def model_offline(options) -> bool:
     return model in ("tiny", *tofu.TINY_MODELS) or _on_disk(model)
 
 
-def assumed_sizes(task_name: str, options, ratio: float, path: str, batchnorm: bool, eval_batch: int) -> Sizes:
+def assumed_sizes(task_name: str, options, ratio: float, path: str, batchnorm: bool, eval_batch: EvalBatch) -> Sizes:
     """Split sizes without reading the data: TOFU's known configs, MU-Bench's forget lists."""
     if isinstance(options, tofu.Options):
         forget = _forget_rows(TOFU_AUTHORS, ratio)  # TOFU's rule: whole authors, 20 questions each
@@ -467,7 +477,7 @@ def assumed_sizes(task_name: str, options, ratio: float, path: str, batchnorm: b
                  classifier_evaluation(test, train - forget, forget, batchnorm))
 
 
-def measured_sizes(task, options, data, batchnorm: bool, eval_batch: int) -> Sizes:
+def measured_sizes(task, options, data, batchnorm: bool, eval_batch: EvalBatch) -> Sizes:
     """Split sizes of loaded data; a TOFU evaluation from its evaluation rows."""
     if task.family == "tofu":
         sets = [(len(tofu.eval_rows(data, name)),
@@ -525,7 +535,7 @@ def ratio_data(task, options, first, ratio: float):
     return dataclasses.replace(first, forget_idx=forget, retain_idx=retain)
 
 
-def assumed_cost(task_spec, path: str, eval_batch: int, flops: DeviceFlops) -> TaskCost:
+def assumed_cost(task_spec, path: str, eval_batch: EvalBatch, flops: DeviceFlops) -> TaskCost:
     """The FLOP model for a hub checkpoint from ``CHECKPOINTS``, split sizes from what is known offline."""
     options, model = task_spec.options, getattr(task_spec.options, "model", "")
     if model not in CHECKPOINTS:

@@ -32,7 +32,8 @@ def tiny_spec(**task):
 def digits_sizes(spec) -> est.Sizes:
     task = spec.tasks[0]
     data = TASKS["digits"].load(task.options, task.ratios[0])
-    return est.measured_sizes(TASKS["digits"], task.options, data, batchnorm=True, eval_batch=est.SPLIT_BATCH)
+    return est.measured_sizes(TASKS["digits"], task.options, data, batchnorm=True,
+                              eval_batch=est.EvalBatch(est.SPLIT_BATCH, est.SPLIT_BATCH))
 
 
 def totals(jobs, kind: str) -> est.Work:

@@ -9,8 +9,10 @@ PrivLeak against the retrained model.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import inspect
 from pathlib import Path
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcu_ray.batches import grouped_order, select, trim_padding
+from mcu_ray.batches import grouped_order
 from mcu_ray.curves import load_state
 from mcu_ray.errors import SpecError
 from mcu_ray.metrics import directions
@@ -65,7 +67,7 @@ class Options:
     answer_template: str = " {answer}"
     max_length: int = 128  # tokens per question + answer
     max_new_tokens: int = 48  # greedy generation for ROUGE
-    eval_batch_size: int = 0  # questions per evaluation batch; 0 = auto: 256 on a GPU (fills it), 32 on a CPU
+    eval_batch_size: int = 0  # answers per loss batch and prompts per generation batch; 0 = auto (eval_batch_size())
     vocab_size: int = 2000  # tiny models: the tokenizer trained on the task text
     n_layer: int = 4
     n_embd: int = 128
@@ -115,14 +117,14 @@ class TofuData:
     options: Options
     rows: object  # TofuRows
     tensors: dict = field(default_factory=dict)  # split -> batch dict, filled lazily
-    encoded: dict = field(default_factory=dict)  # evaluation inputs, tokenised once: name -> batch dict
+    encoded: dict = field(default_factory=dict)  # evaluation inputs, tokenised once: name -> QuestionAnswers
     eval_tokens: list = field(default_factory=lambda: [0, 0])  # padded and real tokens of evaluation batches
     holdout: list | None = None  # the held-out authors' rows, read on first use
 
-    def encode_once(self, name: str, pairs) -> dict:
-        """(question, answer) pairs of one evaluation set, tokenised on first use only."""
+    def answers_once(self, name: str, questions) -> QuestionAnswers:
+        """(question, [answers]) rows of one evaluation set, tokenised on first use only."""
         if name not in self.encoded:
-            self.encoded[name] = encode_pairs(self.tokenizer, self.options, pairs())
+            self.encoded[name] = QuestionAnswers.encode(self.tokenizer, self.options, questions())
         return self.encoded[name]
 
     def prompts_once(self, name: str, questions) -> list[list[int]]:
@@ -231,26 +233,49 @@ def with_lora(base: nn.Module, opts: Options) -> nn.Module:
 # ----------------------------------------------------------------------------- tokenisation and losses
 
 
+def pair_tokens(tokenizer, opts: Options, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """A (question, answer) pair as its prompt's token ids and its answer's (EOS last), cut so that
+    both together fit in max_length (an answer cut away entirely is empty: it carries no loss)."""
+    prompt = tokenizer(opts.question_template.format(question=question), add_special_tokens=False)["input_ids"]
+    target = tokenizer(opts.answer_template.format(answer=answer), add_special_tokens=False)["input_ids"]
+    return prompt[: opts.max_length], (target + [tokenizer.eos_token_id])[: max(0, opts.max_length - len(prompt))]
+
+
 def encode_pairs(tokenizer, opts: Options, pairs: list[tuple[str, str]]) -> dict:
     """(question, answer) pairs -> right-padded input_ids, attention_mask, labels (-100 off the answer)."""
-    ids, labels = [], []
-    for question, answer in pairs:
-        prompt = tokenizer(opts.question_template.format(question=question), add_special_tokens=False)["input_ids"]
-        target = tokenizer(opts.answer_template.format(answer=answer), add_special_tokens=False)["input_ids"]
-        target = (target + [tokenizer.eos_token_id])[: max(1, opts.max_length - len(prompt))]
-        seq = (prompt + target)[: opts.max_length]
-        ids.append(seq)
-        labels.append(([-100] * len(prompt) + target)[: opts.max_length])
+    return padded_pairs([pair_tokens(tokenizer, opts, q, a) for q, a in pairs], tokenizer.pad_token_id)
+
+
+def padded_pairs(pairs: list[tuple[list[int], list[int]]], pad: int) -> dict:
+    """(prompt, answer) token pairs as one right-padded batch: input_ids, attention_mask, labels
+    (-100 off the answer) and each row's index."""
+    ids = [prompt + answer for prompt, answer in pairs]
+    labels = [[-100] * len(prompt) + answer for prompt, answer in pairs]
     width = max(len(s) for s in ids)
-    pad = tokenizer.pad_token_id
-    batch = {
+    return {
         "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in ids]),
         "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids]),
         "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
         "index": torch.arange(len(ids)),
     }
-    return batch
 
+
+@dataclass(frozen=True)
+class QuestionAnswers:
+    """Questions, each with the same number of answers to score (true, paraphrased, perturbed ...):
+    the prompts' token ids and, per question, its answers' (``pair_tokens``)."""
+
+    prompts: list  # [question] -> prompt token ids
+    answers: list  # [question][answer] -> answer token ids, EOS last
+
+    @classmethod
+    def encode(cls, tokenizer, opts: Options, rows: list[tuple[str, list[str]]]) -> QuestionAnswers:
+        prompts, answers = [], []
+        for question, texts in rows:
+            tokens = [pair_tokens(tokenizer, opts, question, text) for text in texts]
+            prompts.append(tokens[0][0])
+            answers.append([target for _, target in tokens])
+        return cls(prompts, answers)
 
 def _answer_nll(forward, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-position NLL of the next token (b, len), 0 off the answer; the logits and next-token labels.
@@ -304,48 +329,128 @@ def eval_rows(data: TofuData, name: str) -> list[dict]:
     return getattr(data.rows, SET_ROWS[name])
 
 
-def eval_batch_size(opts: Options, placement: Placement) -> int:
-    """The options' evaluation batch, or (0, auto) one that fills the device: on an H200, greedy
-    generation of 256 prompts x 64 tokens took 3.4 s at batch 256 and 9.5 s at batch 64."""
-    return opts.eval_batch_size or (256 if placement.device.type == "cuda" else 32)
+def eval_batch_size(opts: Options, placement: Placement, generation: bool = False) -> int:
+    """The options' evaluation batch, or (0, auto) one that suits the device. Generation: 256 prompts
+    on a GPU (on an H200, 256 prompts x 64 greedy tokens took 3.4 s at batch 256, 9.5 s at batch 64),
+    64 on a CPU (a decoding step of a tiny GPT-2 costs little more at 64 rows than at 16: 0.48 s against
+    0.81 s for tofu_mini's answers). Answer losses: 128 rows on a GPU, enough tokens to fill it while
+    TOFU forget10's length-sorted batches pad at most 1.2x; 16 on a CPU, where one thread scored
+    tofu_mini's answers fastest (0.73 s; 0.79 s at 32, 0.86 s at 64: padding and logits grow)."""
+    if opts.eval_batch_size:
+        return opts.eval_batch_size
+    if placement.device.type == "cuda":
+        return 256 if generation else 128
+    return 64 if generation else 16
 
 
-def _eval_minibatches(data: TofuData, batch: dict, placement: Placement):
-    """(row indices, minibatch on the device) over a tokenised batch, in length-grouped minibatches
-    each trimmed to its own longest row; padding counted in ``data.eval_tokens``."""
-    size = eval_batch_size(data.options, placement)
-    order = grouped_order(batch["attention_mask"].sum(-1), size, None)  # longest first; no shuffle
-    for start in range(0, len(order), size):
-        index = order[start:start + size]
-        minibatch = trim_padding(select(batch, index))
-        data.eval_tokens[0] += minibatch["attention_mask"].numel()
-        data.eval_tokens[1] += int(minibatch["attention_mask"].sum())
-        yield index, placement.batch(minibatch)
+def left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded on the left to the longest (as ``generate`` takes prompts): ids and mask."""
+    width = max(len(r) for r in rows)
+    return (torch.tensor([[pad] * (width - len(r)) + r for r in rows]),
+            torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows]))
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The name under which the model's forward takes and returns its KV cache: ``cache`` in recent
+    transformers (5.24), ``past_key_values`` before (the GPU machine's 5.17); a PEFT model passes it on."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prompted_nlls(model: nn.Module, prompts: list[list[int]], answers: list[list[list[int]]], pad: int,
+                   size: int, placement: Placement, tokens: list) -> torch.Tensor:
+    """NLL of every answer token given its prompt and the answer tokens before it, (prompts, answers,
+    longest answer), 0 past each answer's end: one pass over the prompts, whose KV cache every answer
+    then continues, in length-sorted batches of ``size`` answers each cut to its own longest.
+
+    The same numbers as one pass over each prompt + answer (``example_losses``), but each question
+    (a third of TOFU's tokens, shared by its 4-7 answers) is computed once. Tokens fed, padded and
+    real, are added to ``tokens``.
+    """
+    k = len(answers[0])
+    prompt_ids, prompt_mask = (t.to(placement.device) for t in left_padded(prompts, pad))
+    cache_arg = cache_argument(model)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1,
+                position_ids=(prompt_mask.cumsum(-1) - 1).clamp_min(0))  # each prompt from 0, as generate does
+    prompt_cache, first_logits = getattr(out, cache_arg), out.logits[:, -1]  # the latter predict answer token 0
+    flat = [a for row in answers for a in row]  # answer r belongs to prompt r // k
+    lengths = torch.tensor([len(a) for a in flat])
+    width = max(1, int(lengths.max()))  # an answer cut away by max_length is empty
+    labels = torch.tensor([a + [-100] * (width - len(a)) for a in flat], device=placement.device)
+    nll = torch.zeros(len(flat), width, device=placement.device)
+    tokens[0] += prompt_mask.numel()
+    tokens[1] += int(prompt_mask.sum())
+    for rows in torch.argsort(lengths, descending=True, stable=True).split(size):
+        chunk_width = max(1, int(lengths[rows[0]]))
+        rows, owner = rows.to(placement.device), (rows // k).to(placement.device)
+        chunk = labels[rows, :chunk_width]
+        nll[rows, 0] = F.cross_entropy(first_logits[owner], chunk[:, 0], ignore_index=-100, reduction="none").float()
+        if chunk_width == 1:
+            continue
+        cache = copy.deepcopy(prompt_cache)  # selected in place: one prompt row per answer
+        cache.batch_select_indices(owner)
+        inputs = chunk[:, :-1]
+        padding = inputs == -100  # past a row's answer: position 0, as a longer row's might overrun the model's
+        positions = prompt_mask[owner].sum(-1, keepdim=True) + torch.arange(chunk_width - 1, device=placement.device)
+        logits = model(input_ids=inputs.masked_fill(padding, pad), position_ids=positions.masked_fill(padding, 0),
+                       attention_mask=torch.cat([prompt_mask[owner], (~padding).long()], 1),
+                       **{cache_arg: cache}).logits
+        nll[rows, 1:chunk_width] = F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), ignore_index=-100,
+                                                   reduction="none").float().view(len(rows), chunk_width - 1)
+        tokens[0] += padding.numel()
+        tokens[1] += int((~padding).sum())
+    return nll.view(len(prompts), k, width)
+
+
+def _whole_nlls(model: nn.Module, prompts: list[list[int]], answers: list[list[int]], pad: int, size: int,
+                placement: Placement, tokens: list) -> torch.Tensor:
+    """``_prompted_nlls`` for one answer per prompt, where there is nothing to share: each prompt +
+    answer runs as one right-padded row (``_answer_nll``), in batches of ``size`` sorted by length,
+    which pads less than a prompt pass and an answer pass each padded on its own."""
+    lengths = torch.tensor([len(a) for a in answers])
+    out = torch.zeros(len(answers), max(1, int(lengths.max())), device=placement.device)
+    for rows in torch.argsort(lengths + torch.tensor([len(p) for p in prompts]), descending=True,
+                              stable=True).split(size):
+        batch = placement.batch(padded_pairs([(prompts[i], answers[i]) for i in rows.tolist()], pad))
+        nll, _, labels = _answer_nll(model, batch)
+        answer = lengths[rows].to(placement.device)
+        block = torch.zeros(len(rows), max(1, int(answer.max())), device=placement.device)
+        block[torch.arange(block.shape[1], device=placement.device) < answer[:, None]] = nll[labels != -100].float()
+        out[rows.to(placement.device), :block.shape[1]] = block  # answer tokens, first at column 0
+        tokens[0] += batch["attention_mask"].numel()
+        tokens[1] += int(batch["attention_mask"].sum())
+    return out[:, None]
 
 
 @torch.no_grad()
-def answer_losses(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> np.ndarray:
-    """Token-mean answer loss of every row of a tokenised batch, in the rows' order."""
+def answer_token_nlls(model: nn.Module, data: TofuData, qa: QuestionAnswers,
+                      placement: Placement) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every answer's token NLLs (questions, answers, longest answer), 0 past each answer's end, and
+    the answers' lengths (questions, answers), on the CPU.
+
+    Several answers per question: ``eval_batch_size`` questions at a time, grouped by prompt length,
+    share a prompt pass and their answers follow in batches of as many (``_prompted_nlls``). One: the
+    questions and answers run whole (``_whole_nlls``). Padding is counted in ``data.eval_tokens``."""
     model.eval()
-    out = torch.empty(len(batch["attention_mask"]))
-    for index, minibatch in _eval_minibatches(data, batch, placement):
-        with placement.autocast():
-            out[index] = example_losses(model, minibatch).float().cpu()
-    return out.numpy()
+    lengths = torch.tensor([[len(a) for a in row] for row in qa.answers])
+    size, pad = eval_batch_size(data.options, placement), data.tokenizer.pad_token_id
+    with placement.autocast():
+        if lengths.shape[1] == 1:
+            return _whole_nlls(model, qa.prompts, [row[0] for row in qa.answers], pad, size, placement,
+                               data.eval_tokens).cpu(), lengths
+        out = torch.zeros(*lengths.shape, max(1, int(lengths.max())))
+        order = grouped_order(torch.tensor([len(p) for p in qa.prompts]), size, None)  # longest first; no shuffle
+        for index in order.split(size):
+            nll = _prompted_nlls(model, [qa.prompts[i] for i in index.tolist()], [qa.answers[i] for i in index.tolist()],
+                                 pad, size, placement, data.eval_tokens)
+            out[index, :, :nll.shape[-1]] = nll.cpu()
+    return out, lengths
 
 
-@torch.no_grad()
-def answer_token_nlls(model: nn.Module, data: TofuData, batch: dict, placement: Placement) -> list[np.ndarray]:
-    """Each row's answer-token NLLs, in answer order (the EOS last), as a list in the rows' order."""
-    model.eval()
-    out = [None] * len(batch["attention_mask"])
-    for index, minibatch in _eval_minibatches(data, batch, placement):
-        with placement.autocast():
-            nll, _, labels = _answer_nll(model, minibatch)  # (b, len) each
-        nll, answer = nll.float().cpu(), (labels != -100).cpu()
-        for row, i in enumerate(index.tolist()):
-            out[i] = nll[row][answer[row]].double().numpy()
-    return out
+def answer_losses(model: nn.Module, data: TofuData, qa: QuestionAnswers, placement: Placement) -> np.ndarray:
+    """Token-mean NLL of every answer given its question (TOFU's normalised loss), (questions, answers)."""
+    nll, lengths = answer_token_nlls(model, data, qa, placement)
+    return (nll.sum(-1) / lengths.clamp_min(1)).numpy()
 
 
 def retrained_context(retrained: nn.Module, data: TofuData, placement: Placement) -> dict:
@@ -364,9 +469,14 @@ def membership_scores(model: nn.Module, data: TofuData, placement: Placement) ->
     (``mia/loss.py``), and its Min-K% score over the answer's token log-probabilities without its last
     token (the EOS unless truncated), which open-unlearning's ``tokenwise_logprobs`` leaves out
     (``evals/metrics/utils.py:127-143``)."""
-    nlls = {name: answer_token_nlls(model, data, data.split(name), placement) for name in MIA_SPLITS}
-    return {name: {"mia_loss_score": np.array([float(np.mean(row)) for row in rows]),
-                   "min_k_score": np.array([min_k_score(-row[:-1]) for row in rows])} for name, rows in nlls.items()}
+    scores = {}
+    for name in MIA_SPLITS:
+        qa = data.answers_once(f"split:{name}", lambda: [(r["question"], [r["answer"]]) for r in data.split_rows(name)])
+        nll, lengths = answer_token_nlls(model, data, qa, placement)
+        rows = [row[0, :n].double().numpy() for row, n in zip(nll, lengths[:, 0].tolist())]
+        scores[name] = {"mia_loss_score": np.array([float(np.mean(row)) for row in rows]),
+                        "min_k_score": np.array([min_k_score(-row[:-1]) for row in rows])}
+    return scores
 
 
 def attack_aucs(scores: dict) -> dict:
@@ -386,20 +496,12 @@ def split_losses(model: nn.Module, data: TofuData, name: str, placement: Placeme
     rows = eval_rows(data, name)
     k = len(rows[0]["perturbed_answer"])
     paraphrased = name in PARAPHRASED
-
-    def pairs():
-        out = [(r["question"], r["answer"]) for r in rows]
-        if paraphrased:
-            out += [(r["question"], r["paraphrased_answer"]) for r in rows]
-        return out + [(r["question"], p) for r in rows for p in r["perturbed_answer"][:k]]
-
-    losses = answer_losses(model, data, data.encode_once(name, pairs), placement)
-    n = len(rows)
-    result = {"answer": losses[:n]}
-    rest = losses[n:]
+    losses = answer_losses(model, data, data.answers_once(name, lambda: [
+        (r["question"], [r["answer"], *([r["paraphrased_answer"]] if paraphrased else []), *r["perturbed_answer"][:k]])
+        for r in rows]), placement)
+    result = {"answer": losses[:, 0], "perturbed": losses[:, -k:]}
     if paraphrased:
-        result["paraphrased"], rest = rest[:n], rest[n:]
-    result["perturbed"] = rest.reshape(n, k)
+        result["paraphrased"] = losses[:, 1]
     return result
 
 
@@ -413,15 +515,13 @@ def generate_answers(model: nn.Module, data: TofuData, name: str, placement: Pla
     model.eval()
     tok, opts = data.tokenizer, data.options
     prompts = data.prompts_once(name, lambda: [r["question"] for r in eval_rows(data, name)])
-    size = eval_batch_size(opts, placement)
+    size = eval_batch_size(opts, placement, generation=True)
     order = grouped_order(torch.tensor([len(p) for p in prompts]), size, None)
     answers = [""] * len(prompts)
     for start in range(0, len(order), size):
         index = order[start:start + size].tolist()
-        batch = [prompts[i] for i in index]
-        width = max(len(p) for p in batch)
-        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        input_ids, mask = left_padded([prompts[i] for i in index], tok.pad_token_id)
+        width = input_ids.shape[1]
         with placement.autocast():
             out = model.generate(input_ids=input_ids.to(placement.device), attention_mask=mask.to(placement.device),
                                  max_new_tokens=opts.max_new_tokens, do_sample=False, use_cache=True,
@@ -661,8 +761,8 @@ class TofuTask:
             raise ValueError("tofu: no validation rows (Dr rows outside retain_perturbed and the forget set of "
                              "max_ratio): hyper-parameter search needs more retained authors than TOFU's first 20")
         metrics, _ = forget_metrics(model, data, context, placement)
-        batch = data.encode_once("validation", lambda: [(r["question"], r["answer"]) for r in rows])
-        losses = answer_losses(model, data, batch, placement)
+        qa = data.answers_once("validation", lambda: [(r["question"], [r["answer"]]) for r in rows])
+        losses = answer_losses(model, data, qa, placement)[:, 0]
         prob, rouge = tm.probability(losses), rouge_recall(model, data, "validation", placement)
         return {**metrics, "prob_retain": prob, "rouge_retain": rouge, "loss_retain": float(np.mean(losses)),
                 "model_utility": tm.harmonic_mean([prob, rouge])}

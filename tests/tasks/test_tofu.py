@@ -222,6 +222,42 @@ def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
     assert data.eval_padding_ratio() <= 1.25
 
 
+@pytest.mark.parametrize("model, lora_rank", [("tiny-gpt2", 0), ("tiny-gpt2", 4), ("tiny-llama", 0),
+                                             ("tiny-phi", 0)])
+def test_answer_losses_share_each_question_and_equal_tofus_loss(model, lora_rank):
+    """Each question runs once and its answers on top of its KV cache; every answer's token NLLs and
+    their mean are TOFU's loss of that (question, answer) pair alone: -log softmax of the model's
+    logits over the unpadded question + answer, at the positions before each answer token."""
+    torch.manual_seed(0)
+    options = TASK.Options(synthetic_authors=4, eval_size=6, model=model, n_layer=2, n_embd=32, n_head=2,
+                           vocab_size=600, lora_rank=lora_rank, eval_batch_size=10)
+    data, placement = TASK.load(options, 10), Placement("cpu")
+    net = TASK.new_model(options, seed=0).eval()
+    with torch.no_grad():  # adapters away from B = 0, so that they change what the model computes
+        for name, param in net.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    rows = eval_rows(data, "retain")
+    losses = split_losses(net, data, "retain", placement)
+
+    def tofu_loss(question: str, answer: str) -> float:
+        prompt = data.tokenizer(options.question_template.format(question=question), add_special_tokens=False)
+        target = data.tokenizer(options.answer_template.format(answer=answer), add_special_tokens=False)
+        target = target["input_ids"] + [data.tokenizer.eos_token_id]
+        ids = torch.tensor([prompt["input_ids"] + target])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(net(input_ids=ids).logits[0].double(), -1)
+        before = range(len(prompt["input_ids"]) - 1, ids.shape[1] - 1)  # position i predicts token i + 1
+        return -float(np.mean([logprobs[i, ids[0, i + 1]] for i in before]))
+
+    for i, row in enumerate(rows):
+        assert losses["answer"][i] == pytest.approx(tofu_loss(row["question"], row["answer"]), abs=1e-5)
+        assert losses["paraphrased"][i] == pytest.approx(tofu_loss(row["question"], row["paraphrased_answer"]),
+                                                         abs=1e-5)
+        assert losses["perturbed"][i] == pytest.approx([tofu_loss(row["question"], p)
+                                                        for p in row["perturbed_answer"]], abs=1e-5)
+
+
 def forget_quality(frame: pd.DataFrame, reference: pd.DataFrame) -> float:
     """TOFU's Forget Quality from two models' example rows: the KS test's p-value between their truth
     ratios on the forget set (evaluate_util.py / aggregate_eval_stat.py)."""
