@@ -18,7 +18,8 @@ from mcu_ray.plan import make_plan
 from mcu_ray.spec import parse_spec
 from mcu_ray.store import Store
 from mcu_ray.tables import example_table
-from mcu_ray.tasks.tofu import TASK, encode_pairs, eval_rows, generate_answers, rouge_recall, split_losses
+from mcu_ray.tasks.tofu import (TASK, encode_pairs, eval_rows, generate_answers, membership_scores, rouge_recall,
+                               split_losses)
 from mcu_ray.train import train_supervised, unlearn
 
 def tofu_spec(**options):
@@ -222,40 +223,45 @@ def test_real_tofu_batches_pad_little_and_give_the_unpadded_numbers(tofu_dir):
     assert data.eval_padding_ratio() <= 1.25
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
 @pytest.mark.parametrize("model, lora_rank", [("tiny-gpt2", 0), ("tiny-gpt2", 4), ("tiny-llama", 0),
                                              ("tiny-phi", 0)])
-def test_answer_losses_share_each_question_and_equal_tofus_loss(model, lora_rank):
-    """Each question runs once and its answers on top of its KV cache; every answer's token NLLs and
-    their mean are TOFU's loss of that (question, answer) pair alone: -log softmax of the model's
-    logits over the unpadded question + answer, at the positions before each answer token."""
+def test_answer_losses_share_each_question_and_equal_tofus_loss(model, lora_rank, device):
+    """Each question runs once and its answers on top of its KV cache (one answer: both in one pass);
+    every answer's loss is TOFU's loss of that (question, answer) pair alone: the mean of -log softmax
+    of the model's logits over the unpadded question + answer, at the positions before each answer
+    token. Left-padded prompts and right-padded answers of other lengths share each batch."""
     torch.manual_seed(0)
     options = TASK.Options(synthetic_authors=4, eval_size=6, model=model, n_layer=2, n_embd=32, n_head=2,
                            vocab_size=600, lora_rank=lora_rank, eval_batch_size=10)
-    data, placement = TASK.load(options, 10), Placement("cpu")
-    net = TASK.new_model(options, seed=0).eval()
+    data, placement = TASK.load(options, 10), Placement(device)
+    net = TASK.new_model(options, seed=0, placement=placement).eval()
     with torch.no_grad():  # adapters away from B = 0, so that they change what the model computes
         for name, param in net.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
-    rows = eval_rows(data, "retain")
-    losses = split_losses(net, data, "retain", placement)
 
     def tofu_loss(question: str, answer: str) -> float:
         prompt = data.tokenizer(options.question_template.format(question=question), add_special_tokens=False)
         target = data.tokenizer(options.answer_template.format(answer=answer), add_special_tokens=False)
         target = target["input_ids"] + [data.tokenizer.eos_token_id]
-        ids = torch.tensor([prompt["input_ids"] + target])
+        ids = torch.tensor([prompt["input_ids"] + target], device=placement.device)
         with torch.no_grad():
-            logprobs = torch.log_softmax(net(input_ids=ids).logits[0].double(), -1)
+            logprobs = torch.log_softmax(net(input_ids=ids).logits[0].double(), -1).cpu()
         before = range(len(prompt["input_ids"]) - 1, ids.shape[1] - 1)  # position i predicts token i + 1
         return -float(np.mean([logprobs[i, ids[0, i + 1]] for i in before]))
 
-    for i, row in enumerate(rows):
+    losses = split_losses(net, data, "retain", placement)
+    for i, row in enumerate(eval_rows(data, "retain")):
         assert losses["answer"][i] == pytest.approx(tofu_loss(row["question"], row["answer"]), abs=1e-5)
         assert losses["paraphrased"][i] == pytest.approx(tofu_loss(row["question"], row["paraphrased_answer"]),
                                                          abs=1e-5)
         assert losses["perturbed"][i] == pytest.approx([tofu_loss(row["question"], p)
                                                         for p in row["perturbed_answer"]], abs=1e-5)
+    attack = membership_scores(net, data, placement)["holdout"]["mia_loss_score"]  # one answer per question
+    assert attack == pytest.approx([tofu_loss(r["question"], r["answer"]) for r in data.split_rows("holdout")],
+                                   abs=1e-5)
 
 
 def forget_quality(frame: pd.DataFrame, reference: pd.DataFrame) -> float:
