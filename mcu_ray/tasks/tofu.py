@@ -277,6 +277,7 @@ class QuestionAnswers:
             answers.append([target for _, target in tokens])
         return cls(prompts, answers)
 
+
 def _answer_nll(forward, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-position NLL of the next token (b, len), 0 off the answer; the logits and next-token labels.
 
