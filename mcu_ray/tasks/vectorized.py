@@ -55,23 +55,30 @@ def in_groups(evaluate: Callable, model: nn.Module, ts: list, placement: Placeme
 
 
 _VMAP_FASTER: dict = {}  # (task, placement) -> whether this process measured vmapped points faster
+WARM_TIMING_POINTS = 6  # a call must hold this many points to measure both ways warm
 
 
 def faster_of(one_by_one: Callable, vmapped: Callable, ts: list, key) -> list:
-    """Rows of ``ts`` by whichever way is faster here: the first time for ``key``, one point is
-    evaluated one by one and the next two vmapped, each timed, and the choice is kept for the
-    process (both give the same numbers; on a CPU which is faster depends on the model)."""
+    """Rows of ``ts`` by whichever way is faster here: the first time for ``key`` with at least
+    ``WARM_TIMING_POINTS`` points, each way runs once untimed (one point one by one, two vmapped),
+    then once timed (the same), and the choice is kept for the process; before that, one by one
+    (both give the same numbers; on a CPU which is faster depends on the model).
+
+    Why warm: a process's first point pays one-off costs (allocations, first kernels); timed cold,
+    digits' first point took 0.14 s one by one against 0.09 s warm, so a cold one-by-one point lost
+    to two vmapped ones (0.13 s each) although vmapped points cost 0.11-0.15 s each warm."""
     if key in _VMAP_FASTER:
         return (vmapped if _VMAP_FASTER[key] else one_by_one)(ts)
-    if len(ts) < 3:
+    if len(ts) < WARM_TIMING_POINTS:
         return one_by_one(ts)
+    rows = one_by_one(ts[:1]) + vmapped(ts[1:3])  # warm-up of both ways
     started = time.perf_counter()
-    rows = one_by_one(ts[:1])
+    rows += one_by_one(ts[3:4])
     single = time.perf_counter() - started
     started = time.perf_counter()
-    rows += vmapped(ts[1:3])
+    rows += vmapped(ts[4:6])
     _VMAP_FASTER[key] = (time.perf_counter() - started) / 2 < single
-    return rows + ((vmapped if _VMAP_FASTER[key] else one_by_one)(ts[3:]) if ts[3:] else [])
+    return rows + ((vmapped if _VMAP_FASTER[key] else one_by_one)(ts[6:]) if ts[6:] else [])
 
 
 def stacked_forward(model: nn.Module, logits_fn: Callable):

@@ -104,24 +104,32 @@ def test_vmapped_points_match_one_by_one_on_a_bert_classifier():
     compare(task, ResNetOptions(), task.load(ResNetOptions(), 10), 1e-5)
 
 
-def test_the_faster_way_is_measured_once_and_kept():
-    """First call: one point one by one, two vmapped, the faster kept; later calls use it alone."""
+def test_the_faster_way_is_measured_warm_once_and_kept():
+    """A call with enough points runs each way once untimed, then once timed, and keeps the faster;
+    later calls use the kept way alone; a shorter call goes one by one without deciding. Here the
+    first one-by-one call is slow (a cold start), later ones fast: one by one must win."""
     from mcu_ray.tasks import vectorized
 
     calls = []
 
-    def slow(ts):
+    def one(ts):
         calls.append(("one", list(ts)))
+        time.sleep(0.2 if len(calls) == 1 else 0.001)  # only the process's first call pays a cold start
+        return [{"t": t} for t in ts]
+
+    def vmap(ts):
+        calls.append(("vmap", list(ts)))
         time.sleep(0.02 * len(ts))
         return [{"t": t} for t in ts]
 
-    def fast(ts):
-        calls.append(("vmap", list(ts)))
-        return [{"t": t} for t in ts]
-
     key = ("test", object())
-    assert [r["t"] for r in vectorized.faster_of(slow, fast, [0.1, 0.2, 0.3, 0.4], key)] == [0.1, 0.2, 0.3, 0.4]
-    assert calls == [("one", [0.1]), ("vmap", [0.2, 0.3]), ("vmap", [0.4])]
+    ts = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert [r["t"] for r in vectorized.faster_of(one, vmap, ts, key)] == ts  # timed cold, vmap would win
+    assert calls == [("one", [0.1]), ("vmap", [0.2, 0.3]), ("one", [0.4]), ("vmap", [0.5, 0.6]), ("one", [0.7])]
     calls.clear()
-    vectorized.faster_of(slow, fast, [0.5, 0.6], key)
-    assert calls == [("vmap", [0.5, 0.6])]
+    vectorized.faster_of(one, vmap, [0.5, 0.6], key)
+    assert calls == [("one", [0.5, 0.6])]
+    calls.clear()
+    other = ("test", object())
+    assert [r["t"] for r in vectorized.faster_of(one, vmap, ts[:5], other)] == ts[:5]  # too few to time warm
+    assert calls == [("one", ts[:5])] and other not in vectorized._VMAP_FASTER
