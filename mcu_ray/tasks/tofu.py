@@ -442,8 +442,9 @@ def answer_token_nlls(model: nn.Module, data: TofuData, qa: QuestionAnswers,
         out = torch.zeros(*lengths.shape, max(1, int(lengths.max())))
         order = grouped_order(torch.tensor([len(p) for p in qa.prompts]), size, None)  # longest first; no shuffle
         for index in order.split(size):
-            nll = _prompted_nlls(model, [qa.prompts[i] for i in index.tolist()], [qa.answers[i] for i in index.tolist()],
-                                 pad, size, placement, data.eval_tokens)
+            picked = index.tolist()
+            nll = _prompted_nlls(model, [qa.prompts[i] for i in picked], [qa.answers[i] for i in picked], pad, size,
+                                 placement, data.eval_tokens)
             out[index, :, :nll.shape[-1]] = nll.cpu()
     return out, lengths
 
