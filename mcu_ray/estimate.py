@@ -320,7 +320,7 @@ class EvalBatch:
     generation: int
 
 
-def eval_batch_size(task, options, placement: Placement) -> EvalBatch:
+def eval_batches(task, options, placement: Placement) -> EvalBatch:
     """An evaluation's minibatches on this device: TOFU's (auto: by device), else SPLIT_BATCH (no generation)."""
     if task.family != "tofu":
         return EvalBatch(SPLIT_BATCH, SPLIT_BATCH)
@@ -363,7 +363,7 @@ def measured_rates(task, options, data, placement: Placement) -> Rates:
     model.train()
     train_step_s, train_example_s = timings(train_step, min(options.batch_size, n), 4)
     model.eval()
-    eval_batch = eval_batch_size(task, options, placement)
+    eval_batch = eval_batches(task, options, placement)
     forward_batch_s, forward_example_s = timings(forward, min(eval_batch.forward, n), 8)
     decode_s = decode_step_seconds(model, data, eval_batch.generation, placement) if task.family == "tofu" else 0.0
     detail = (f"train {1e3 * train_example_s:.3g} ms/example + {1e3 * train_step_s:.3g} ms/step, forward "
@@ -508,7 +508,7 @@ def task_cost(task_spec, path: str, placement: Placement, flops: Callable[[Place
     here and a step is cheap enough; the FLOP model with P counted from the config where the model
     is too large to time; the FLOP model with P and sizes assumed where either is on the hub."""
     task, options = TASKS[task_spec.name], task_spec.options
-    eval_batch = eval_batch_size(task, options, placement)
+    eval_batch = eval_batches(task, options, placement)
     if not (data_offline(options) and model_offline(options)):
         return assumed_cost(task_spec, path, eval_batch, flops(placement))
     first = task.load(options, task_spec.ratios[0])

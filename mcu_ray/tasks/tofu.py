@@ -117,7 +117,7 @@ class TofuData:
     options: Options
     rows: object  # TofuRows
     tensors: dict = field(default_factory=dict)  # split -> batch dict, filled lazily
-    encoded: dict = field(default_factory=dict)  # evaluation inputs, tokenised once: name -> QuestionAnswers
+    encoded: dict = field(default_factory=dict)  # evaluation inputs, tokenised once: QuestionAnswers, prompts
     eval_tokens: list = field(default_factory=lambda: [0, 0])  # padded and real tokens of evaluation batches
     holdout: list | None = None  # the held-out authors' rows, read on first use
 
