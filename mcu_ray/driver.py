@@ -10,6 +10,7 @@ import os
 import sys
 
 from mcu_ray.errors import SpecError
+from mcu_ray.spec import ResourcesSpec
 
 
 def fail(message: str, code: int = 2):
@@ -48,8 +49,9 @@ def quiet_ray(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def start_ray(address: str | None, num_cpus: int | None, verbose: bool = False) -> None:
-    """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance.
+def start_ray(address: str | None, num_cpus: int | None, resources: ResourcesSpec, verbose: bool = False) -> None:
+    """Join the cluster at ``address`` (or RAY_ADDRESS); otherwise start a private local instance
+    that keeps as many idle workers as ``resources`` needs (``workers_kept``).
 
     ``verbose``: Ray's INFO messages, and the workers' output copied to this terminal.
     """
@@ -62,4 +64,21 @@ def start_ray(address: str | None, num_cpus: int | None, verbose: bool = False) 
         return
     # A private, loopback-only instance for this process: no dashboard, no auth token to manage.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             _system_config={"num_workers_soft_limit": workers_kept(resources, num_cpus or os.cpu_count() or 1)},
+             **quiet)
+
+
+def workers_kept(resources: ResourcesSpec, num_cpus: int) -> int:
+    """Ray's soft limit on worker processes for a local instance: one per CPU for tasks (Ray's own
+    default) plus the sweep's long-lived actors (its trials, each training job's Train controller
+    and workers when ``num_workers`` > 0, the build coordinator).
+
+    Ray's default (the CPU count) counts those actors too. With the quickstart's three trials on two
+    CPUs the pool was always over it, so Ray ended an evaluation worker idle for a second, and the
+    next evaluation task paid a new process: torch's import, the task's data, the tokenizer, again.
+    Six evaluation processes ran the quickstart instead of two (bench/README.md).
+    """
+    train = resources.train.num_workers
+    actors = resources.max_concurrent_trials * (1 + (train + 1 if train else 0)) + 1
+    return num_cpus + actors

@@ -565,7 +565,7 @@ def main(argv=None) -> int:
         fail(f"{args.spec}: {exc}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet_ray(args.verbose)
-    start_ray(args.address, args.num_cpus, args.verbose)
+    start_ray(args.address, args.num_cpus, spec.resources, args.verbose)
     try:
         run_search(spec, storage, url)
     except SearchFailed as exc:

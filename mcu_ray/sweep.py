@@ -370,7 +370,7 @@ def main(argv=None, prog: str = "python -m mcu_ray.sweep") -> int:
     started = time.time()
     local = not ray.is_initialized() and not (args.address or os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        start_ray(args.address, args.num_cpus, args.verbose)
+        start_ray(args.address, args.num_cpus, spec.resources, args.verbose)
     try:
         check_gpus(spec, ray.cluster_resources().get("GPU", 0), local)
     except SpecError as exc:
