@@ -74,8 +74,8 @@ def workers_kept(resources: ResourcesSpec, num_cpus: int) -> int:
     default) plus the sweep's long-lived actors (its trials, each training job's Train controller
     and workers when ``num_workers`` > 0, the build coordinator).
 
-    Ray's default (the CPU count) counts those actors too. With the quickstart's three trials on two
-    CPUs the pool was always over it, so Ray ended an evaluation worker idle for a second, and the
+    Ray's default (the CPU count) counts those actors too. With three trials on two CPUs (the quickstart
+    until it ran two) the pool was always over it, so Ray ended an evaluation worker idle for a second, and the
     next evaluation task paid a new process: torch's import, the task's data, the tokenizer, again.
     Six evaluation processes ran the quickstart instead of two (bench/README.md).
     """

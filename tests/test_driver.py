@@ -30,7 +30,6 @@ def test_a_storage_that_cannot_be_written_is_refused(tmp_path):
     assert caught.value.path == "storage" and "cannot be written" in caught.value.allowed
 
 
-
 @ray.remote
 def worker_pid() -> int:
     time.sleep(0.5)  # two at once run in two processes
